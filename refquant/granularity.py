@@ -1,0 +1,111 @@
+"""Granularity: which elements share one scale and zero point.
+
+Three granularities, chosen by two arguments that every quantizer and calibrator takes:
+
+===============  =====================  ===================================================
+granularity      arguments              shape of ``scale`` / ``zero_point`` for x of shape S
+===============  =====================  ===================================================
+per-tensor       ``axis=None``          ``()``
+per-channel      ``axis=a``             ``(S[a],)``
+per-group/block  ``axis=a, block_size=B``  S with ``S[a]`` replaced by ``ceil(S[a] / B)``
+===============  =====================  ===================================================
+
+In per-group mode element ``i`` along ``axis`` uses parameter ``i // B``; the last block may be
+partial. This is ONNX's blocked quantization (QuantizeLinear-21, attribute ``block_size``).
+
+References
+----------
+ONNX operator spec, QuantizeLinear (opset 21): per-axis and blocked quantization.
+ONNX ``onnx/reference/ops/_quant_utils.py: reshape_input``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import axis_index, block_size_value
+
+
+def param_shape(shape: tuple, axis: int | None, block_size: int = 0) -> tuple:
+    """Shape that ``scale`` and ``zero_point`` must have for data of ``shape``."""
+    block_size = block_size_value(block_size)
+    if axis is None:
+        if block_size:
+            raise ValueError("block_size: blocked quantization needs an axis (got axis=None)")
+        return ()
+    a = axis_index(axis, len(shape))
+    if block_size == 0:
+        return (shape[a],)
+    return shape[:a] + (-(-shape[a] // block_size),) + shape[a + 1:]
+
+
+def check_param(p, shape: tuple, axis: int | None, block_size: int, name: str) -> np.ndarray:
+    """``p`` as an array of exactly :func:`param_shape` (a size-1 value counts as per-tensor only
+    when ``axis`` is None)."""
+    p = np.asarray(p)
+    want = param_shape(shape, axis, block_size)
+    if axis is None and p.size == 1 and p.ndim <= 1:
+        return p.reshape(())
+    if p.shape != want:
+        kind = "per-tensor" if axis is None else ("per-channel" if not block_size else "blocked")
+        raise ValueError(
+            f"{name} has shape {p.shape}, but {kind} quantization of an array of shape {shape} "
+            f"(axis={axis}, block_size={block_size}) needs shape {want}")
+    return p
+
+
+def align(x: np.ndarray, params: list, axis: int | None, block_size: int):
+    """Views of ``x`` and of each parameter (already of :func:`param_shape`) that broadcast.
+
+    Returns ``(xv, [pv, ...])``; ``xv`` is ``x`` itself or a reshaped view of it, so a result
+    computed on ``xv`` is reshaped back with ``.reshape(x.shape)``. Blocks that divide the axis
+    split it into ``(n_blocks, B)`` (no copy); a partial last block repeats the parameters.
+    """
+    if axis is None:
+        return x, [p.reshape(()) for p in params]
+    a = axis_index(axis, x.ndim)
+    if not block_size:
+        dims = [1] * x.ndim
+        dims[a] = x.shape[a]
+        return x, [p.reshape(dims) for p in params]
+    n = x.shape[a]
+    if n % block_size == 0:
+        xv = x.reshape(x.shape[:a] + (n // block_size, block_size) + x.shape[a + 1:])
+        return xv, [np.expand_dims(p, a + 1) for p in params]
+    # (..., n_blocks, ...) -> (..., n, ...): element i uses block i // B
+    return x, [np.take(p, np.arange(n) // block_size, axis=a) for p in params]
+
+
+def to_groups(x: np.ndarray, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+    """Rearrange ``x`` into rows, one row per parameter: ``(n_params, group_len)``.
+
+    Rows of a partial last block are padded with NaN (inputs never contain NaN, so calibrators
+    skip the padding with ``nan``-aware reductions). Rows are in C order of :func:`param_shape`.
+    """
+    block_size = block_size_value(block_size)
+    if axis is None:
+        if block_size:
+            raise ValueError("block_size: blocked quantization needs an axis (got axis=None)")
+        return x.reshape(1, -1)
+    a = axis_index(axis, x.ndim)
+    if not block_size:
+        return np.moveaxis(x, a, 0).reshape(x.shape[a], -1)
+    xm = np.moveaxis(x, a, -1)  # (..., n)
+    n = xm.shape[-1]
+    nb = -(-n // block_size)
+    if nb * block_size != n:
+        pad = np.full(xm.shape[:-1] + (nb * block_size - n,), np.nan, dtype=np.result_type(x.dtype, np.float32))
+        xm = np.concatenate([xm.astype(pad.dtype, copy=False), pad], axis=-1)
+    return xm.reshape(-1, block_size)  # (prod(...) * nb, B)
+
+
+def from_groups(values: np.ndarray, shape: tuple, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+    """Inverse of :func:`to_groups` for one value per row: returns an array of :func:`param_shape`."""
+    values = np.asarray(values)
+    if axis is None:
+        return values.reshape(())
+    a = axis_index(axis, len(shape))
+    if not block_size:
+        return values.reshape(shape[a])
+    nb = -(-shape[a] // block_size)
+    other = shape[:a] + shape[a + 1:]
+    return np.moveaxis(values.reshape(other + (nb,)), -1, a)

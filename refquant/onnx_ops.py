@@ -1,0 +1,230 @@
+"""ONNX quantization operators, bit-exact with the ONNX specs (opset 21+) and ``onnx.reference``.
+
+Thin wrappers over :mod:`refquant.uniform`: ONNX is refquant's default convention (divide by
+the scale, round half to even, add the zero point after rounding, saturate)::
+
+    QuantizeLinear:   y = saturate(round_half_even(x / y_scale) + y_zero_point)
+    DequantizeLinear: y = (x - x_zero_point) * x_scale
+
+Types are named as ONNX names them, in lower case: "int2", "uint2", "int4", "uint4", "int8",
+"uint8", "int16", "uint16". Sub-byte results travel unpacked in int8 / uint8 arrays holding the
+type's range (use :func:`refquant.packing.pack` for ONNX's packed layout); so an int8 zero
+point may name type "int4" when ``output_dtype="int4"`` says so.
+
+Where refquant is stricter than the reference implementation: NaN input raises ValueError
+(the reference casts NaN to an arbitrary integer), and values whose quotient exceeds the int32
+range saturate (the reference's ``rint(x).astype(int32)`` overflows there).
+
+References
+----------
+ONNX Operators: QuantizeLinear-21, DequantizeLinear-21, DynamicQuantizeLinear-11,
+MatMulInteger-10, QLinearMatMul-21 (https://onnx.ai/onnx/operators/).
+``onnx/reference/ops/op_quantize_linear.py``, ``op_dequantize_linear.py``,
+``op_dynamic_quantize_linear.py``, ``op_matmul_integer.py``, ``op_qlinear_matmul.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import float_array, int_array
+from .ranges import qrange as as_qrange
+from .uniform import dequantize, quantize
+
+ONNX_INT_TYPES = ("int2", "uint2", "int4", "uint4", "int8", "uint8", "int16", "uint16")
+_CARRIER = {"int2": "int8", "int4": "int8", "uint2": "uint8", "uint4": "uint8"}  # sub-byte travels in 8 bits
+
+
+def _output_type(zero_point, output_dtype) -> str:
+    if output_dtype is not None and output_dtype not in ONNX_INT_TYPES:
+        raise ValueError(f"output_dtype: unknown ONNX quantized type {output_dtype!r}; expected one of {ONNX_INT_TYPES}")
+    if zero_point is None:
+        return output_dtype or "uint8"
+    zname = np.asarray(zero_point).dtype.name
+    if zname not in ONNX_INT_TYPES:
+        raise ValueError(f"y_zero_point: dtype {zname} is not an ONNX quantized integer type {ONNX_INT_TYPES}")
+    if output_dtype is not None and output_dtype != zname and _CARRIER.get(output_dtype) != zname:
+        raise ValueError(f"output_dtype={output_dtype!r} does not match y_zero_point's dtype {zname}")
+    return output_dtype or zname
+
+
+def _granularity(scale: np.ndarray, ndim: int, axis: int, block_size: int, name: str):
+    """ONNX's rule: a size-1 scale is per-tensor, a 1-D one per-axis, else blocked."""
+    if not isinstance(block_size, (int, np.integer)) or block_size < 0:
+        raise ValueError(f"block_size must be an int >= 0, got {block_size!r}")
+    if scale.size == 1 and scale.ndim <= 1:
+        return None, 0
+    if block_size == 0 and scale.ndim != 1:
+        raise ValueError(f"{name}: per-axis quantization needs a 1-D scale, got shape {scale.shape} "
+                         "(set block_size for blocked quantization)")
+    return axis, block_size
+
+
+def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size: int = 0, output_dtype=None):
+    """ONNX QuantizeLinear: ``y = saturate(round_half_even(x / y_scale) + y_zero_point)``.
+
+    Parameters
+    ----------
+    x : ndarray of float (float32, float16, float64) or int32
+    y_scale : ndarray — scalar (per-tensor), 1-D of length ``x.shape[axis]`` (per-axis), or of
+        ``x.ndim`` dimensions with ``ceil(x.shape[axis] / block_size)`` along ``axis`` (blocked)
+    y_zero_point : ndarray of the output integer dtype, same shape as ``y_scale``; default 0
+    axis : int, default 1
+    block_size : int, default 0
+    output_dtype : str, ONNX type name; default: the zero point's dtype, else "uint8"
+
+    Returns
+    -------
+    y : ndarray of int8 / uint8 / int16 / uint16 (sub-byte types in int8 / uint8), shape of ``x``
+    """
+    tname = _output_type(y_zero_point, output_dtype)
+    r = as_qrange(tname)
+    s = np.asarray(y_scale)
+    if s.dtype.kind != "f":
+        raise ValueError(f"y_scale: expected a floating-point array, got dtype {s.dtype}")
+    xa = float_array(x, "x", check_nan=False)
+    ax, bs = _granularity(s, xa.ndim, axis, block_size, "y_scale")
+    zp = 0 if y_zero_point is None else np.asarray(y_zero_point)
+    if ax is None:
+        s = s.reshape(())
+        zp = zp if np.ndim(zp) == 0 else zp.reshape(())
+    q = quantize(xa, s, zp, r, axis=ax, block_size=bs)
+    return q.astype(_CARRIER.get(tname, tname), copy=False)
+
+
+def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_size: int = 0):
+    """ONNX DequantizeLinear: ``y = (x - x_zero_point) * x_scale``, in ``x_scale``'s dtype.
+
+    ``x`` is any ONNX integer type (int2..uint16 carried in 8/16-bit arrays, or int32 with a zero
+    point of 0). ``x_zero_point`` must have ``x``'s dtype. A float16 ``x_scale`` is applied in
+    float32 and the product cast to float16, as the reference implementation does.
+    """
+    xa = int_array(x, "x")
+    if xa.dtype.name not in ONNX_INT_TYPES + ("int32",):
+        raise ValueError(f"x: dtype {xa.dtype} is not an ONNX quantized integer type")
+    s = np.asarray(x_scale)
+    if s.dtype.kind != "f":
+        raise ValueError(f"x_scale: expected a floating-point array, got dtype {s.dtype}")
+    zp = 0
+    if x_zero_point is not None:
+        zp = np.asarray(x_zero_point)
+        if zp.dtype != xa.dtype:
+            raise ValueError(f"x_zero_point has dtype {zp.dtype} but x has dtype {xa.dtype}; ONNX requires the same type")
+        if xa.dtype == np.int32 and np.any(zp != 0):
+            raise ValueError("x_zero_point must be 0 for int32 x")
+    ax, bs = _granularity(s, xa.ndim, axis, block_size, "x_scale")
+    if ax is None:
+        s = s.reshape(())
+        zp = zp if np.ndim(zp) == 0 else zp.reshape(())
+    y = dequantize(xa, s.astype(np.promote_types(s.dtype, np.float32)), zp, axis=ax, block_size=bs)
+    return y.astype(s.dtype, copy=False)
+
+
+def dynamic_quantize_linear(x):
+    """ONNX DynamicQuantizeLinear: uint8 quantization with a range computed from ``x``.
+
+    In float32, as the operator and its reference implementation::
+
+        x_max = max(0, max(x));  x_min = min(0, min(x))
+        y_scale = (x_max - x_min) / 255            (1 / 255 when x_max == x_min, e.g. all zeros)
+        y_zero_point = round_half_even(clamp(0 - x_min / y_scale, 0, 255))
+        y = saturate(round_half_even(x / y_scale) + y_zero_point)
+
+    Parameters
+    ----------
+    x : ndarray of float32 (other floats are converted), finite
+
+    Returns
+    -------
+    y : ndarray of uint8, shape of ``x``; y_scale : 0-d float32; y_zero_point : 0-d uint8
+    """
+    xa = float_array(x, "x").astype(np.float32)
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite: DynamicQuantizeLinear takes its range from the data")
+    f = np.float32
+    x_max = f(max(0.0, xa.max())) if xa.size else f(0)
+    x_min = f(min(0.0, xa.min())) if xa.size else f(0)
+    with np.errstate(over="ignore"):
+        y_scale = (f(1) if x_max == x_min else f(x_max - x_min)) / f(255)
+    if not np.isfinite(y_scale):
+        raise ValueError("x: its range overflows float32 (max - min is infinite)")
+    if y_scale == 0:  # e.g. a range of 1e-45: (max - min) / 255 underflows; the reference divides by 0
+        raise ValueError(f"x: its range {x_max - x_min!r} is too small: y_scale underflows to 0 in float32")
+    zp = np.rint(np.clip(f(0) - x_min / y_scale, 0, 255)).astype(np.uint8)
+    y = quantize(xa, y_scale, zp, "uint8")
+    return y, np.asarray(y_scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
+
+
+def _int8_operand(v, name):
+    a = int_array(v, name)
+    if a.dtype not in (np.int8, np.uint8):
+        raise ValueError(f"{name}: MatMulInteger takes int8 or uint8, got {a.dtype}")
+    if a.ndim < 2:
+        raise ValueError(f"{name}: expected at least 2 dimensions, got shape {a.shape}")
+    return a
+
+
+def _operand_zero_point(zp, a, name, per):
+    if zp is None:
+        return 0.0
+    z = np.asarray(zp)
+    if z.dtype != a.dtype:
+        raise ValueError(f"{name} has dtype {z.dtype} but its operand has dtype {a.dtype}")
+    if z.size == 1:
+        return float(z.reshape(()))
+    n = a.shape[-2] if per == "row" else a.shape[-1]
+    if z.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or per-{per} of shape ({n},), got {z.shape}")
+    return z.astype(np.float64).reshape((n, 1) if per == "row" else (1, n))
+
+
+def matmul_integer(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
+    """ONNX MatMulInteger: ``(a - a_zero_point) @ (b - b_zero_point)`` accumulated exactly, as int32.
+
+    ``a`` : int8/uint8 ndarray of shape (..., M, K); ``b`` : int8/uint8 of shape (..., K, N);
+    ``a_zero_point`` scalar or per-row (M,); ``b_zero_point`` scalar or per-column (N,).
+
+    Exactness: each product is an integer of magnitude <= 255² and every partial sum stays below
+    2^53 for K < 2^37, so the float64 BLAS product is exact in any summation order. The int32
+    result is checked: a sum outside the int32 range raises ValueError (it never wraps).
+    """
+    A, B = _int8_operand(a, "a"), _int8_operand(b, "b")
+    if A.shape[-1] != B.shape[-2]:
+        raise ValueError(f"a and b: inner dimensions differ, {A.shape} @ {B.shape}")
+    Af = A.astype(np.float64) - _operand_zero_point(a_zero_point, A, "a_zero_point", "row")
+    Bf = B.astype(np.float64) - _operand_zero_point(b_zero_point, B, "b_zero_point", "column")
+    C = Af @ Bf  # (..., M, N), exact integers
+    if C.size and (C.min() < -2**31 or C.max() > 2**31 - 1):
+        raise ValueError("a, b: the int32 accumulator overflows (|sum| >= 2^31); split K")
+    return C.astype(np.int32)
+
+
+def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point) -> np.ndarray:
+    """ONNX QLinearMatMul: integer matmul requantized to the output type.
+
+    As the ONNX reference implementation::
+
+        C = (a - a_zero_point) @ (b - b_zero_point)                  exact integers
+        m = a_scale * b_scale / y_scale                              in the scales' dtype (float32)
+        y = saturate(round_half_even(C * m + y_zero_point))           C * m in float64
+
+    ``a_scale`` / ``a_zero_point`` are per-tensor or per-row (M,), ``b_scale`` / ``b_zero_point``
+    per-tensor or per-column (N,), ``y_scale`` / ``y_zero_point`` per-tensor. The output dtype is
+    ``y_zero_point``'s (int8 or uint8).
+    """
+    C = matmul_integer(a, b, a_zero_point, b_zero_point).astype(np.float64)
+    yz = np.asarray(y_zero_point)
+    if yz.dtype not in (np.int8, np.uint8) or yz.size != 1:
+        raise ValueError(f"y_zero_point: expected an int8 or uint8 scalar, got {yz.dtype} of shape {yz.shape}")
+    scales = []
+    for name, v, per, n in (("a_scale", a_scale, "row", C.shape[-2]), ("b_scale", b_scale, "column", C.shape[-1]),
+                            ("y_scale", y_scale, None, 1)):
+        s = np.asarray(v)
+        if s.dtype.kind != "f" or not np.all(np.isfinite(s)) or not np.all(s > 0):
+            raise ValueError(f"{name} must be a finite float > 0")
+        if s.size != 1 and (per is None or s.shape != (n,)):
+            raise ValueError(f"{name}: expected a scalar{'' if per is None else f' or per-{per} ({n},)'}, got {s.shape}")
+        scales.append(s.reshape(()) if s.size == 1 else s.reshape((n, 1) if per == "row" else (1, n)))
+    m = scales[0] * scales[1] / scales[2]  # float32 arithmetic, as the reference
+    r = as_qrange(yz.dtype.name)
+    D = np.rint(C * m.astype(np.float64) + float(yz.reshape(())))
+    return np.clip(D, r.qmin, r.qmax).astype(yz.dtype)

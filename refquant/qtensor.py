@@ -1,0 +1,91 @@
+"""A quantized tensor as data: codes plus everything needed to read them back.
+
+References
+----------
+ONNX QuantizeLinear / DequantizeLinear (opset 21): the same (values, scale, zero point, axis,
+block size) tuple travels between the two operators.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .granularity import check_param
+from .observers import calibrate
+from .packing import bits_per_element, storage_bits
+from .ranges import QRange, qrange as as_qrange
+from .uniform import dequantize, quantize
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, copy=True)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True)
+class QTensor:
+    """Integer codes with their quantization parameters: ``x ≈ scale · (values − zero_point)``.
+
+    Arrays are copied and made read-only on construction, so a QTensor never changes.
+    """
+
+    values: np.ndarray  # integer codes, qrange.dtype, shape of the original tensor
+    scale: np.ndarray  # float; parameter shape: (), (C,) or blocked (see refquant.granularity)
+    zero_point: np.ndarray | None  # int, same shape as scale; None: symmetric, 0, not stored
+    qrange: QRange  # the codes' integer range
+    axis: int | None = None  # None: per-tensor; else the channel / blocking axis
+    block_size: int = 0  # 0: per-channel (or per-tensor); B > 0: groups of B along axis
+
+    def __post_init__(self):
+        if not isinstance(self.qrange, QRange):
+            raise ValueError(f"qrange must be a QRange, got {self.qrange!r}")
+        v = np.asarray(self.values)
+        if v.dtype.kind not in "iu":
+            raise ValueError(f"values: expected an integer array, got dtype {v.dtype}")
+        if v.size and (v.min() < self.qrange.qmin or v.max() > self.qrange.qmax):
+            raise ValueError(f"values outside {self.qrange}")
+        s = check_param(self.scale, v.shape, self.axis, self.block_size, "scale")
+        object.__setattr__(self, "values", _frozen(v))
+        object.__setattr__(self, "scale", _frozen(s))
+        if self.zero_point is not None:
+            z = check_param(self.zero_point, v.shape, self.axis, self.block_size, "zero_point")
+            object.__setattr__(self, "zero_point", _frozen(z))
+
+    @property
+    def shape(self) -> tuple:
+        return self.values.shape
+
+    def dequantize(self) -> np.ndarray:
+        """``scale · (values − zero_point)`` in the scale's dtype, shape of ``values``."""
+        zp = 0 if self.zero_point is None else self.zero_point
+        return dequantize(self.values, self.scale, zp, axis=self.axis, block_size=self.block_size)
+
+    def storage_bits(self, scale_bits: int | None = None) -> int:
+        """Bits to store codes + scales + zero points (``scale_bits`` defaults to the scale's dtype)."""
+        sb = self.scale.dtype.itemsize * 8 if scale_bits is None else scale_bits
+        nz = 0 if self.zero_point is None else self.zero_point.size
+        return storage_bits(self.values.size, self.qrange, n_scales=self.scale.size, scale_bits=sb,
+                            n_zero_points=nz)
+
+    def bits_per_element(self, scale_bits: int | None = None) -> float:
+        sb = self.scale.dtype.itemsize * 8 if scale_bits is None else scale_bits
+        nz = 0 if self.zero_point is None else self.zero_point.size
+        return bits_per_element(self.values.size, self.qrange, n_scales=self.scale.size, scale_bits=sb,
+                                n_zero_points=nz)
+
+
+def quantize_tensor(x, qrange="int8", *, symmetric: bool = False, axis: int | None = None, block_size: int = 0,
+                    method: str = "minmax", symmetric_divisor: str = "qmax", rounding: str = "half_even",
+                    rng: np.random.Generator | None = None, **options) -> QTensor:
+    """Calibrate on ``x`` itself (``method``, see :func:`refquant.observers.calibrate`) and quantize.
+
+    Symmetric signed tensors store no zero point (it is 0); everything else stores one per scale.
+    """
+    r = as_qrange(qrange)
+    scale, zp = calibrate(x, r, method, symmetric=symmetric, symmetric_divisor=symmetric_divisor, axis=axis,
+                          block_size=block_size, **options)
+    q = quantize(x, scale, zp, r, axis=axis, block_size=block_size, rounding=rounding, rng=rng)
+    keep_zp = not (symmetric and r.signed)
+    return QTensor(q, scale, zp if keep_zp else None, r, axis, block_size)

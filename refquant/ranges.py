@@ -1,0 +1,148 @@
+"""Integer ranges: which codes a b-bit quantized value may take.
+
+A range is fixed by three facts, and every quantizer in refquant takes one explicitly:
+
+=========  ==========================  ====================  ==============================
+range      signed                      unsigned              used by
+=========  ==========================  ====================  ==============================
+full       [-2^(b-1), 2^(b-1) - 1]     [0, 2^b - 1]          ONNX, PyTorch, TFLite activations
+narrow     [-(2^(b-1) - 1), 2^(b-1)-1] [1, 2^b - 1]          TFLite int8 weights, TensorRT
+=========  ==========================  ====================  ==============================
+
+The narrow ("restricted") signed range drops the most negative code so that the grid is
+symmetric around 0: with a symmetric scale, -amax and +amax are both representable.
+
+References
+----------
+Jacob et al., "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
+Inference", CVPR 2018, section 2.1 (the affine map and its integer range).
+ONNX operator spec, QuantizeLinear (saturation ranges per output type).
+TFLite quantization spec (https://www.tensorflow.org/lite/performance/quantization_spec):
+int8 weights use [-127, 127].
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class QRange:
+    """The set of integer codes ``{qmin, ..., qmax}`` of a b-bit type.
+
+    Attributes
+    ----------
+    bits : int
+        Bit width b, 2 <= b <= 16.
+    signed : bool
+        Two's-complement signed (``int<b>``) or unsigned (``uint<b>``).
+    narrow : bool
+        Drop the lowest code: signed [-(2^(b-1)-1), 2^(b-1)-1], unsigned [1, 2^b-1].
+    limits : (int, int) or None
+        A custom sub-range ``(qmin, qmax)`` of the type, as PyTorch's ``quant_min`` /
+        ``quant_max`` (e.g. ``(0, 127)`` for ``reduce_range``); overrides ``narrow``.
+    """
+
+    bits: int
+    signed: bool = True
+    narrow: bool = False
+    limits: tuple | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.bits, (int, np.integer)) or isinstance(self.bits, bool):
+            raise ValueError(f"bits must be an int, got {self.bits!r}")
+        if not 2 <= self.bits <= 16:
+            raise ValueError(f"bits must be in [2, 16], got {self.bits}")
+        if self.limits is not None:
+            lo, hi = self.limits
+            if lo > hi:
+                raise ValueError(f"qmin > qmax: limits ({lo}, {hi}) are empty")
+            tlo = -(1 << (self.bits - 1)) if self.signed else 0
+            thi = (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+            if lo < tlo or hi > thi:
+                raise ValueError(f"limits ({lo}, {hi}) exceed the {self.bits}-bit type's range [{tlo}, {thi}]")
+
+    @property
+    def qmin(self) -> int:
+        if self.limits is not None:
+            return int(self.limits[0])
+        lo = -(1 << (self.bits - 1)) if self.signed else 0
+        return lo + 1 if self.narrow else lo
+
+    @property
+    def qmax(self) -> int:
+        if self.limits is not None:
+            return int(self.limits[1])
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def levels(self) -> int:
+        """Number of codes, ``qmax - qmin + 1``."""
+        return self.qmax - self.qmin + 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Smallest NumPy integer type that stores every code (sub-byte types travel in 8 bits)."""
+        width = 8 if self.bits <= 8 else 16
+        return np.dtype(f"{'int' if self.signed else 'uint'}{width}")
+
+    @property
+    def name(self) -> str:
+        base = f"{'int' if self.signed else 'uint'}{self.bits}"
+        if self.limits is not None:
+            return f"{base}[{self.qmin},{self.qmax}]"
+        return base + ("_narrow" if self.narrow else "")
+
+    def __str__(self) -> str:
+        return self.name if self.limits is not None else f"{self.name}[{self.qmin}, {self.qmax}]"
+
+
+_NAME = re.compile(r"^(u?)int(\d+)(_narrow)?$")
+
+
+def qrange(spec="int8", *, narrow: bool | None = None) -> QRange:
+    """Build a :class:`QRange` from a type name or return a given one unchanged.
+
+    Parameters
+    ----------
+    spec : str, (int, int) or QRange
+        ``"int<b>"`` / ``"uint<b>"`` for 2 <= b <= 16, optionally with suffix ``"_narrow"``
+        (e.g. ``"int4"``, ``"uint8"``, ``"int8_narrow"``); a pair ``(qmin, qmax)`` for a custom
+        range, stored in the smallest type (at least 8 bits wide for storage) that holds it;
+        or a ``QRange``.
+    narrow : bool, optional
+        Override the narrow flag.
+
+    Examples
+    --------
+    >>> r = qrange("int4"); (r.qmin, r.qmax)
+    (-8, 7)
+    >>> r = qrange("int8", narrow=True); (r.qmin, r.qmax)
+    (-127, 127)
+    """
+    if isinstance(spec, QRange):
+        r = spec
+    elif isinstance(spec, tuple) and len(spec) == 2:
+        lo, hi = spec
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in spec):
+            raise ValueError(f"qrange: (qmin, qmax) must be ints, got {spec!r}")
+        if lo > hi:
+            raise ValueError(f"qmin > qmax: ({lo}, {hi})")
+        signed = lo < 0
+        bits = next((b for b in range(2, 17) if (-(1 << (b - 1)) <= lo and hi < (1 << (b - 1)) if signed
+                                                  else hi < (1 << b))), None)
+        if bits is None:
+            raise ValueError(f"qrange: ({lo}, {hi}) does not fit in 16 bits")
+        r = QRange(bits, signed, False, (int(lo), int(hi)))
+    elif isinstance(spec, str):
+        m = _NAME.match(spec)
+        if m is None:
+            raise ValueError(f"qrange: unknown integer type name {spec!r}; expected e.g. 'int8', 'uint4', 'int8_narrow'")
+        r = QRange(int(m.group(2)), signed=m.group(1) == "", narrow=m.group(3) is not None)
+    else:
+        raise ValueError(f"qrange: expected a type name, (qmin, qmax) or QRange, got {spec!r}")
+    if narrow is not None and narrow != r.narrow and r.limits is None:
+        r = QRange(r.bits, r.signed, narrow)
+    return r

@@ -1,0 +1,310 @@
+"""Uniform (affine and symmetric) quantization: parameters, quantize, dequantize, fake-quantize.
+
+The one convention of refquant::
+
+    x ≈ scale · (q − zero_point)                                          (1)
+    q = clamp(round(x / scale) + zero_point, qmin, qmax)                  (2)
+
+``scale`` is the step size (never its reciprocal); ``zero_point`` is the integer code of the
+real value 0, so 0 is always exactly representable. Equation (2) has three conventions that
+frameworks disagree on; each is a named argument here:
+
+* ``rounding`` — see :mod:`refquant.rounding` (default ``"half_even"``, as ONNX and PyTorch);
+* ``scale_op`` — ``"divide"`` computes ``x / scale`` (ONNX, TFLite); ``"multiply_reciprocal"``
+  computes ``x * (1 / scale)`` with the reciprocal rounded to the working dtype first (PyTorch,
+  FBGEMM). They differ by one code on some inputs: FBGEMM's own example, scale 0.00214854861 and
+  x 0.273939937 in float32, gives 127.5 → 128 by the reciprocal and 127.49999 → 127 by division;
+* ``zero_point_order`` — ``"after_rounding"`` adds the zero point to the rounded integer (ONNX,
+  PyTorch, TFLite); ``"before_rounding"`` rounds ``x / scale + zero_point`` (FBGEMM ``Quantize``
+  with ``LEGACY=true``). They differ on exact ties when the zero point is odd and rounding is
+  half-to-even: 2.5 → 2 (+1 = 3) but 2.5 + 1 = 3.5 → 4.
+
+Saturation: values beyond the range, ±Inf included, clamp to qmin / qmax (no integer ever
+wraps: clamping happens in floating point, before the cast). NaN raises ``ValueError``.
+
+Arithmetic dtype: ``x / scale`` is computed in NumPy's promotion of ``x`` and ``scale``, with a
+Python-float scale taking ``x``'s dtype (float32 data and ``scale=0.1`` compute in float32, as
+ONNX does with float32 tensors). float16 quotients are rounded in float32.
+
+References
+----------
+Jacob et al., "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
+Inference", CVPR 2018, eq. (1)-(2) and section 3 (range including zero, nudged zero point).
+Krishnamoorthi, "Quantizing deep convolutional networks for efficient inference", arXiv:1806.08342,
+section 2.1 (affine, symmetric).
+ONNX operator spec QuantizeLinear / DequantizeLinear (opset 21).
+FBGEMM ``include/fbgemm/QuantUtils.h: Quantize`` (reciprocal scale, LEGACY zero-point order).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import float_array, int_array, positive_scale
+from .granularity import align, check_param
+from .ranges import QRange, qrange as as_qrange
+from .rounding import round_array, round_scalar_ref
+
+SCALE_OPS = ("divide", "multiply_reciprocal")
+ZERO_POINT_ORDERS = ("after_rounding", "before_rounding")
+SYMMETRIC_DIVISORS = ("qmax", "half_range")
+_CHUNK = 1 << 16  # elements per pass: a chunk's temporaries stay in the L2 cache
+
+
+def qparams_from_range(lo, hi, qrange="int8", *, symmetric: bool = False, symmetric_divisor: str = "qmax",
+                       eps: float = float(np.finfo(np.float32).eps), dtype=np.float32):
+    """Scale and zero point that map the real range [lo, hi] onto ``qrange``.
+
+    The range is first widened to contain 0: ``lo' = min(lo, 0)``, ``hi' = max(hi, 0)``.
+
+    Affine::
+
+        scale      = max((hi' - lo') / (qmax - qmin), eps)
+        zero_point = clamp(qmin - round_half_even(lo' / scale), qmin, qmax)
+
+    Symmetric (``amax = max(-lo', hi')``, zero point fixed)::
+
+        zero_point = 0 for signed types, (qmin + qmax + 1) // 2 for unsigned (128 for uint8)
+        scale      = max(amax / divisor, eps)
+        divisor    = qmax - zero_point       ("qmax":  amax lands exactly on qmax; 127 for int8;
+                                               TFLite, TensorRT)
+                   = (qmax - qmin) / 2        ("half_range": 127.5 for int8; PyTorch observers,
+                                               which therefore clip +amax by up to half a step)
+
+    ``eps`` floors the scale so that constant (even all-zero) tensors get a valid scale.
+    Arithmetic is in ``dtype`` (float32: what every runtime stores).
+
+    Parameters
+    ----------
+    lo, hi : float or ndarray of the parameter shape (see :mod:`refquant.granularity`)
+    qrange : str or QRange
+    symmetric : bool
+    symmetric_divisor : {"qmax", "half_range"}
+    eps : float
+    dtype : float dtype of the returned scale
+
+    Returns
+    -------
+    scale : ndarray of ``dtype``, shape of ``lo``
+    zero_point : ndarray of int32, shape of ``lo``
+
+    References
+    ----------
+    Jacob et al. 2018, section 3 ("the range [a, b] ... nudged so that 0 is exactly representable").
+    PyTorch ``torch/ao/quantization/observer.py: UniformQuantizationObserverBase._calculate_qparams``.
+    """
+    r = as_qrange(qrange)
+    lo = float_array(lo, "lo").astype(dtype)
+    hi = float_array(hi, "hi").astype(dtype)
+    if lo.shape != hi.shape:
+        raise ValueError(f"lo and hi must have the same shape, got {lo.shape} and {hi.shape}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError("lo, hi: the range must be finite")
+    if np.any(lo > hi):
+        raise ValueError("lo, hi: lo must be <= hi everywhere")
+    if symmetric_divisor not in SYMMETRIC_DIVISORS:
+        raise ValueError(f"symmetric_divisor: unknown {symmetric_divisor!r}; expected one of {SYMMETRIC_DIVISORS}")
+    if not (eps > 0 and np.isfinite(eps)):
+        raise ValueError(f"eps must be finite and > 0, got {eps!r}")
+    lo0 = np.minimum(lo, dtype(0))
+    hi0 = np.maximum(hi, dtype(0))
+    with np.errstate(over="ignore"):
+        if symmetric:
+            z = 0 if r.signed else (r.qmin + r.qmax + 1) // 2
+            amax = np.maximum(-lo0, hi0)
+            div = (r.qmax - z) if symmetric_divisor == "qmax" else (r.qmax - r.qmin) / 2
+            scale = np.maximum(amax / dtype(div), dtype(eps))
+            zero_point = np.full(lo.shape, z, dtype=np.int32)
+        else:
+            scale = np.maximum((hi0 - lo0) / dtype(r.qmax - r.qmin), dtype(eps))
+            zero_point = np.clip(r.qmin - np.rint(lo0 / scale), r.qmin, r.qmax).astype(np.int32)
+    if not np.all(np.isfinite(scale)):
+        raise ValueError("lo, hi: the range is too wide for a finite scale in " + np.dtype(dtype).name)
+    return scale.astype(dtype), zero_point
+
+
+def _check_choice(value, choices, name):
+    if value not in choices:
+        raise ValueError(f"{name}: unknown {value!r}; expected one of {choices}")
+
+
+def _working_dtype(xa: np.ndarray, scale) -> np.dtype:
+    if type(scale) in (float, int):  # not np.float64, which subclasses float but is "strong"
+        return xa.dtype  # a Python scalar is "weak" (NEP 50): it takes the data's dtype
+    sd = np.asarray(scale).dtype
+    return np.result_type(xa.dtype, sd) if sd.kind == "f" else xa.dtype
+
+
+def _zero_point(zero_point, shape, axis, block_size, r: QRange | None = None) -> np.ndarray:
+    """Zero point as int64: 0-d when shared by all elements, else of the parameter shape."""
+    zp = np.asarray(0 if zero_point is None else zero_point)
+    if zp.dtype.kind not in "iu":
+        raise ValueError(f"zero_point: expected an integer, got dtype {zp.dtype}")
+    if zp.ndim == 0 or (axis is None and zp.size == 1):
+        zp = zp.reshape(())
+    else:
+        zp = check_param(zp, shape, axis, block_size, "zero_point")
+    zp = zp.astype(np.int64)
+    if r is not None and zp.size and (zp.min() < r.qmin or zp.max() > r.qmax):
+        raise ValueError(f"zero_point must lie in {r}, got values in [{zp.min()}, {zp.max()}]")
+    return zp
+
+
+def _prepare(x, scale, zero_point, qrange, axis, block_size, rounding, rng, scale_op, zero_point_order):
+    r = as_qrange(qrange)
+    _check_choice(rounding, ("half_even", "half_away", "half_up", "floor", "stochastic"), "rounding")
+    _check_choice(scale_op, SCALE_OPS, "scale_op")
+    _check_choice(zero_point_order, ZERO_POINT_ORDERS, "zero_point_order")
+    if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
+        raise ValueError("rng: stochastic rounding needs an explicit numpy.random.Generator")
+    xa = float_array(x, "x", check_nan=False)
+    wd = _working_dtype(xa, scale)
+    s = check_param(positive_scale(scale, "scale", wd), xa.shape, axis, block_size, "scale")
+    zp = _zero_point(zero_point, xa.shape, axis, block_size, r)
+    if scale_op == "multiply_reciprocal":
+        with np.errstate(over="ignore"):
+            s = np.divide(wd.type(1), s, dtype=wd)  # the reciprocal, rounded to the working dtype
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"scale: 1/scale overflows {wd.name}; the scale is too small for scale_op='multiply_reciprocal'")
+    return r, xa, wd, s, zp
+
+
+def quantize(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, block_size: int = 0,
+             rounding: str = "half_even", rng: np.random.Generator | None = None,
+             scale_op: str = "divide", zero_point_order: str = "after_rounding") -> np.ndarray:
+    """Quantize: ``q = clamp(round(x / scale) + zero_point, qmin, qmax)`` (equation (2) above).
+
+    Parameters
+    ----------
+    x : ndarray of float, any shape
+    scale : float or ndarray, shape ``()``, ``(x.shape[axis],)`` or blocked (see :mod:`refquant.granularity`)
+        Step size, finite and > 0.
+    zero_point : int or integer ndarray of the same shape as ``scale``, inside ``qrange``
+    qrange : str or QRange, default "int8"
+    axis : int or None
+        None: per-tensor. Otherwise per-channel along ``axis`` or, with ``block_size``, per-group.
+    block_size : int, default 0 (no blocking)
+    rounding : {"half_even", "half_away", "half_up", "floor", "stochastic"}
+    rng : numpy.random.Generator, for stochastic rounding (draws one number per element, C order)
+    scale_op : {"divide", "multiply_reciprocal"}
+    zero_point_order : {"after_rounding", "before_rounding"}
+
+    Returns
+    -------
+    q : ndarray of ``qrange.dtype`` (int8/uint8 for <= 8 bits, int16/uint16 above), shape of ``x``
+    """
+    r, xa, wd, s, zp = _prepare(x, scale, zero_point, qrange, axis, block_size, rounding, rng,
+                                scale_op, zero_point_order)
+    op = np.divide if scale_op == "divide" else np.multiply
+    bd = np.promote_types(wd, np.float32)  # buffer dtype: float16 quotients round in float32
+    if s.ndim == 0 and zp.ndim == 0:
+        xv, (sv, zv) = xa.reshape(-1), (s, zp)
+    else:
+        xv, (sv, zv) = align(xa, [s, np.broadcast_to(zp, s.shape)], axis, block_size)
+    q = np.empty(xv.shape, dtype=r.dtype)
+    if q.size == 0:
+        return q.reshape(xa.shape)
+    rows = xv.shape[0] if xv.ndim else 1
+    step = max(1, _CHUNK // max(1, xv.size // rows))
+    for i in range(0, rows, step):
+        sl = slice(i, i + step)
+        pick = lambda p: p[sl] if p.ndim and p.shape[0] > 1 else p  # noqa: E731
+        sc, zc = pick(sv), pick(zv)
+        with np.errstate(over="ignore"):
+            v = op(xv[sl], sc, dtype=wd).astype(bd, copy=False)  # x / scale, in the working dtype
+        zf = zc.astype(bd)
+        if zero_point_order == "before_rounding":
+            v += zf
+            round_array(v, rounding, rng, out=v)
+            np.clip(v, r.qmin, r.qmax, out=v)
+        else:
+            round_array(v, rounding, rng, out=v)
+            np.clip(v, r.qmin - zf, r.qmax - zf, out=v)  # saturate before adding: no overflow
+            v += zf
+        if np.isnan(v).any():
+            raise ValueError("x contains NaN; NaN has no quantized value")
+        np.copyto(q[sl], v, casting="unsafe")  # exact: v is integer-valued and in range
+    return q.reshape(xa.shape)
+
+
+def quantize_ref(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, block_size: int = 0,
+                 rounding: str = "half_even", rng: np.random.Generator | None = None,
+                 scale_op: str = "divide", zero_point_order: str = "after_rounding") -> np.ndarray:
+    """Slow loop twin of :func:`quantize`: one element at a time, exact rational rounding.
+
+    Shares only argument checking with :func:`quantize`; the parameter lookup (``i // block_size``)
+    and the rounding (:func:`refquant.rounding.round_scalar_ref`) are written independently.
+    """
+    r, xa, wd, s, zp = _prepare(x, scale, zero_point, qrange, axis, block_size, rounding, rng,
+                                scale_op, zero_point_order)
+    bd = np.promote_types(wd, np.float32).type
+    q = np.empty(xa.shape, dtype=r.dtype)
+    a = None if axis is None else axis % xa.ndim
+    for idx in np.ndindex(xa.shape):
+        if a is None:
+            pidx = ()
+        elif not block_size:
+            pidx = (idx[a],)
+        else:
+            pidx = idx[:a] + (idx[a] // block_size,) + idx[a + 1:]
+        zi = int(zp[pidx]) if zp.ndim else int(zp)
+        with np.errstate(over="ignore"):
+            xi, si = wd.type(xa[idx]), wd.type(s[pidx])
+            v = bd(xi / si if scale_op == "divide" else xi * si)
+        if np.isnan(v):
+            raise ValueError("x contains NaN; NaN has no quantized value")
+        draw = rng.random() if rounding == "stochastic" else None
+        if zero_point_order == "before_rounding":
+            k = round_scalar_ref(v + bd(zi), rounding, draw)
+        else:
+            k = round_scalar_ref(v, rounding, draw) + zi
+        q[idx] = min(max(k, r.qmin), r.qmax)
+    return q
+
+
+def dequantize(q, scale, zero_point=0, *, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+    """Dequantize: ``x̂ = scale · (q − zero_point)`` (equation (1)).
+
+    ``q - zero_point`` is formed in int64 (no wrap-around), then multiplied by the scale and
+    rounded once to the scale's dtype (a Python float scale means float32): the result is the
+    exact product correctly rounded, whatever the dtype.
+
+    Parameters
+    ----------
+    q : integer ndarray, any shape (float arrays are refused)
+    scale : float or ndarray of the parameter shape
+    zero_point : int or integer ndarray of the parameter shape
+    axis, block_size : granularity, as in :func:`quantize`
+
+    Returns
+    -------
+    ndarray of the scale's float dtype, shape of ``q``
+    """
+    qa = int_array(q, "q")
+    sd = np.float32 if type(scale) in (float, int) else None
+    s = check_param(positive_scale(scale, "scale", sd), qa.shape, axis, block_size, "scale")
+    zp = np.broadcast_to(_zero_point(zero_point, qa.shape, axis, block_size), s.shape)
+    qv, (sv, zv) = align(qa, [s, zp], axis, block_size)
+    # float32 holds every difference of two 16-bit codes exactly, and its correctly rounded
+    # product equals the exact product rounded once; other dtypes go through float64.
+    cd = np.float32 if s.dtype == np.float32 else np.float64
+    d = np.subtract(qv, zv, dtype=np.int64).astype(cd)
+    return np.multiply(d, sv, dtype=cd).astype(s.dtype, copy=False).reshape(qa.shape)
+
+
+def fake_quantize(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, block_size: int = 0,
+                  rounding: str = "half_even", rng: np.random.Generator | None = None,
+                  scale_op: str = "divide", zero_point_order: str = "after_rounding") -> np.ndarray:
+    """Quantize then dequantize: ``x̂ = scale · (clamp(round(x / scale) + zp, qmin, qmax) − zp)``.
+
+    Same arguments as :func:`quantize`. Returns an array of the working dtype (``x``'s dtype for a
+    Python-float scale), shape of ``x``. This is the forward pass of quantization-aware training.
+
+    Idempotent (``fake_quantize(fake_quantize(x)) == fake_quantize(x)``) for the round-to-nearest
+    modes; not for ``"floor"``, because ``fl(scale·k)`` may round to just below ``scale·k``.
+    """
+    q = quantize(x, scale, zero_point, qrange, axis=axis, block_size=block_size, rounding=rounding, rng=rng,
+                 scale_op=scale_op, zero_point_order=zero_point_order)
+    xa = np.asarray(x)
+    wd = _working_dtype(xa if xa.dtype.kind == "f" else xa.astype(np.float64), scale)
+    s = np.asarray(scale, dtype=wd)
+    return dequantize(q, s, zero_point, axis=axis, block_size=block_size)

@@ -1,0 +1,103 @@
+"""Integer ranges, rounding rules, sub-byte packing and size accounting."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from refquant import bits_per_element, pack, qrange, round_array, storage_bits, unpack
+from refquant.packing import pack_ref
+from refquant.ranges import QRange
+from refquant.rounding import round_scalar_ref
+from strategies import qranges
+
+
+@pytest.mark.parametrize("name, lo, hi, dtype", [
+    ("int2", -2, 1, np.int8), ("uint2", 0, 3, np.uint8), ("int4", -8, 7, np.int8), ("uint4", 0, 15, np.uint8),
+    ("int8", -128, 127, np.int8), ("uint8", 0, 255, np.uint8), ("int16", -32768, 32767, np.int16),
+    ("uint16", 0, 65535, np.uint16), ("int3", -4, 3, np.int8), ("uint12", 0, 4095, np.uint16),
+    ("int8_narrow", -127, 127, np.int8), ("uint8_narrow", 1, 255, np.uint8), ("int4_narrow", -7, 7, np.int8),
+])
+def test_named_ranges(name, lo, hi, dtype):
+    r = qrange(name)
+    assert (r.qmin, r.qmax, r.dtype) == (lo, hi, np.dtype(dtype))
+    assert r.levels == hi - lo + 1
+
+
+def test_custom_limits_as_pytorch_quant_min_max():
+    r = qrange((0, 127))  # quint8 with reduce_range
+    assert (r.qmin, r.qmax, r.dtype) == (0, 127, np.dtype(np.uint8))
+    r = qrange((-64, 63))
+    assert (r.qmin, r.qmax, r.signed) == (-64, 63, True)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: QRange(1), "bits must be in"), (lambda: QRange(17), "bits must be in"),
+    (lambda: qrange("int1"), "bits must be in"), (lambda: qrange("fp8"), "qrange: unknown"),
+    (lambda: qrange((5, 3)), "qmin > qmax"), (lambda: QRange(8, True, False, (3, -3)), "qmin > qmax"),
+    (lambda: QRange(4, True, False, (-9, 0)), "exceed"), (lambda: qrange((0, 70000)), "does not fit"),
+    (lambda: QRange(8.0), "bits must be an int"),
+])
+def test_bad_ranges(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bad()
+
+
+@given(hnp.arrays(np.float64, hnp.array_shapes(max_dims=2), elements=st.floats(-1e6, 1e6) | st.sampled_from(
+    [0.5, -0.5, 1.5, -2.5, 0.49999999999999994, -0.49999999999999994])),
+    st.sampled_from(["half_even", "half_away", "half_up", "floor"]))
+def test_round_array_equals_exact_scalar_rule(v, mode):
+    out = round_array(v, mode)
+    assert out.tolist() == np.array([round_scalar_ref(t, mode) for t in v.ravel()], dtype=float).reshape(v.shape).tolist()
+
+
+def test_round_array_infinities_pass_through():
+    v = np.array([np.inf, -np.inf])
+    for mode in ["half_even", "half_away", "half_up", "floor"]:
+        assert round_array(v, mode).tolist() == [np.inf, -np.inf]
+
+
+# ---------------------------------------------------------------- packing
+def test_int4_golden_nibble_order():
+    # ONNX: element 0 in the low nibble. [1, -1, 7, -8] -> nibbles 0x1, 0xF, 0x7, 0x8 -> bytes 0xF1, 0x87
+    assert pack(np.array([1, -1, 7, -8], np.int8), "int4").tolist() == [0xF1, 0x87]
+    # odd count: the last high nibble is zero padding
+    assert pack(np.array([3, 4, 5], np.uint8), "uint4").tolist() == [0x43, 0x05]
+
+
+def test_int2_golden():
+    # [1, -2, -1, 0] -> 2-bit codes 01, 10, 11, 00 at bits 0-1, 2-3, 4-5, 6-7: 0b00_11_10_01 = 0x39
+    assert pack(np.array([1, -2, -1, 0], np.int8), "int2").tolist() == [0x39]
+    assert unpack(np.array([0x39], np.uint8), "int2", 4).tolist() == [1, -2, -1, 0]
+
+
+def test_int3_spans_bytes():
+    # [7, 0, 5] in 3 bits: bits 0-2 = 111, 3-5 = 000, 6-8 = 101 -> byte0 = 0b01_000_111 = 0x47, byte1 = 0b1
+    assert pack(np.array([7, 0, 5], np.uint8), "uint3").tolist() == [0x47, 0x01]
+
+
+@given(st.data(), qranges)
+def test_pack_unpack_round_trip_and_ref_twin(data, r):
+    n = data.draw(st.integers(0, 40))
+    q = data.draw(hnp.arrays(r.dtype, n, elements=st.integers(r.qmin, r.qmax)))
+    p = pack(q, r)
+    assert p.dtype == np.uint8 and p.size == -(-n * r.bits // 8)
+    assert np.array_equal(p, pack_ref(q, r))
+    assert np.array_equal(unpack(p, r, n), q)
+
+
+def test_pack_rejects_out_of_range_and_floats():
+    with pytest.raises(ValueError, match="outside int4"):
+        pack(np.array([8], np.int8), "int4")
+    with pytest.raises(ValueError, match="q: expected an integer"):
+        pack(np.array([1.0]), "int4")
+    with pytest.raises(ValueError, match="count=5 codes"):
+        unpack(np.zeros(2, np.uint8), "int4", 5)
+
+
+def test_size_accounting():
+    # int4, group 32, one float32 scale per group: 4 + 32/32 = 5 bits per element
+    assert bits_per_element(4096, "int4", n_scales=128) == 5.0
+    # uint8 per-tensor with a scale and a zero point: 8 * 100 + 32 + 8 bits
+    assert storage_bits(100, "uint8", n_scales=1, n_zero_points=1) == 840
+    with pytest.raises(ValueError, match="n_elements must be > 0"):
+        bits_per_element(0, "int8")

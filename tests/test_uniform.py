@@ -1,0 +1,323 @@
+"""Uniform quantization: golden values (hand-computed), properties, the _ref twin, bad input."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import example, given, strategies as st
+
+from refquant import dequantize, fake_quantize, qparams_from_range, quantize, quantize_ref, qrange
+from refquant.ranges import QRange
+from strategies import arrays, data_with_zero_point, granular_case, modes, qranges, scales32
+
+F32 = np.float32
+TIES = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5], dtype=F32)
+
+
+# ---------------------------------------------------------------- golden values
+@pytest.mark.parametrize("mode, expected", [
+    ("half_even", [-2, -2, 0, 0, 2, 2]),   # ties go to the even neighbour
+    ("half_away", [-3, -2, -1, 1, 2, 3]),  # ties go away from zero (C roundf)
+    ("half_up", [-2, -1, 0, 1, 2, 3]),     # ties go toward +inf
+    ("floor", [-3, -2, -1, 0, 1, 2]),      # always down
+])
+def test_rounding_modes_on_exact_ties(mode, expected):
+    q = quantize(TIES, 1.0, 0, "int8", rounding=mode)
+    assert q.tolist() == expected
+    assert quantize_ref(TIES, 1.0, 0, "int8", rounding=mode).tolist() == expected
+
+
+@pytest.mark.parametrize("mode", ["half_even", "half_away", "half_up"])
+def test_just_below_half_rounds_down(mode):
+    # float32 0.49999997 = 0.5 - 2^-25; the naive floor(v + 0.5) computes 0.99999997 -> 1.0 (rounded sum)
+    v = np.array([np.nextafter(F32(0.5), F32(0))], dtype=F32)
+    assert v[0] == F32(0.5) - F32(2.0 ** -25)
+    assert quantize(v, 1.0, 0, rounding=mode).tolist() == [0]
+
+
+def test_affine_golden_uint8():
+    # range [-1, 3]: scale = 4 / 255 (float32); zero_point = 0 - round(-1 / (4/255)) = round(63.75) = 64
+    s, z = qparams_from_range(-1.0, 3.0, "uint8")
+    assert s == F32(4) / F32(255) and z == 64
+    # 3 / (4/255) = 191.25 -> 191, +64 = 255;  -1 -> -63.75 -> -64, +64 = 0;  0 -> 0 + 64
+    assert quantize(np.array([-1.0, 0.0, 3.0], F32), s, z, "uint8").tolist() == [0, 64, 255]
+
+
+def test_range_is_extended_to_contain_zero():
+    # [2, 6] becomes [0, 6]: scale 6/255, zero point 0; [-6, -2] becomes [-6, 0]: zero point 255
+    s, z = qparams_from_range(2.0, 6.0, "uint8")
+    assert s == F32(6) / F32(255) and z == 0
+    s, z = qparams_from_range(-6.0, -2.0, "uint8")
+    assert s == F32(6) / F32(255) and z == 255
+
+
+@pytest.mark.parametrize("divisor, expected_scale", [("qmax", F32(2) / F32(127)), ("half_range", F32(2) / F32(127.5))])
+def test_symmetric_divisor(divisor, expected_scale):
+    s, z = qparams_from_range(-2.0, 1.0, "int8", symmetric=True, symmetric_divisor=divisor)  # amax = 2
+    assert s == expected_scale and z == 0
+
+
+def test_symmetric_qmax_divisor_maps_amax_to_qmax_and_half_range_clips_it():
+    x = np.array([-127.5, 127.5], F32)
+    s, _ = qparams_from_range(-127.5, 127.5, "int8", symmetric=True)  # scale 127.5 / 127
+    assert quantize(x, s, 0, "int8").tolist() == [-127, 127]
+    s, _ = qparams_from_range(-127.5, 127.5, "int8", symmetric=True, symmetric_divisor="half_range")
+    assert s == 1.0  # 127.5 / 127.5, exact
+    # -127.5 -> -128 (even), +127.5 -> 128 (even) -> clipped to 127: the grid is lopsided
+    assert quantize(x, s, 0, "int8").tolist() == [-128, 127]
+
+
+def test_symmetric_unsigned_zero_point_is_128():
+    s, z = qparams_from_range(-1.0, 1.0, "uint8", symmetric=True)
+    assert z == 128 and s == F32(1) / F32(127)  # divisor qmax - zero_point = 255 - 128
+
+
+def test_narrow_range_symmetric():
+    r = qrange("int8_narrow")
+    assert (r.qmin, r.qmax) == (-127, 127)
+    assert quantize(np.array([-1e9], F32), 1.0, 0, r).tolist() == [-127]
+
+
+def test_constant_and_zero_tensors_get_a_valid_scale():
+    s, z = qparams_from_range(0.0, 0.0, "uint8")
+    assert s == F32(np.finfo(F32).eps) and z == 0
+    x = np.zeros(5, F32)
+    assert np.array_equal(fake_quantize(x, s, z, "uint8"), x)
+    s, z = qparams_from_range(3.0, 3.0, "int8")  # [0, 3]: scale 3/255, zero point -128 - round(0) = -128
+    assert s == F32(3) / F32(255) and z == -128
+    assert fake_quantize(np.array([3.0], F32), s, z, "int8")[0] == F32(3) / F32(255) * F32(255)
+
+
+def test_zero_point_order_differs_on_odd_zero_point_ties():
+    x = np.array([2.5], F32)
+    assert quantize(x, 1.0, 1, "int8").tolist() == [3]  # rint(2.5) = 2, + 1
+    assert quantize(x, 1.0, 1, "int8", zero_point_order="before_rounding").tolist() == [4]  # rint(3.5) = 4
+
+
+def test_fbgemm_reciprocal_golden():
+    # FBGEMM QuantUtils.h: x * (1/s) = 127.5 in float32 -> 128, x / s = 127.499992 -> 127
+    x = np.array([0.273939937], F32)
+    s = F32(0.00214854861)
+    assert x[0] * (F32(1) / s) == F32(127.5) and x[0] / s < F32(127.5)
+    assert quantize(x, s, 0, "uint8").tolist() == [127]
+    assert quantize(x, s, 0, "uint8", scale_op="multiply_reciprocal").tolist() == [128]
+
+
+def test_saturation_beyond_int32_and_infinities():
+    x = np.array([3e12, -3e12, np.inf, -np.inf, 1e38], F32)
+    assert quantize(x, 1.0, 0, "int8").tolist() == [127, -128, 127, -128, 127]
+    assert quantize(x, 1e-30, 0, "int16").tolist() == [32767, -32768, 32767, -32768, 32767]
+    assert quantize(x, 1.0, 65535, "uint16").tolist() == [65535, 0, 65535, 0, 65535]
+
+
+def test_blocked_with_partial_last_block_golden():
+    # x = 0..4 along axis 1, blocks of 2 -> 3 blocks (last holds one element); scales 1, 2, 4
+    x = np.array([[0.0, 1.0, 2.0, 3.0, 4.0]], F32)
+    s = np.array([[1.0, 2.0, 4.0]], F32)
+    # 0/1 = 0, 1/1 = 1, 2/2 = 1, 3/2 = 1.5 -> 2, 4/4 = 1
+    assert quantize(x, s, 0, "int8", axis=1, block_size=2).tolist() == [[0, 1, 1, 2, 1]]
+    assert quantize_ref(x, s, 0, "int8", axis=1, block_size=2).tolist() == [[0, 1, 1, 2, 1]]
+
+
+def test_per_channel_golden():
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], F32)
+    # channel 0 (row) scale 1, zero point 10; channel 1 scale 2, zero point -1: 3/2 = 1.5 -> 2, 4/2 = 2
+    q = quantize(x, np.array([1.0, 2.0], F32), np.array([10, -1]), "int8", axis=0)
+    assert q.tolist() == [[11, 12], [1, 1]]
+    assert dequantize(q, np.array([1.0, 2.0], F32), np.array([10, -1]), axis=0).tolist() == [[1.0, 2.0], [4.0, 4.0]]
+
+
+def test_stochastic_rounding_is_unbiased_and_reproducible():
+    x = np.full(20000, 0.25, F32)
+    q = quantize(x, 1.0, 0, rounding="stochastic", rng=np.random.default_rng(0))
+    assert set(np.unique(q).tolist()) == {0, 1}
+    assert abs(q.mean() - 0.25) < 0.02  # std of the mean = sqrt(0.25 * 0.75 / 20000) = 0.003
+    q2 = quantize(x, 1.0, 0, rounding="stochastic", rng=np.random.default_rng(0))
+    assert np.array_equal(q, q2)
+
+
+def test_dtype_rules():
+    x = np.ones(3, F32)
+    assert quantize(x, 0.1, 0, "int4").dtype == np.int8
+    assert quantize(x, 0.1, 0, "uint12").dtype == np.uint16
+    assert fake_quantize(x, 0.1).dtype == np.float32  # Python scale takes x's dtype
+    assert fake_quantize(x, np.float64(0.1)).dtype == np.float64  # NumPy promotion
+    assert dequantize(np.ones(3, np.int8), 0.5).dtype == np.float32
+
+
+def test_empty_input_gives_empty_output():
+    assert quantize(np.zeros((0, 3), F32), 1.0).shape == (0, 3)
+    assert quantize(np.zeros((0, 3), F32), 1.0).dtype == np.int8
+    assert dequantize(np.zeros((0,), np.int8), 1.0).dtype == np.float32
+    assert quantize(np.zeros((2, 0), F32), np.ones(2, F32), axis=0).shape == (2, 0)
+
+
+# ---------------------------------------------------------------- properties
+@given(granular_case(), st.sampled_from(["half_even", "half_away", "half_up", "floor", "stochastic"]),
+       st.sampled_from(["divide", "multiply_reciprocal"]), st.sampled_from(["after_rounding", "before_rounding"]))
+def test_ref_twin_equals_vectorised(case, mode, scale_op, order):
+    x, s, z, r, axis, block = case
+    kw = dict(axis=axis, block_size=block, rounding=mode, scale_op=scale_op, zero_point_order=order)
+    a = quantize(x, s, z, r, rng=np.random.default_rng(1), **kw)
+    b = quantize_ref(x, s, z, r, rng=np.random.default_rng(1), **kw)
+    assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@given(granular_case())
+def test_output_in_range(case):
+    x, s, z, r, axis, block = case
+    q = quantize(x, s, z, r, axis=axis, block_size=block)
+    assert q.dtype == r.dtype and q.shape == x.shape
+    assert q.size == 0 or (q.min() >= r.qmin and q.max() <= r.qmax)
+
+
+@given(data_with_zero_point(), modes)
+@example((np.array([0.49999997], F32), F32(1.0), 0, QRange(8)), "half_up")
+def test_error_bound_exact(case, mode):
+    """Exactly, inside the range: |x/s − (q − zp)| <= 1/2 + u·|x/s| (u = 2^-24: the division's rounding)."""
+    x, s, z, r = case
+    q = quantize(x, s, z, r, rounding=mode)
+    bound = Fraction(1) if mode == "floor" else Fraction(1, 2)
+    for xi, qi in zip(x.ravel().tolist(), q.ravel().tolist()):
+        t = Fraction(xi) / Fraction(float(s))
+        if r.qmin - z + 1 <= t <= r.qmax - z - 1:  # inside the representable range
+            assert abs(t - (qi - z)) <= bound + abs(t) * Fraction(1, 2 ** 24)
+
+
+@given(data_with_zero_point())
+def test_fake_quantize_error_at_most_half_step(case):
+    x, s, z, r = case
+    y = fake_quantize(x, s, z, r)
+    for xi, yi in zip(x.ravel().tolist(), y.ravel().tolist()):
+        t = Fraction(xi) / Fraction(float(s))
+        if r.qmin - z + 1 <= t <= r.qmax - z - 1:
+            err = abs(Fraction(xi) - Fraction(yi))
+            # s/2 from rounding, u|x| from the division, u|y| from the float32 product
+            assert err <= Fraction(float(s)) / 2 + (abs(Fraction(xi)) + abs(Fraction(yi))) * Fraction(1, 2 ** 24)
+
+
+@given(st.floats(-1e4, 1e4, width=32), st.floats(-1e4, 1e4, width=32), qranges)
+def test_zero_is_exactly_representable(a, b, r):
+    lo, hi = min(a, b), max(a, b)
+    s, z = qparams_from_range(lo, hi, r)
+    assert fake_quantize(np.zeros(3, F32), s, z, r).tolist() == [0.0, 0.0, 0.0]
+
+
+@given(data_with_zero_point(), st.sampled_from(["half_even", "half_away", "half_up"]))
+def test_idempotent(case, mode):
+    x, s, z, r = case
+    y = fake_quantize(x, s, z, r, rounding=mode)
+    assert np.array_equal(fake_quantize(y, s, z, r, rounding=mode), y)
+
+
+def test_floor_is_not_idempotent_in_floating_point():
+    # Found by hypothesis. 909613 / 969.78125 = 937.96 -> floor 937; 969.78125 * 937 = 908685.03125 is
+    # a tie between float32 neighbours 908685.0 and 908685.0625 -> 908685.0 (even), just below s * 937,
+    # so the second pass gives 908685 / 969.78125 = 936.99997 -> 936. Nearest rounding absorbs this.
+    x = np.array([909613.0], F32)
+    s = F32(969.78125)
+    y = fake_quantize(x, s, 0, "uint10", rounding="floor")
+    assert y[0] == F32(908685.0)
+    assert quantize(y, s, 0, "uint10", rounding="floor").tolist() == [936]
+    assert np.array_equal(fake_quantize(y, s, 0, "uint10", rounding="half_even"), y)
+
+
+@given(data_with_zero_point(), modes, st.sampled_from(["divide", "multiply_reciprocal"]))
+def test_monotone(case, mode, scale_op):
+    x, s, z, r = case
+    xs = np.sort(x.ravel())
+    q = quantize(xs, s, z, r, rounding=mode, scale_op=scale_op).astype(np.int64)
+    assert np.all(np.diff(q) >= 0)
+
+
+@given(granular_case())
+def test_per_channel_equals_per_tensor_slice_by_slice(case):
+    x, s, z, r, axis, block = case
+    if axis is None or block:
+        return
+    q = quantize(x, s, z, r, axis=axis)
+    for c in range(x.shape[axis]):
+        qc = quantize(np.take(x, c, axis=axis), s[c], int(z[c]), r)
+        assert np.array_equal(np.take(q, c, axis=axis), qc)
+
+
+@given(granular_case())
+def test_dequantize_is_the_correctly_rounded_exact_product(case):
+    x, s, z, r, axis, block = case
+    q = quantize(x, s, z, r, axis=axis, block_size=block)
+    y = dequantize(q, s, z, axis=axis, block_size=block)
+    ref = np.empty_like(y)
+    for idx in np.ndindex(q.shape):
+        if axis is None:
+            p = ()
+        elif not block:
+            p = (idx[axis % q.ndim],)
+        else:
+            a = axis % q.ndim
+            p = idx[:a] + (idx[a] // block,) + idx[a + 1:]
+        # |q - z| < 2^17 and s has 24 bits: the product is exact in float64, rounded once to float32
+        ref[idx] = F32(float(Fraction(float(s[p])) * (int(q[idx]) - int(z[p]))))
+    assert np.array_equal(y, ref)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(x=np.array([1.0, np.nan], F32)), "x contains NaN"),
+    (dict(scale=0.0), "scale must be > 0"),
+    (dict(scale=-1.0), "scale must be > 0"),
+    (dict(scale=np.nan), "scale must be finite"),
+    (dict(scale=np.inf), "scale must be finite"),
+    (dict(zero_point=200), "zero_point must lie in"),
+    (dict(zero_point=1.5), "zero_point: expected an integer"),
+    (dict(qrange="int33"), "bits must be in"),
+    (dict(qrange="float8"), "qrange: unknown"),
+    (dict(axis=5, scale=np.ones(3, F32)), "axis=5 is out of range"),
+    (dict(axis=0, scale=np.ones(4, F32)), "scale has shape"),
+    (dict(axis=0, block_size=-1, scale=np.ones(3, F32)), "block_size must be >= 0"),
+    (dict(axis=0, block_size=2, scale=np.ones(3, F32)), "scale has shape"),
+    (dict(block_size=2), "block_size: blocked quantization needs an axis"),
+    (dict(rounding="nearest"), "rounding: unknown"),
+    (dict(rounding="stochastic"), "rng: stochastic rounding needs"),
+    (dict(scale_op="mul"), "scale_op: unknown"),
+    (dict(zero_point_order="never"), "zero_point_order: unknown"),
+    (dict(x=np.array(["a"])), "x: expected a real floating-point array"),
+    (dict(scale=np.float32(1e-45), scale_op="multiply_reciprocal"), "1/scale overflows"),
+])
+def test_bad_input_raises_naming_the_argument(kwargs, match):
+    args = dict(x=np.ones(3, F32), scale=1.0, zero_point=0, qrange="int8")
+    args.update(kwargs)
+    x, scale, zp, qr = args.pop("x"), args.pop("scale"), args.pop("zero_point"), args.pop("qrange")
+    with pytest.raises(ValueError, match=match):
+        quantize(x, scale, zp, qr, **args)
+
+
+@pytest.mark.parametrize("q, match", [(np.ones(3, F32), "q: expected an integer"), (np.ones(3), "q: expected an integer")])
+def test_dequantize_refuses_float_codes(q, match):
+    with pytest.raises(ValueError, match=match):
+        dequantize(q, 1.0)
+
+
+@pytest.mark.parametrize("lo, hi, kw, match", [
+    (1.0, -1.0, {}, "lo must be <= hi"),
+    (np.nan, 1.0, {}, "lo contains NaN"),
+    (-np.inf, 1.0, {}, "range must be finite"),
+    (0.0, 1.0, dict(symmetric_divisor="127"), "symmetric_divisor: unknown"),
+    (0.0, 1.0, dict(eps=0.0), "eps must be finite and > 0"),
+    (-3e38, 3e38, {}, "too wide for a finite scale"),
+    (np.zeros(2), np.zeros(3), {}, "same shape"),
+])
+def test_qparams_bad_input(lo, hi, kw, match):
+    with pytest.raises(ValueError, match=match):
+        qparams_from_range(lo, hi, "int8", **kw)
+
+
+def test_inputs_are_not_mutated():
+    x = np.array([[0.3, -1.2, 2.5]], F32)
+    s = np.array([0.1], F32)
+    z = np.array([3], np.int8)
+    copies = [a.copy() for a in (x, s, z)]
+    q = quantize(x, s, z, "int8", axis=0)
+    qc = q.copy()
+    fake_quantize(x, s, z, "int8", axis=0, zero_point_order="before_rounding")
+    dequantize(q, s, z, axis=0)
+    for a, c in zip((x, s, z, q), copies + [qc]):
+        assert np.array_equal(a, c)
