@@ -59,6 +59,7 @@ def align(x: np.ndarray, params: list, axis: int | None, block_size: int):
     Returns ``(xv, [pv, ...])``; ``xv`` is ``x`` itself or a reshaped view of it, so a result
     computed on ``xv`` is reshaped back with ``.reshape(x.shape)``. Blocks that divide the axis
     split it into ``(n_blocks, B)`` (no copy); a partial last block repeats the parameters.
+    A 0-d parameter (shared by all elements) is passed through unchanged.
     """
     if axis is None:
         return x, [p.reshape(()) for p in params]
@@ -66,13 +67,13 @@ def align(x: np.ndarray, params: list, axis: int | None, block_size: int):
     if not block_size:
         dims = [1] * x.ndim
         dims[a] = x.shape[a]
-        return x, [p.reshape(dims) for p in params]
+        return x, [p if p.ndim == 0 else p.reshape(dims) for p in params]
     n = x.shape[a]
     if n % block_size == 0:
         xv = x.reshape(x.shape[:a] + (n // block_size, block_size) + x.shape[a + 1:])
-        return xv, [np.expand_dims(p, a + 1) for p in params]
+        return xv, [p if p.ndim == 0 else np.expand_dims(p, a + 1) for p in params]
     # (..., n_blocks, ...) -> (..., n, ...): element i uses block i // B
-    return x, [np.take(p, np.arange(n) // block_size, axis=a) for p in params]
+    return x, [p if p.ndim == 0 else np.take(p, np.arange(n) // block_size, axis=a) for p in params]
 
 
 def to_groups(x: np.ndarray, axis: int | None = None, block_size: int = 0) -> np.ndarray:

@@ -196,21 +196,10 @@ def quantize(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, 
                                 scale_op, zero_point_order)
     op = np.divide if scale_op == "divide" else np.multiply
     bd = np.promote_types(wd, np.float32)  # buffer dtype: float16 quotients round in float32
-    if s.ndim == 0 and zp.ndim == 0:
-        xv, (sv, zv) = xa.reshape(-1), (s, zp)
-    else:
-        xv, (sv, zv) = align(xa, [s, np.broadcast_to(zp, s.shape)], axis, block_size)
-    q = np.empty(xv.shape, dtype=r.dtype)
-    if q.size == 0:
-        return q.reshape(xa.shape)
-    rows = xv.shape[0] if xv.ndim else 1
-    step = max(1, _CHUNK // max(1, xv.size // rows))
-    for i in range(0, rows, step):
-        sl = slice(i, i + step)
-        pick = lambda p: p[sl] if p.ndim and p.shape[0] > 1 else p  # noqa: E731
-        sc, zc = pick(sv), pick(zv)
+    q = np.empty(xa.shape, dtype=r.dtype)
+    for xc, qc, (sc, zc) in _chunks(xa, q, [s, zp], axis, block_size):
         with np.errstate(over="ignore"):
-            v = op(xv[sl], sc, dtype=wd).astype(bd, copy=False)  # x / scale, in the working dtype
+            v = op(xc, sc, dtype=wd).astype(bd, copy=False)  # x / scale, in the working dtype
         zf = zc.astype(bd)
         if zero_point_order == "before_rounding":
             v += zf
@@ -222,8 +211,30 @@ def quantize(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, 
             v += zf
         if np.isnan(v).any():
             raise ValueError("x contains NaN; NaN has no quantized value")
-        np.copyto(q[sl], v, casting="unsafe")  # exact: v is integer-valued and in range
-    return q.reshape(xa.shape)
+        np.copyto(qc, v, casting="unsafe")  # exact: v is integer-valued and in range
+    return q
+
+
+def _chunks(a: np.ndarray, out: np.ndarray, params: list, axis, block_size):
+    """Yield ``(a_chunk, out_chunk, [param_chunk, ...])`` over pieces of about ``_CHUNK`` elements.
+
+    Each pass of the caller then runs on cache-resident temporaries (several passes over a chunk
+    cost about one pass over memory). ``out`` has ``a``'s shape; chunks are views into it, in C
+    order. A parameter that is constant (e.g. every zero point 0) is passed as a scalar.
+    """
+    params = [np.asarray(p.flat[0]) if p.ndim and p.size and np.all(p == p.flat[0]) else p for p in params]
+    if all(p.ndim == 0 for p in params):
+        av, ov, pv = a.reshape(-1), out.reshape(-1), params
+    else:
+        av, pv = align(a, params, axis, block_size)
+        ov = out.reshape(av.shape)
+    if av.size == 0:
+        return
+    rows = av.shape[0]
+    step = max(1, _CHUNK // max(1, av.size // rows))
+    for i in range(0, rows, step):
+        sl = slice(i, i + step)
+        yield av[sl], ov[sl], [p[sl] if p.ndim and p.shape[0] > 1 else p for p in pv]
 
 
 def quantize_ref(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, block_size: int = 0,
@@ -282,13 +293,20 @@ def dequantize(q, scale, zero_point=0, *, axis: int | None = None, block_size: i
     qa = int_array(q, "q")
     sd = np.float32 if type(scale) in (float, int) else None
     s = check_param(positive_scale(scale, "scale", sd), qa.shape, axis, block_size, "scale")
-    zp = np.broadcast_to(_zero_point(zero_point, qa.shape, axis, block_size), s.shape)
-    qv, (sv, zv) = align(qa, [s, zp], axis, block_size)
-    # float32 holds every difference of two 16-bit codes exactly, and its correctly rounded
-    # product equals the exact product rounded once; other dtypes go through float64.
+    zp = _zero_point(zero_point, qa.shape, axis, block_size)
+    # float32 holds every code of <= 16 bits and every difference of two exactly, and its correctly
+    # rounded product equals the exact product rounded once; other dtypes go through float64.
     cd = np.float32 if s.dtype == np.float32 else np.float64
-    d = np.subtract(qv, zv, dtype=np.int64).astype(cd)
-    return np.multiply(d, sv, dtype=cd).astype(s.dtype, copy=False).reshape(qa.shape)
+    exact_in_cd = qa.dtype.itemsize <= 2
+    out = np.empty(qa.shape, dtype=s.dtype)
+    for qc, oc, (sc, zc) in _chunks(qa, out, [s, zp], axis, block_size):
+        if exact_in_cd:
+            d = np.subtract(qc, zc, dtype=cd)
+        else:  # wide codes (int32): form the difference exactly in int64 first
+            d = np.subtract(qc, zc, dtype=np.int64).astype(cd)
+        np.multiply(d, sc, out=d, dtype=cd)
+        np.copyto(oc, d, casting="same_kind")
+    return out
 
 
 def fake_quantize(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, block_size: int = 0,

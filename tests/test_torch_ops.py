@@ -64,6 +64,7 @@ def test_bad_input(call, match):
 
 # ---------------------------------------------------------------- differential, only where torch is installed
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # torch deprecation notices
 
 
 @given(hnp.arrays(F32, (4, 9), elements=st.floats(-50, 50, width=32)), st.sampled_from(["quint8", "qint8"]),
