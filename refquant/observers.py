@@ -112,7 +112,8 @@ def mse_range(x, qrange="int8", *, symmetric: bool = False, symmetric_divisor: s
 
     Candidates are ``α·(lo, hi)`` of the min-max range for ``α = k / n_grid``, k = 1..n_grid; each
     row (tensor / channel / group) takes its own best α (the largest α among equal errors). The
-    result is never worse than min-max (α = 1 is a candidate).
+    result is never worse than min-max (α = 1 is a candidate). With ``symmetric=True`` the range
+    searched, and returned, is ``α·(−amax, amax)`` (``α·(0, amax)`` for non-negative rows).
     """
     if not isinstance(n_grid, (int, np.integer)) or n_grid < 1:
         raise ValueError(f"n_grid must be an int >= 1, got {n_grid!r}")
@@ -120,6 +121,9 @@ def mse_range(x, qrange="int8", *, symmetric: bool = False, symmetric_divisor: s
     pad = np.isnan(g)
     g0 = np.where(pad, 0, g)  # padding contributes 0 error: it is masked below
     lo, hi = np.nanmin(g, axis=1), np.nanmax(g, axis=1)
+    if symmetric:
+        amax = np.maximum(-lo, hi)
+        lo, hi = np.where(lo < 0, -amax, 0), amax
     best_err = np.full(len(g), np.inf)
     best = np.ones(len(g))
     for k in range(n_grid, 0, -1):  # from alpha = 1 downwards: ties keep the larger alpha
