@@ -38,7 +38,9 @@ def positive_scale(scale, name: str = "scale", dtype=None) -> np.ndarray:
     s = np.asarray(scale)
     if s.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a floating-point array, got dtype {s.dtype}")
-    s = s.astype(dtype if dtype is not None else np.result_type(s.dtype, np.float32), copy=False)
+    if dtype is None:
+        dtype = s.dtype if s.dtype.kind == "f" else np.float32
+    s = s.astype(dtype, copy=False)
     if s.size and not np.all(np.isfinite(s)):
         raise ValueError(f"{name} must be finite (got NaN or Inf)")
     if s.size and not np.all(s > 0):

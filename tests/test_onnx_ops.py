@@ -177,3 +177,33 @@ def test_matmul_and_qlinear_matmul_match_onnx_reference(data, ta, tb):
     got = O.qlinear_matmul(a, sc[0], az, b, sc[1], bz, sc[2], yz)
     ref = _onnx("QLinearMatMul", [a, sc[0], az, b, sc[1], bz, sc[2], yz], 21)[0]
     assert got.dtype == ref.dtype and np.array_equal(got, ref)
+
+
+def test_empty_inputs_give_empty_outputs_of_the_right_dtype():
+    y = O.quantize_linear(np.zeros((0, 3), F32), np.array(1.0, F32), np.array(0, np.int8))
+    assert y.shape == (0, 3) and y.dtype == np.int8
+    d = O.dequantize_linear(np.zeros((0,), np.uint8), np.array(1.0, F32))
+    assert d.shape == (0,) and d.dtype == np.float32
+    y, s, z = O.dynamic_quantize_linear(np.zeros((0,), F32))
+    assert y.dtype == np.uint8 and y.shape == (0,) and z == 0
+    assert O.matmul_integer(np.zeros((0, 4), np.int8), np.zeros((4, 2), np.int8)).shape == (0, 2)
+
+
+def test_matmul_integer_refuses_float_operands():
+    with pytest.raises(ValueError, match="a: expected an integer"):
+        O.matmul_integer(np.ones((2, 3), F32), np.ones((3, 2), np.int8))
+
+
+def test_onnx_ops_do_not_mutate_inputs():
+    x = np.array([[0.5, -1.5, 2.5]], F32)
+    s = np.array([0.5], F32)
+    z = np.array([3], np.int8)
+    a = np.array([[1, 2]], np.uint8)
+    b = np.array([[3], [4]], np.int8)
+    before = [v.copy() for v in (x, s, z, a, b)]
+    y = O.quantize_linear(x, s, z, axis=0)
+    O.dequantize_linear(y, s, z, axis=0)
+    O.dynamic_quantize_linear(x)
+    O.qlinear_matmul(a, F32(0.1), np.array(1, np.uint8), b, F32(0.2), np.array(-1, np.int8), F32(0.5), np.array(7, np.uint8))
+    for v, c in zip((x, s, z, a, b), before):
+        assert np.array_equal(v, c)

@@ -321,3 +321,28 @@ def test_inputs_are_not_mutated():
     dequantize(q, s, z, axis=0)
     for a, c in zip((x, s, z, q), copies + [qc]):
         assert np.array_equal(a, c)
+
+
+@given(st.sampled_from([np.float16, np.float64]), st.data())
+def test_ref_twin_other_float_dtypes(dtype, data):
+    x = data.draw(arrays(elements=st.floats(-6e4, 6e4, width=16 if dtype == np.float16 else 64), dtype=dtype))
+    s = data.draw(st.floats(2.0**-8, 2.0**8, width=16 if dtype == np.float16 else 64))
+    s = np.asarray(s, dtype=dtype)
+    for order in ["after_rounding", "before_rounding"]:
+        a = quantize(x, s, 3, "int16", zero_point_order=order)
+        assert np.array_equal(a, quantize_ref(x, s, 3, "int16", zero_point_order=order))
+    assert fake_quantize(x, s, 3, "int16").dtype == dtype
+
+
+def test_non_contiguous_input():
+    x = np.arange(24, dtype=F32).reshape(4, 6) / 7
+    s = np.linspace(0.1, 0.4, 4).astype(F32)
+    xt = x.T  # (6, 4), channels along axis 1, not C-contiguous
+    assert np.array_equal(quantize(xt, s, 0, axis=1), quantize(np.ascontiguousarray(xt), s, 0, axis=1))
+    assert np.array_equal(quantize(xt, s, 0, axis=1), quantize_ref(xt, s, 0, axis=1))
+
+
+def test_dequantize_wide_int32_codes_exactly():
+    # 2^30 + 1 is not a float32; q - zp = 2^30 + 1 - 1 = 2^30 is, and the product 2^30 * 0.5 is exact
+    q = np.array([2**30 + 1], np.int32)
+    assert dequantize(q, np.float32(0.5), 1)[0] == F32(2.0**29)
