@@ -7,7 +7,7 @@ from hypothesis import example, given, strategies as st
 
 from refquant import dequantize, fake_quantize, qparams_from_range, quantize, quantize_ref, qrange
 from refquant.ranges import QRange
-from strategies import arrays, data_with_zero_point, granular_case, modes, qranges, scales32
+from strategies import arrays, data_with_zero_point, granular_case, modes, qranges
 
 F32 = np.float32
 TIES = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5], dtype=F32)
