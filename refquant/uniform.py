@@ -42,7 +42,7 @@ import numpy as np
 from ._checks import float_array, int_array, positive_scale
 from .granularity import align, check_param
 from .ranges import QRange, qrange as as_qrange
-from .rounding import round_array, round_scalar_ref
+from .rounding import ROUNDING_MODES, round_array, round_scalar_ref
 
 SCALE_OPS = ("divide", "multiply_reciprocal")
 ZERO_POINT_ORDERS = ("after_rounding", "before_rounding")
@@ -151,7 +151,7 @@ def _zero_point(zero_point, shape, axis, block_size, r: QRange | None = None) ->
 
 def _prepare(x, scale, zero_point, qrange, axis, block_size, rounding, rng, scale_op, zero_point_order):
     r = as_qrange(qrange)
-    _check_choice(rounding, ("half_even", "half_away", "half_up", "floor", "stochastic"), "rounding")
+    _check_choice(rounding, ROUNDING_MODES, "rounding")
     _check_choice(scale_op, SCALE_OPS, "scale_op")
     _check_choice(zero_point_order, ZERO_POINT_ORDERS, "zero_point_order")
     if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
