@@ -7,9 +7,13 @@ the scale, round half to even, add the zero point after rounding, saturate)::
     DequantizeLinear: y = (x - x_zero_point) * x_scale
 
 Types are named as ONNX names them, in lower case: "int2", "uint2", "int4", "uint4", "int8",
-"uint8", "int16", "uint16". Sub-byte results travel unpacked in int8 / uint8 arrays holding the
-type's range (use :func:`refquant.packing.pack` for ONNX's packed layout); so an int8 zero
-point may name type "int4" when ``output_dtype="int4"`` says so.
+"uint8", "int16", "uint16", and the float types "float8e4m3fn", "float8e5m2", "float4e2m1".
+Sub-byte results travel unpacked in int8 / uint8 arrays holding the type's range (use
+:func:`refquant.packing.pack` for ONNX's packed layout); so an int8 zero point may name type
+"int4" when ``output_dtype="int4"`` says so. Float results travel as their bit patterns in uint8
+(NumPy has no float8 dtype); ``dequantize_linear(..., x_dtype="float8e4m3fn")`` reads them back.
+Float quantization is ``y = saturate(round_nearest_even(x / y_scale))`` with no zero point
+(see :mod:`refquant.minifloat`).
 
 Where refquant is stricter than the reference implementation: NaN input raises ValueError
 (the reference casts NaN to an arbitrary integer), and values whose quotient exceeds the int32
@@ -26,17 +30,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import float_array, int_array
+from ._checks import float_array, int_array, positive_scale
+from .granularity import align, check_param
+from .minifloat import FORMATS as _FLOAT_TYPES, minifloat_decode, minifloat_encode
 from .ranges import qrange as as_qrange
 from .uniform import dequantize, quantize
 
 ONNX_INT_TYPES = ("int2", "uint2", "int4", "uint4", "int8", "uint8", "int16", "uint16")
+ONNX_FLOAT_TYPES = tuple(_FLOAT_TYPES)  # "float8e4m3fn", "float8e5m2", "float4e2m1": bit patterns in uint8
 _CARRIER = {"int2": "int8", "int4": "int8", "uint2": "uint8", "uint4": "uint8"}  # sub-byte travels in 8 bits
 
 
 def _output_type(zero_point, output_dtype) -> str:
-    if output_dtype is not None and output_dtype not in ONNX_INT_TYPES:
-        raise ValueError(f"output_dtype: unknown ONNX quantized type {output_dtype!r}; expected one of {ONNX_INT_TYPES}")
+    if output_dtype is not None and output_dtype not in ONNX_INT_TYPES + ONNX_FLOAT_TYPES:
+        raise ValueError(f"output_dtype: unknown ONNX quantized type {output_dtype!r}; "
+                         f"expected one of {ONNX_INT_TYPES + ONNX_FLOAT_TYPES}")
+    if output_dtype in ONNX_FLOAT_TYPES:
+        if zero_point is not None and np.any(np.asarray(zero_point) != 0):
+            raise ValueError(f"y_zero_point must be 0 (or None) for the float type {output_dtype}")
+        return output_dtype
     if zero_point is None:
         return output_dtype or "uint8"
     zname = np.asarray(zero_point).dtype.name
@@ -77,27 +89,43 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size:
     y : ndarray of int8 / uint8 / int16 / uint16 (sub-byte types in int8 / uint8), shape of ``x``
     """
     tname = _output_type(y_zero_point, output_dtype)
-    r = as_qrange(tname)
     s = np.asarray(y_scale)
     if s.dtype.kind != "f":
         raise ValueError(f"y_scale: expected a floating-point array, got dtype {s.dtype}")
     xa = float_array(x, "x", check_nan=False)
     ax, bs = _granularity(s, xa.ndim, axis, block_size, "y_scale")
+    if tname in ONNX_FLOAT_TYPES:
+        sv = check_param(positive_scale(s, "y_scale"), xa.shape, ax, bs, "y_scale")
+        xv, (sv,) = align(xa, [sv], ax, bs)
+        return minifloat_encode((xv / sv).reshape(xa.shape), tname)
     zp = 0 if y_zero_point is None else np.asarray(y_zero_point)
     if ax is None:
         s = s.reshape(())
         zp = zp if np.ndim(zp) == 0 else zp.reshape(())
-    q = quantize(xa, s, zp, r, axis=ax, block_size=bs)
+    q = quantize(xa, s, zp, as_qrange(tname), axis=ax, block_size=bs)
     return q.astype(_CARRIER.get(tname, tname), copy=False)
 
 
-def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_size: int = 0):
+def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_size: int = 0, x_dtype=None):
     """ONNX DequantizeLinear: ``y = (x - x_zero_point) * x_scale``, in ``x_scale``'s dtype.
 
     ``x`` is any ONNX integer type (int2..uint16 carried in 8/16-bit arrays, or int32 with a zero
     point of 0). ``x_zero_point`` must have ``x``'s dtype. A float16 ``x_scale`` is applied in
     float32 and the product cast to float16, as the reference implementation does.
+    ``x_dtype="float8e4m3fn" | "float8e5m2" | "float4e2m1"`` reads ``x`` (uint8) as bit patterns of
+    that float type: ``y = decode(x) * x_scale`` (NaN / Inf codes decode to NaN / Inf).
     """
+    if x_dtype is not None:
+        if x_dtype not in ONNX_FLOAT_TYPES:
+            raise ValueError(f"x_dtype: expected one of {ONNX_FLOAT_TYPES}, got {x_dtype!r}")
+        if x_zero_point is not None and np.any(np.asarray(x_zero_point) != 0):
+            raise ValueError(f"x_zero_point must be 0 (or None) for the float type {x_dtype}")
+        xf = minifloat_decode(int_array(x, "x"), x_dtype)
+        s = positive_scale(x_scale, "x_scale")
+        ax, bs = _granularity(s, xf.ndim, axis, block_size, "x_scale")
+        sv = check_param(s, xf.shape, ax, bs, "x_scale")
+        xv, (sv,) = align(xf, [sv.astype(np.promote_types(sv.dtype, np.float32))], ax, bs)
+        return (xv * sv).reshape(xf.shape).astype(s.dtype)
     xa = int_array(x, "x")
     if xa.dtype.name not in ONNX_INT_TYPES + ("int32",):
         raise ValueError(f"x: dtype {xa.dtype} is not an ONNX quantized integer type")

@@ -1,0 +1,220 @@
+"""Codebook (nearest-codeword) quantization: the common form of every non-uniform format.
+
+A codebook is a sorted vector of K real values ``c_0 < c_1 < … < c_{K−1}``; a value is stored as
+the index of its nearest codeword::
+
+    index(v) = argmin_k |v − c_k|,      v = x / scale (scale optional, per tensor / channel / group)
+    x̂        = scale · c_index
+
+Nearest-codeword assignment is decided by the K − 1 thresholds ``t_k = (c_k + c_{k+1}) / 2``
+(computed in float64: exact for float32 codebooks whose neighbours are within a factor 2^29),
+compared exactly with the float64 value of v. A value exactly on a threshold is a tie; ``ties``
+names the rule: ``"even"`` (the even index — for a uniform grid with even ``qmin`` this is
+round-half-to-even, and for a minifloat table it is IEEE round-to-nearest-even), ``"down"``
+(lower index, e.g. bitsandbytes' ``x > t`` trees) or ``"up"``. Custom ``thresholds`` replace the
+midpoints, e.g. geometric means for logarithmic quantization.
+
+Uniform quantization is the special case ``c_k = scale · (qmin + k − zero_point)``
+(:func:`uniform_codebook`). Values beyond the ends map to the end codewords (saturation);
+NaN raises.
+
+References
+----------
+Gray & Neuhoff, "Quantization", IEEE Trans. Inf. Theory 1998, section II (nearest-neighbour
+condition). Lloyd, "Least squares quantization in PCM", 1982 (optimal thresholds are midpoints).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import float_array, int_array, positive_scale
+from .granularity import align, check_param, to_groups
+
+TIES = ("even", "down", "up")
+
+
+def check_codebook(codebook, name: str = "codebook") -> np.ndarray:
+    """``codebook`` as a float array of shape (K,) or (n_params, K), each row strictly increasing."""
+    c = np.asarray(codebook)
+    if c.dtype.kind != "f":
+        c = float_array(c, name)
+    if c.ndim not in (1, 2) or c.shape[-1] < 1:
+        raise ValueError(f"{name}: expected shape (K,) or (n_params, K) with K >= 1, got {c.shape}")
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"{name} must be finite")
+    if c.shape[-1] > 65536:
+        raise ValueError(f"{name}: at most 65536 codewords (16-bit indices), got {c.shape[-1]}")
+    if np.any(np.diff(c, axis=-1) <= 0):
+        raise ValueError(f"{name} must be sorted and free of duplicates (strictly increasing)")
+    return c
+
+
+def _index_dtype(k: int):
+    return np.uint8 if k <= 256 else np.uint16
+
+
+def _thresholds(c: np.ndarray) -> np.ndarray:
+    c64 = c.astype(np.float64)
+    return (c64[..., :-1] + c64[..., 1:]) / 2
+
+
+def _assign(v: np.ndarray, t: np.ndarray, ties: str) -> np.ndarray:
+    idx = np.searchsorted(t, v, side="left")  # number of thresholds strictly below v
+    if ties != "down" and t.size:
+        on = np.zeros(v.shape, dtype=bool)
+        inside = idx < t.size
+        on[inside] = v[inside] == t[idx[inside]]
+        bump = on if ties == "up" else on & (idx % 2 == 1)
+        idx = idx + bump
+    return idx
+
+
+def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block_size: int = 0,
+                      ties: str = "even", thresholds=None, scale_op: str = "divide") -> np.ndarray:
+    """Index of the nearest codeword for every element of ``x / scale``.
+
+    Parameters
+    ----------
+    x : ndarray of float, any shape
+    codebook : ndarray of shape (K,) (shared) or (n_params, K) (one per channel / group, rows in
+        C order of the parameter shape, see :mod:`refquant.granularity`); strictly increasing
+    scale : None, float or ndarray of the parameter shape — divides x first (scale-normalised
+        codebooks such as NF4: a fixed table times a per-block absmax)
+    axis, block_size : granularity of ``scale`` and of a 2-D ``codebook``
+    ties : {"even", "down", "up"}
+    thresholds : ndarray of shape (K − 1,), optional decision boundaries (1-D codebook only)
+    scale_op : {"divide", "multiply_reciprocal"} — ``x / scale`` or ``x * float32(1 / scale)``
+
+    Returns
+    -------
+    indices : ndarray of uint8 (K <= 256) or uint16, shape of ``x``
+    """
+    if ties not in TIES:
+        raise ValueError(f"ties: unknown rule {ties!r}; expected one of {TIES}")
+    if scale_op not in ("divide", "multiply_reciprocal"):
+        raise ValueError(f"scale_op: unknown {scale_op!r}")
+    c = check_codebook(codebook)
+    xa = float_array(x, "x")
+    v = xa
+    if scale is not None:
+        s = check_param(positive_scale(scale, "scale", None if type(scale) is not float else xa.dtype),
+                        xa.shape, axis, block_size, "scale")
+        xv, (sv,) = align(xa, [s], axis, block_size)
+        wd = np.result_type(xa.dtype, sv.dtype)
+        if scale_op == "divide":
+            v = np.divide(xv, sv, dtype=wd).reshape(xa.shape)
+        else:
+            v = np.multiply(xv, np.divide(wd.type(1), sv, dtype=wd), dtype=wd).reshape(xa.shape)
+    v = v.astype(np.float64)
+    if thresholds is not None:
+        t = np.asarray(thresholds, dtype=np.float64)
+        if c.ndim != 1 or t.shape != (c.shape[0] - 1,) or np.any(np.diff(t) <= 0):
+            raise ValueError(f"thresholds: expected {c.shape[-1] - 1} strictly increasing values for a 1-D codebook")
+    else:
+        t = _thresholds(c)
+    if c.ndim == 1:
+        return _assign(v, t, ties).astype(_index_dtype(c.shape[0]))
+    g = to_groups(v, axis, block_size)  # (n_params, group_len), NaN-padded
+    if g.shape[0] != c.shape[0]:
+        raise ValueError(f"codebook has {c.shape[0]} rows but the granularity has {g.shape[0]} parameter groups")
+    out = np.empty(g.shape, dtype=np.int64)
+    for r in range(g.shape[0]):  # one searchsorted per codebook row
+        out[r] = _assign(np.nan_to_num(g[r]), t[r], ties)
+    return _ungroup(out, xa.shape, axis, block_size).astype(_index_dtype(c.shape[1]))
+
+
+def _ungroup(rows: np.ndarray, shape: tuple, axis, block_size) -> np.ndarray:
+    """Inverse of :func:`refquant.granularity.to_groups` for full rows (drops the NaN padding)."""
+    if axis is None:
+        return rows.reshape(shape)
+    a = axis % len(shape)
+    moved = shape[:a] + shape[a + 1:]
+    if not block_size:
+        return np.moveaxis(rows.reshape((shape[a],) + moved), 0, a)
+    m = rows.reshape(moved + (-1,))[..., : shape[a]]
+    return np.moveaxis(m, -1, a)
+
+
+def codebook_dequantize(indices, codebook, *, scale=None, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+    """``x̂ = scale · codebook[indices]`` (float32 unless the codebook or scale is wider).
+
+    ``indices`` integer array, any shape; a 2-D codebook is looked up row by parameter group.
+    """
+    idx = int_array(indices, "indices")
+    c = check_codebook(codebook)
+    if idx.size and (idx.min() < 0 or idx.max() >= c.shape[-1]):
+        raise ValueError(f"indices must lie in [0, {c.shape[-1] - 1}]")
+    dtype = np.promote_types(c.dtype, np.float32)
+    if c.ndim == 1:
+        vals = c.astype(dtype)[idx]
+    else:
+        row = np.arange(c.shape[0]).reshape(-1, 1)
+        g = to_groups(idx.astype(np.float64), axis, block_size)
+        vals = _ungroup(c.astype(dtype)[row, np.nan_to_num(g).astype(np.int64)], idx.shape, axis, block_size)
+    if scale is None:
+        return vals
+    s = check_param(positive_scale(scale, "scale", None if type(scale) is not float else dtype),
+                    idx.shape, axis, block_size, "scale")
+    vv, (sv,) = align(vals, [s], axis, block_size)
+    return np.multiply(vv, sv, dtype=np.promote_types(dtype, sv.dtype)).reshape(idx.shape)
+
+
+def codebook_quantize_ref(x, codebook, *, ties: str = "even") -> np.ndarray:
+    """Loop twin of :func:`codebook_quantize` for a 1-D codebook: exhaustive nearest search with exact
+    rational distances (``fractions.Fraction``)."""
+    from fractions import Fraction
+
+    c = [Fraction(float(v)) for v in check_codebook(codebook)]
+    xa = float_array(x, "x")
+    out = np.empty(xa.shape, dtype=_index_dtype(len(c)))
+    for i, xi in np.ndenumerate(xa):
+        if np.isinf(xi):
+            out[i] = 0 if xi < 0 else len(c) - 1
+            continue
+        f = Fraction(float(xi))
+        d = [abs(f - ck) for ck in c]
+        best = min(d)
+        cands = [k for k, dk in enumerate(d) if dk == best]
+        if len(cands) == 1:
+            out[i] = cands[0]
+        else:  # a tie between two neighbours
+            lo, hi = cands
+            out[i] = {"down": lo, "up": hi, "even": lo if lo % 2 == 0 else hi}[ties]
+    return out
+
+
+def uniform_codebook(scale: float, zero_point: int, qrange) -> np.ndarray:
+    """The uniform grid ``scale · (q − zero_point)`` for q in [qmin, qmax], as a codebook (float64)."""
+    from .ranges import qrange as as_qrange
+
+    r = as_qrange(qrange)
+    return float(scale) * (np.arange(r.qmin, r.qmax + 1, dtype=np.float64) - int(zero_point))
+
+
+@dataclass(frozen=True)
+class CodebookTensor:
+    """Indices into a codebook with an optional scale: ``x ≈ scale · codebook[indices]``."""
+
+    indices: np.ndarray  # uint8 / uint16, shape of the original tensor
+    codebook: np.ndarray  # (K,) shared, or (n_params, K) per channel / group
+    scale: np.ndarray | None = None  # parameter shape, or None
+    axis: int | None = None  # granularity of scale / 2-D codebook
+    block_size: int = 0
+    fixed_codebook: bool = False  # True: the table is part of the format (NF4, FP8) and is not stored
+
+    def dequantize(self) -> np.ndarray:
+        return codebook_dequantize(self.indices, self.codebook, scale=self.scale, axis=self.axis,
+                                   block_size=self.block_size)
+
+    def bits_per_element(self, codebook_bits: int = 32, scale_bits: int = 32) -> float:
+        """``ceil(log2 K)`` bits per index plus the stored codebook and scales spread over the elements."""
+        k = self.codebook.shape[-1]
+        n = self.indices.size
+        index_bits = max(1, int(np.ceil(np.log2(k))))
+        extra = 0 if self.fixed_codebook else self.codebook.size * codebook_bits
+        extra += 0 if self.scale is None else self.scale.size * scale_bits
+        return index_bits + extra / n
+
+

@@ -1,0 +1,199 @@
+"""llama.cpp / ggml legacy block formats, byte-exact with ggml's reference quantizers.
+
+``quantize(x, qtype)`` mirrors ``quantize_row_<qtype>_ref`` ("reference implementation for
+deterministic creation of model files") and ``dequantize(data, qtype)`` mirrors
+``dequantize_row_<qtype>`` from ``ggml/src/ggml-quants.c``. Rows are blocks of 32 consecutive
+values along the last axis; each block becomes a little-endian struct (``ggml-common.h``):
+
+=======  =====  ==============================================  ========================================
+qtype    bytes  layout                                          encoding of a block (float32 arithmetic)
+=======  =====  ==============================================  ========================================
+q8_0     34     d: fp16 | qs: int8[32]                          d = amax/127; q = roundf(x·(1/d))
+q4_0     18     d: fp16 | qs: uint8[16]                         d = m/−8, m = the value of largest |x|;
+                                                                q = min(15, (int8)(x·(1/d) + 8.5))
+q4_1     20     d: fp16 | m: fp16 | qs: uint8[16]               d = (max−min)/15; q = min(15, (int8)((x−min)·(1/d) + 0.5))
+q5_0     22     d: fp16 | qh: uint32 | qs: uint8[16]            d = m/−16; q = min(31, (int8)(x·(1/d) + 16.5))
+q5_1     24     d: fp16 | m: fp16 | qh: uint32 | qs: uint8[16]  d = (max−min)/31; q = (uint8)((x−min)·(1/d) + 0.5)
+=======  =====  ==============================================  ========================================
+
+Rounding: ``roundf`` rounds half away from zero; ``(int8)(v + 8.5)`` truncates toward zero, i.e.
+rounds ``v + 8`` half up for the non-negative values that occur. ``1/d`` is the float32 reciprocal of
+the float32 ``d`` (before fp16 rounding), and 0 for an all-zero block (``id = d ? 1/d : 0``).
+fp16 conversion is round-to-nearest-even. "m" is the first value of largest magnitude (strict ``<``).
+Nibble order: ``qs[j]`` holds element j in its low nibble and element j + 16 in its high nibble;
+the 5th bits of q5 go to bit j (element j) and bit j + 16 (element j + 16) of ``qh``.
+Dequantization: ``q·d`` (q4_0, q5_0 after subtracting 8 / 16; q8_0) or ``q·d + m`` (q4_1, q5_1),
+rounded after the multiply and again after the add (a C build that contracts to FMA can differ
+by one ulp there). NaN in the input raises (ggml would propagate it).
+
+References
+----------
+llama.cpp ``ggml/src/ggml-quants.c``: ``quantize_row_q{8_0,4_0,4_1,5_0,5_1}_ref``,
+``dequantize_row_q{8_0,4_0,4_1,5_0,5_1}``; ``ggml/src/ggml-common.h``: ``block_q*`` structs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import float_array
+
+QK = 32
+BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
+F32 = np.float32
+
+
+def _check_qtype(qtype):
+    if qtype not in BLOCK_BYTES:
+        raise ValueError(f"qtype: unknown ggml type {qtype!r}; expected one of {tuple(BLOCK_BYTES)}")
+
+
+def _fp16_bytes(v: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return v.astype("<f2").view(np.uint8).reshape(v.shape + (2,))
+
+
+def _recip(d: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
+
+
+def _signed_absmax(b: np.ndarray) -> np.ndarray:
+    # the first element of largest |x| (ggml's strict `amax < fabsf(v)` keeps the first), with its sign
+    i = np.argmax(np.abs(b), axis=1)
+    return b[np.arange(len(b)), i]
+
+
+def _nibbles(q: np.ndarray) -> np.ndarray:
+    # (nb, 32) codes -> (nb, 16) bytes: element j low nibble, element j + 16 high nibble
+    return ((q[:, :16] & 0x0F) | ((q[:, 16:] & 0x0F) << 4)).astype(np.uint8)
+
+
+def _qh(q: np.ndarray) -> np.ndarray:
+    bits = ((q >> 4) & 1).astype(np.uint64)  # (nb, 32): bit j of qh is the 5th bit of element j
+    qh = (bits << np.arange(32, dtype=np.uint64)).sum(axis=1).astype("<u4")
+    return qh.view(np.uint8).reshape(-1, 4)
+
+
+def quantize(x, qtype: str) -> np.ndarray:
+    """Quantize rows into ggml blocks.
+
+    Parameters
+    ----------
+    x : ndarray of float, shape (..., n) with n a multiple of 32 (converted to float32)
+    qtype : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1"}
+
+    Returns
+    -------
+    ndarray of uint8, shape (..., n / 32 · bytes_per_block): the blocks' bytes, as in a GGUF file
+    """
+    _check_qtype(qtype)
+    xa = float_array(x, "x").astype(F32)
+    if xa.ndim == 0 or xa.shape[-1] % QK:
+        raise ValueError(f"x: the last axis must be a multiple of {QK}, got shape {xa.shape}")
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite (ggml's scales would be Inf)")
+    lead = xa.shape[:-1]
+    b = xa.reshape(-1, QK)  # (nb, 32)
+    if qtype == "q8_0":
+        d = (np.abs(b).max(axis=1) / F32(127)).astype(F32)
+        v = b * _recip(d)[:, None]
+        q = (np.trunc(v) + np.where(np.abs(v - np.trunc(v)) >= 0.5, np.sign(v), 0)).astype(np.int8)  # roundf
+        out = np.concatenate([_fp16_bytes(d), q.view(np.uint8)], axis=1)
+    elif qtype in ("q4_0", "q5_0"):
+        half = 8 if qtype == "q4_0" else 16
+        d = (_signed_absmax(b) / F32(-half)).astype(F32)
+        v = b * _recip(d)[:, None] + F32(half + 0.5)  # float32 add, then (int8) truncation
+        q = np.minimum(2 * half - 1, np.trunc(v)).astype(np.uint8)
+        parts = [_fp16_bytes(d)] + ([_qh(q)] if qtype == "q5_0" else []) + [_nibbles(q)]
+        out = np.concatenate(parts, axis=1)
+    else:  # q4_1, q5_1
+        levels = 15 if qtype == "q4_1" else 31
+        lo, hi = b.min(axis=1), b.max(axis=1)
+        d = ((hi - lo) / F32(levels)).astype(F32)
+        v = (b - lo[:, None]) * _recip(d)[:, None] + F32(0.5)
+        q = np.trunc(v)
+        q = (np.minimum(15, q) if qtype == "q4_1" else q).astype(np.uint8)
+        parts = [_fp16_bytes(d), _fp16_bytes(lo)] + ([_qh(q)] if qtype == "q5_1" else []) + [_nibbles(q)]
+        out = np.concatenate(parts, axis=1)
+    return out.reshape(lead + (-1,))
+
+
+def dequantize(data, qtype: str) -> np.ndarray:
+    """Inverse of :func:`quantize`: uint8 blocks of shape (..., n_blocks · bytes) -> float32 (..., n_blocks · 32)."""
+    _check_qtype(qtype)
+    a = np.asarray(data)
+    if a.dtype != np.uint8:
+        raise ValueError(f"data: expected uint8 bytes, got dtype {a.dtype}")
+    nbytes = BLOCK_BYTES[qtype]
+    if a.ndim == 0 or a.shape[-1] % nbytes:
+        raise ValueError(f"data: the last axis must be a multiple of {nbytes} bytes for {qtype}, got shape {a.shape}")
+    lead = a.shape[:-1]
+    blk = np.ascontiguousarray(a).reshape(-1, nbytes)
+    d = blk[:, 0:2].copy().view("<f2").astype(F32)  # (nb, 1)
+    if qtype == "q8_0":
+        q = blk[:, 2:].view(np.int8).astype(F32)
+        y = q * d
+    else:
+        off = 4 if qtype in ("q4_1", "q5_1") else 2
+        m = blk[:, 2:4].copy().view("<f2").astype(F32) if off == 4 else None
+        qs = blk[:, -16:]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int32)  # (nb, 32)
+        if qtype in ("q5_0", "q5_1"):
+            qh = blk[:, off:off + 4].copy().view("<u4").astype(np.int64)  # (nb, 1)
+            q |= (((qh >> np.arange(32)) & 1) << 4).astype(np.int32)
+        if qtype in ("q4_0", "q5_0"):
+            y = (q - (8 if qtype == "q4_0" else 16)).astype(F32) * d
+        else:
+            y = q.astype(F32) * d + m
+    return y.astype(F32).reshape(lead + (-1,))
+
+
+def quantize_block_ref(x, qtype: str) -> bytes:
+    """Loop twin of :func:`quantize` for one block of 32 values: the C reference, statement by statement."""
+    _check_qtype(qtype)
+    xs = [F32(v) for v in float_array(x, "x").astype(F32).reshape(-1)]
+    if len(xs) != QK:
+        raise ValueError(f"x: one block is {QK} values, got {len(xs)}")
+
+    def fp16(v):
+        return np.array([v], F32).astype("<f2").tobytes()
+
+    def trunc_int(v):  # C cast to an integer type: toward zero
+        return int(np.trunc(v))
+
+    with np.errstate(divide="ignore", over="ignore"):
+        if qtype == "q8_0":
+            amax = F32(0)
+            for v in xs:
+                amax = max(amax, abs(v))
+            d = F32(amax / F32(127))
+            idd = F32(1) / d if d else F32(0)
+            qs = []
+            for v in xs:
+                t = F32(v * idd)
+                r = np.floor(abs(t) + 0.5) if abs(t) - np.floor(abs(t)) != 0.5 else np.floor(abs(t)) + 1
+                qs.append(int(np.copysign(r, t)))  # roundf: half away from zero
+            return fp16(d) + np.array(qs, np.int8).tobytes()
+        if qtype in ("q4_0", "q5_0"):
+            half = 8 if qtype == "q4_0" else 16
+            amax, mx = F32(0), F32(0)
+            for v in xs:
+                if amax < abs(v):
+                    amax, mx = abs(v), v
+            d = F32(mx / F32(-half))
+            idd = F32(1) / d if d else F32(0)
+            q = [min(2 * half - 1, trunc_int(F32(F32(v * idd) + F32(half + 0.5)))) for v in xs]
+        else:
+            levels = 15 if qtype == "q4_1" else 31
+            mn, mx = F32(np.inf), F32(-np.inf)
+            for v in xs:
+                mn, mx = min(mn, v), max(mx, v)
+            d = F32(F32(mx - mn) / F32(levels))
+            idd = F32(1) / d if d else F32(0)
+            q = [trunc_int(F32(F32(F32(v - mn) * idd) + F32(0.5))) for v in xs]
+            if qtype == "q4_1":
+                q = [min(15, v) for v in q]
+    qs = bytes((q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4) for j in range(16))
+    qh = sum(((q[j] >> 4) & 1) << j for j in range(32)).to_bytes(4, "little")
+    head = fp16(d) + (fp16(mn) if qtype in ("q4_1", "q5_1") else b"")
+    return head + (qh if qtype in ("q5_0", "q5_1") else b"") + qs

@@ -1,0 +1,89 @@
+"""ggml block formats: hand-computed golden blocks, the loop twin, round trips, bad input."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from refquant import ggml_ops as G
+
+F32 = np.float32
+ONE_FP16 = [0x00, 0x3C]  # 1.0 in IEEE half, little-endian
+
+
+def test_q8_0_golden_half_away_from_zero():
+    # amax 127 -> d = 1, id = 1; roundf: 0.5 -> 1, -0.5 -> -1, 2.5 -> 3, -1.5 -> -2
+    x = np.zeros(32, F32)
+    x[:6] = [127, 0.5, -0.5, 2.5, -1.5, -127]
+    b = G.quantize(x, "q8_0")
+    assert b.tolist()[:2] == ONE_FP16
+    assert b[2:8].view(np.int8).tolist() == [127, 1, -1, 3, -2, -127]
+    assert b.shape == (34,)
+
+
+def test_q4_0_golden_signed_max_and_nibble_order():
+    # the largest |x| is -8 (first), so d = -8 / -8 = 1 and id = 1; q = min(15, trunc(x + 8.5)):
+    # -8 -> 0, 0 -> 8, 0.5 -> 9 (9.0 truncates to 9: ties go up), -0.5 -> 8, 8 -> 16 -> 15
+    x = np.zeros(32, F32)
+    x[0], x[1], x[2], x[16], x[17] = -8, 0.5, -0.5, 8, 7
+    b = G.quantize(x, "q4_0")
+    assert b[:2].tolist() == ONE_FP16
+    # byte j: element j in the low nibble, element j + 16 in the high nibble
+    assert b[2:5].tolist() == [0 | (15 << 4), 9 | (15 << 4), 8 | (8 << 4)]
+    assert G.dequantize(b, "q4_0")[[0, 1, 2, 16, 17]].tolist() == [-8, 1, 0, 7, 7]
+
+
+def test_all_zero_blocks_are_guarded():
+    for qt, q in [("q4_0", 0x88), ("q5_0", 0x00)]:
+        b = G.quantize(np.zeros(32, F32), qt)
+        # d = 0 / -8 = -0.0 (fp16 0x8000, as in C), id = 0: q = 8 (q4_0) / 16 (q5_0)
+        assert b[:2].tolist() == [0x00, 0x80] and b[-16:].tolist() == [q] * 16
+        assert np.all(G.dequantize(b, qt) == 0)
+    b = G.quantize(np.zeros(32, F32), "q5_0")
+    assert b[2:6].tolist() == [0xFF, 0xFF, 0xFF, 0xFF]  # 16 = 0b10000: every 5th bit set
+    assert np.all(G.dequantize(G.quantize(np.zeros(32, F32), "q8_0"), "q8_0") == 0)
+
+
+def test_q4_1_golden():
+    # min 0, max 15: d = 1, m = 0; q = min(15, trunc(x + 0.5)): 0.5 -> 1, 1.49 -> 1, 15 -> 15
+    x = np.zeros(32, F32)
+    x[:3] = [0.5, 1.49, 15.0]
+    b = G.quantize(x, "q4_1")
+    assert b[:4].tolist() == ONE_FP16 + [0, 0]
+    assert (b[4:7] & 0x0F).tolist() == [1, 1, 15]
+
+
+def test_q5_1_golden_high_bits():
+    # min 0, max 31: d = 1; element j has q = j: the 5th bit is set for j >= 16, i.e. qh = 0xFFFF0000
+    x = np.arange(32, dtype=F32)
+    b = G.quantize(x, "q5_1")
+    assert b[:4].tolist() == ONE_FP16 + [0, 0]
+    assert b[4:8].tolist() == [0x00, 0x00, 0xFF, 0xFF]
+    assert b[8].tolist() == 0 | (0 << 4)  # element 0 (q 0) and element 16 (q 16: low nibble 0)
+    assert np.array_equal(G.dequantize(b, "q5_1"), x)
+
+
+@given(hnp.arrays(F32, (2, 64), elements=st.floats(-1e4, 1e4, width=32) | st.sampled_from([0.0, 0.5, -8.5])),
+       st.sampled_from(list(G.BLOCK_BYTES)))
+def test_vectorised_equals_loop_twin_and_error_bound(x, qt):
+    b = G.quantize(x, qt)
+    assert b.shape == (2, 2 * G.BLOCK_BYTES[qt])
+    blocks = x.reshape(-1, 32)
+    assert b.tobytes() == b"".join(G.quantize_block_ref(blk, qt) for blk in blocks)
+    y = G.dequantize(b, qt).reshape(-1, 32)
+    levels = {"q8_0": 254, "q4_0": 15, "q4_1": 15, "q5_0": 31, "q5_1": 31}[qt]
+    span = np.where(np.isin(qt, ["q4_1", "q5_1"]), np.ptp(blocks, axis=1), 2 * np.abs(blocks).max(axis=1))
+    # within one step (d) plus the fp16 rounding of d and m
+    assert np.all(np.abs(y - blocks).max(axis=1) <= span / levels * 1.01 + 1e-3 * np.abs(blocks).max(axis=1) + 1e-30)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: G.quantize(np.ones(31, F32), "q8_0"), "multiple of 32"),
+    (lambda: G.quantize(np.ones(32, F32), "q3_K"), "qtype: unknown"),
+    (lambda: G.quantize(np.full(32, np.nan, F32), "q4_0"), "x contains NaN"),
+    (lambda: G.quantize(np.full(32, np.inf, F32), "q4_0"), "x must be finite"),
+    (lambda: G.dequantize(np.zeros(33, np.uint8), "q8_0"), "multiple of 34 bytes"),
+    (lambda: G.dequantize(np.zeros(34, np.int8), "q8_0"), "expected uint8"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
