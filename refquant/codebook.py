@@ -6,9 +6,10 @@ the index of its nearest codeword::
     index(v) = argmin_k |v − c_k|,      v = x / scale (scale optional, per tensor / channel / group)
     x̂        = scale · c_index
 
-Nearest-codeword assignment is decided by the K − 1 thresholds ``t_k = (c_k + c_{k+1}) / 2``
-(computed in float64: exact for float32 codebooks whose neighbours are within a factor 2^29),
-compared exactly with the float64 value of v. A value exactly on a threshold is a tie; ``ties``
+Nearest-codeword assignment is decided by the K − 1 thresholds ``t_k = (c_k + c_{k+1}) / 2``,
+compared *exactly* with the float64 value of v: the sum ``c_k + c_{k+1}`` is kept as an unevaluated
+pair ``s + e`` (TwoSum, Knuth TAOCP vol. 2, §4.2.2) and ``2v − s`` is compared with ``e``, so no
+midpoint is ever rounded (valid while |codewords| and |v| stay below 2^1022). A value exactly on a threshold is a tie; ``ties``
 names the rule: ``"even"`` (the even index — for a uniform grid with even ``qmin`` this is
 round-half-to-even, and for a minifloat table it is IEEE round-to-nearest-even), ``"down"``
 (lower index, e.g. bitsandbytes' ``x > t`` trees) or ``"up"``. Custom ``thresholds`` replace the
@@ -55,20 +56,48 @@ def _index_dtype(k: int):
     return np.uint8 if k <= 256 else np.uint16
 
 
-def _thresholds(c: np.ndarray) -> np.ndarray:
-    c64 = c.astype(np.float64)
-    return (c64[..., :-1] + c64[..., 1:]) / 2
+def _midpoint_sums(c: np.ndarray):
+    """``c_k + c_{k+1} = s_k + e_k`` exactly (TwoSum): s the rounded sum, e its rounding error."""
+    a, b = c[..., :-1].astype(np.float64), c[..., 1:].astype(np.float64)
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
 
 
-def _assign(v: np.ndarray, t: np.ndarray, ties: str) -> np.ndarray:
-    idx = np.searchsorted(t, v, side="left")  # number of thresholds strictly below v
-    if ties != "down" and t.size:
+def _compare(v: np.ndarray, s: np.ndarray, e: np.ndarray):
+    """Sign of ``2v − (s + e)``, exactly: −1, 0 or +1 (elementwise, broadcasting)."""
+    d = 2 * v - s  # exact when 2v and s are within a factor 2 (Sterbenz); otherwise |d| >> |e|
+    return np.sign(d - e) * (d != e) + 0 * d
+
+
+def _assign(v: np.ndarray, t, ties: str) -> np.ndarray:
+    """Index of the codeword for each v; ``t`` is (s, e) midpoint pairs or exact float64 thresholds."""
+    if isinstance(t, tuple):
+        s, e = t
+        idx = np.searchsorted(s / 2, v, side="left")  # approximate: off by one at most near a threshold
+        for _ in range(4):  # fix up with exact comparisons until stable
+            lo = idx > 0
+            back = np.zeros(v.shape, dtype=bool)
+            back[lo] = _compare(v[lo], s[idx[lo] - 1], e[idx[lo] - 1]) <= 0  # v not above t_{idx-1}
+            hi = idx < s.size
+            fwd = np.zeros(v.shape, dtype=bool)
+            fwd[hi] = _compare(v[hi], s[idx[hi]], e[idx[hi]]) > 0  # v above t_idx
+            if not (back.any() or fwd.any()):
+                break
+            idx = idx - back + fwd
+        size = s.size
+        on = np.zeros(v.shape, dtype=bool)
+        inside = idx < size
+        on[inside] = _compare(v[inside], s[idx[inside]], e[idx[inside]]) == 0
+    else:
+        idx = np.searchsorted(t, v, side="left")  # number of thresholds strictly below v
         on = np.zeros(v.shape, dtype=bool)
         inside = idx < t.size
         on[inside] = v[inside] == t[idx[inside]]
-        bump = on if ties == "up" else on & (idx % 2 == 1)
-        idx = idx + bump
-    return idx
+    if ties == "down":
+        return idx
+    return idx + (on if ties == "up" else on & (idx % 2 == 1))
 
 
 def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block_size: int = 0,
@@ -113,7 +142,7 @@ def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block
         if c.ndim != 1 or t.shape != (c.shape[0] - 1,) or np.any(np.diff(t) <= 0):
             raise ValueError(f"thresholds: expected {c.shape[-1] - 1} strictly increasing values for a 1-D codebook")
     else:
-        t = _thresholds(c)
+        t = _midpoint_sums(c)
     if c.ndim == 1:
         return _assign(v, t, ties).astype(_index_dtype(c.shape[0]))
     g = to_groups(v, axis, block_size)  # (n_params, group_len), NaN-padded
@@ -121,7 +150,7 @@ def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block
         raise ValueError(f"codebook has {c.shape[0]} rows but the granularity has {g.shape[0]} parameter groups")
     out = np.empty(g.shape, dtype=np.int64)
     for r in range(g.shape[0]):  # one searchsorted per codebook row
-        out[r] = _assign(np.nan_to_num(g[r]), t[r], ties)
+        out[r] = _assign(np.nan_to_num(g[r]), (t[0][r], t[1][r]), ties)
     return _ungroup(out, xa.shape, axis, block_size).astype(_index_dtype(c.shape[1]))
 
 

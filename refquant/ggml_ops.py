@@ -19,7 +19,8 @@ q5_1     24     d: fp16 | m: fp16 | qh: uint32 | qs: uint8[16]  d = (max−min)/
 Rounding: ``roundf`` rounds half away from zero; ``(int8)(v + 8.5)`` truncates toward zero, i.e.
 rounds ``v + 8`` half up for the non-negative values that occur. ``1/d`` is the float32 reciprocal of
 the float32 ``d`` (before fp16 rounding), and 0 for an all-zero block (``id = d ? 1/d : 0``).
-fp16 conversion is round-to-nearest-even. "m" is the first value of largest magnitude (strict ``<``).
+fp16 conversion is round-to-nearest-even; a block whose d is below fp16's range (|x| ≲ 1e-6) stores
+d = 0 and dequantizes to 0, as in ggml. "m" is the first value of largest magnitude (strict ``<``).
 Nibble order: ``qs[j]`` holds element j in its low nibble and element j + 16 in its high nibble;
 the 5th bits of q5 go to bit j (element j) and bit j + 16 (element j + 16) of ``qh``.
 Dequantization: ``q·d`` (q4_0, q5_0 after subtracting 8 / 16; q8_0) or ``q·d + m`` (q4_1, q5_1),
@@ -60,7 +61,15 @@ def _recip(d: np.ndarray) -> np.ndarray:
 def _signed_absmax(b: np.ndarray) -> np.ndarray:
     # the first element of largest |x| (ggml's strict `amax < fabsf(v)` keeps the first), with its sign
     i = np.argmax(np.abs(b), axis=1)
-    return b[np.arange(len(b)), i]
+    m = b[np.arange(len(b)), i]
+    return np.where(m == 0, F32(0), m)  # an all-(±)zero block keeps C's initial max = +0.0f
+
+
+def _first_extreme(b: np.ndarray, fn) -> np.ndarray:
+    # C's `if (v < min) min = v` keeps the first of equal extremes: matters only for ±0.0
+    m = fn(b, axis=1)
+    first = np.argmax(b == m[:, None], axis=1)
+    return b[np.arange(len(b)), first]
 
 
 def _nibbles(q: np.ndarray) -> np.ndarray:
@@ -108,7 +117,7 @@ def quantize(x, qtype: str) -> np.ndarray:
         out = np.concatenate(parts, axis=1)
     else:  # q4_1, q5_1
         levels = 15 if qtype == "q4_1" else 31
-        lo, hi = b.min(axis=1), b.max(axis=1)
+        lo, hi = _first_extreme(b, np.min), _first_extreme(b, np.max)
         d = ((hi - lo) / F32(levels)).astype(F32)
         v = (b - lo[:, None]) * _recip(d)[:, None] + F32(0.5)
         q = np.trunc(v)

@@ -183,7 +183,8 @@ def test_log_quant_golden_log_and_linear_domain():
     assert log_quantize(x, 3, domain="linear").dequantize().tolist() == [4, 2, 1, 0, 0, -4, 2]
 
 
-@given(hnp.arrays(np.float64, 50, elements=st.floats(-1e3, 1e3)), st.sampled_from([2.0, np.sqrt(2.0)]), st.integers(3, 6))
+@given(hnp.arrays(np.float64, 50, elements=st.floats(-1e3, 1e3).filter(lambda v: v == 0 or abs(v) > 1e-250)),
+       st.sampled_from([2.0, np.sqrt(2.0)]), st.integers(3, 6))
 def test_log_quant_relative_error_bound(x, base, bits):
     lq = log_quantize(x, bits, base=base)
     y = lq.dequantize().astype(np.float64)
@@ -192,6 +193,20 @@ def test_log_quant_relative_error_bound(x, base, bits):
     rel = np.abs(y[inside] / x[inside] - 1)
     assert np.all(rel <= np.sqrt(base) - 1 + 1e-12)  # thresholds are float64 roundings of base^(e+1/2)
     assert np.all(np.sign(y) * np.sign(x) >= 0)
+
+
+def test_log_quant_of_subnormal_data_raises():
+    # found by hypothesis: max|x| = 5e-324 puts e_max at -1074, and the lower levels underflow float64
+    with pytest.raises(ValueError, match="underflow"):
+        log_quantize(np.full(3, 5e-324), 3)
+
+
+def test_codebook_midpoints_are_exact_across_huge_dynamic_range():
+    # found by hypothesis: the float64 midpoint of 4.5e-145 and 0.5 rounds to 0.25 exactly,
+    # but 0.25 is nearer to 4.5e-145; the TwoSum comparison gets it right
+    c = np.array([0.0, 4.50844515e-145, 0.5])
+    assert codebook_quantize(np.array([0.25]), c).tolist() == [1]
+    assert codebook_quantize_ref(np.array([0.25]), c).tolist() == [1]
 
 
 def test_log_quant_bad_input():
