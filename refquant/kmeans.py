@@ -1,0 +1,246 @@
+"""1-D k-means codebooks: the exact optimum, scikit-learn, and a fast, practically optimal default.
+
+k-means in one dimension chooses k levels minimising the (weighted) sum of squared errors::
+
+    SSE(c) = Σ_i w_i · min_k (x_i − c_k)²
+
+In 1-D the optimal clusters are contiguous runs of the sorted data, so the problem is a
+segmentation and can be solved *exactly* by dynamic programming (Wang & Song 2011)::
+
+    D[m][i] = min_{j < i} D[m−1][j] + cost(j, i)        cost(j, i) = SSE of sorted points j..i−1
+
+The split point ``opt[m][i]`` is monotone in i, which lets each layer be solved by divide and
+conquer in O(n log n) (Grønlund et al. 2017). Here every recursion depth of a layer is one batch
+of vectorised NumPy operations.
+
+Methods of :func:`kmeans_codebook`:
+
+* ``"optimal"`` — the DP on the sorted distinct values (weighted by multiplicity): the global optimum.
+* ``"sklearn"`` — ``sklearn.cluster.KMeans(n_init=1)`` with a deterministic ``init``: ``"linear"``
+  (k points evenly spaced over [min, max], which Deep Compression found best), ``"density"``
+  (evenly spaced quantiles) or ``"k-means++"`` (seeded).
+* ``"lloyd"`` — Lloyd's algorithm on the sorted data with linear initialisation; each step costs
+  O(k log n) thanks to prefix sums — fast, but on heavy tails it stops in a poor local optimum.
+* ``"auto"`` (default) — the DP on at most ``n_points`` weighted summary points of the sorted data
+  (equal-count chunks for the body, equal-width chunks for the tails), then Lloyd on the full
+  sorted data to convergence. When the data has at most ``n_points`` distinct values the DP runs on
+  them directly and the result is exactly optimal.
+
+References
+----------
+Wang & Song, "Ckmeans.1d.dp: Optimal k-means Clustering in One Dimension by Dynamic Programming",
+The R Journal 3(2), 2011, eq. (1)-(3). Grønlund et al., "Fast Exact k-Means, k-Medians and Bregman
+Divergence Clustering in 1D", arXiv:1701.07204, 2017, §2 (monotone split points, divide and conquer).
+Lloyd, "Least squares quantization in PCM", IEEE Trans. Inf. Theory 28(2), 1982.
+Han, Mao & Dally, "Deep Compression", ICLR 2016, §3.1-3.2 (linear / density / random initialisation).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import float_array
+
+METHODS = ("auto", "optimal", "sklearn", "lloyd")
+
+
+def _prepare(x, weights):
+    xa = float_array(x, "x").reshape(-1)  # kept in its float dtype until sorted (float32 sorts faster)
+    if xa.size == 0:
+        raise ValueError("x is empty; k-means needs at least one value")
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite")
+    if weights is None:
+        return xa, None
+    w = float_array(weights, "weights").astype(np.float64).reshape(-1)
+    if w.shape != xa.shape:
+        raise ValueError(f"weights must have one value per element of x ({xa.size}), got {w.size}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights must be finite, >= 0, and not all zero")
+    return xa, w
+
+
+def _sorted(x, w):
+    """x sorted, as float64 (and its weights permuted alongside; None means unit weights)."""
+    if w is None:
+        return np.sort(x).astype(np.float64), None
+    order = np.argsort(x, kind="stable")
+    return x[order].astype(np.float64), w[order]
+
+
+def _distinct(xs, ws):
+    """Sorted distinct values of sorted ``xs`` with their total weights (zero-weight values dropped)."""
+    starts = np.flatnonzero(np.concatenate([[True], xs[1:] != xs[:-1]]))
+    w = np.ones(xs.size) if ws is None else ws
+    wt = np.add.reduceat(w, starts) if xs.size else w
+    keep = wt > 0
+    return xs[starts][keep], wt[keep]
+
+
+class _Prefix:
+    """Prefix sums of w, w·v, w·v² (v centred on its weighted mean) for O(1) segment SSE."""
+
+    def __init__(self, v, w=None):
+        self.shift = v.mean() if w is None else np.sum(w * v) / np.sum(w)
+        c = v - self.shift
+        z = np.zeros(1)
+        self.W = np.arange(v.size + 1, dtype=np.float64) if w is None else np.concatenate([z, np.cumsum(w)])
+        wc = c if w is None else w * c
+        self.S = np.concatenate([z, np.cumsum(wc)])
+        self.Q = np.concatenate([z, np.cumsum(wc * c)])
+
+    def cost(self, j, i):  # SSE of points [j, i)
+        W = self.W[i] - self.W[j]
+        S = self.S[i] - self.S[j]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = self.Q[i] - self.Q[j] - np.where(W > 0, S * S / W, 0.0)
+        return np.maximum(c, 0.0)
+
+    def mean(self, j, i):
+        return (self.S[i] - self.S[j]) / (self.W[i] - self.W[j]) + self.shift
+
+
+def _segment_means(v, w, b):
+    """Exact-as-possible means of the segments [b_i, b_{i+1}) of sorted v: summed per segment, not
+    from prefix differences (which lose values far below the data's scale). Strictly increasing."""
+    w = np.ones(v.size) if w is None else w
+    b = b[:-1]
+    means = np.add.reduceat(w * v, b) / np.add.reduceat(w, b)
+    return np.unique(means)  # float rounding of two adjacent means can only make them equal
+
+
+def _dp_layer(prev, P, m, n):
+    """D[m][i] for i in [m, n] and the argmin split points, by vectorised divide and conquer."""
+    cur = np.full(n + 1, np.inf)
+    opt = np.zeros(n + 1, dtype=np.int32)
+    ilo, ihi = np.array([m]), np.array([n])
+    jlo, jhi = np.array([m - 1]), np.array([n - 1])
+    while ilo.size:
+        mid = (ilo + ihi) // 2
+        jh = np.minimum(jhi, mid - 1)
+        counts = jh - jlo + 1  # >= 1
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        seg = np.repeat(np.arange(ilo.size), counts)
+        j = jlo[seg] + (np.arange(seg.size) - starts[seg])
+        val = prev[j] + P.cost(j, mid[seg])
+        mins = np.minimum.reduceat(val, starts)
+        pos = np.flatnonzero(val <= mins[seg])  # first minimum of each segment: the smallest j
+        first = pos[np.concatenate([[True], seg[pos][1:] != seg[pos][:-1]])]
+        best = j[first]
+        cur[mid], opt[mid] = mins, best
+        left, right = ilo <= mid - 1, mid + 1 <= ihi
+        ilo, ihi, jlo, jhi = (np.concatenate([ilo[left], mid[right] + 1]), np.concatenate([mid[left] - 1, ihi[right]]),
+                              np.concatenate([jlo[left], best[right]]), np.concatenate([best[left], jhi[right]]))
+    return cur, opt
+
+
+def optimal_kmeans(v, w, k):
+    """Exact weighted 1-D k-means of sorted distinct ``v`` with weights ``w``: (codebook, sse)."""
+    n = v.size
+    k = min(k, n)
+    P = _Prefix(v, w)
+    prev = np.full(n + 1, np.inf)  # D[0][i]: 0 clusters cover nothing
+    prev[0] = 0.0
+    opts = []
+    for m in range(1, k + 1):
+        prev, opt = _dp_layer(prev, P, m, n)
+        opts.append(opt)
+    bounds, i = [n], n
+    for opt in reversed(opts):  # backtrack the split points
+        i = int(opt[i])
+        bounds.append(i)
+    b = np.array(bounds[::-1])
+    return _segment_means(v, w, b), float(prev[n])
+
+
+def _lloyd_sorted(xs, ws, P, c, max_iter=300):
+    """Lloyd's algorithm on sorted data via prefix sums: each step is O(k log n)."""
+    for _ in range(max_iter):
+        b = np.unique(np.concatenate([[0], np.searchsorted(xs, (c[:-1] + c[1:]) / 2, side="right"), [xs.size]]))
+        new = P.mean(b[:-1], b[1:])  # empty clusters were dropped by unique: their level disappears
+        if new.size == c.size and np.array_equal(new, c):
+            break
+        c = new
+    return _segment_means(xs, ws, b)
+
+
+def _summary_points(xs, n_points):
+    """Chunk boundaries of the sorted data: equal-count in the body, equal-width in the tails."""
+    n = xs.size
+    half = max(1, n_points // 2)
+    by_count = np.linspace(0, n, half + 1).astype(np.int64)
+    by_width = np.searchsorted(xs, np.linspace(xs[0], xs[-1], half + 1), side="left")
+    return np.unique(np.concatenate([by_count, by_width, [0, n]]))
+
+
+def kmeans_codebook(x, k: int, *, method: str = "auto", weights=None, init: str = "linear", n_points: int = 4096,
+                    max_iter: int = 300, seed: int = 0) -> np.ndarray:
+    """A sorted codebook of at most ``k`` levels minimising the (weighted) squared error.
+
+    Parameters
+    ----------
+    x : ndarray of float, any shape (flattened), finite
+    k : int >= 1 — number of levels (fewer are returned when x has fewer distinct values)
+    method : {"auto", "optimal", "sklearn", "lloyd"} — see the module docstring
+    weights : ndarray of the same size as x, optional — per-element weights (e.g. histogram counts)
+    init : {"linear", "density", "k-means++"} — initialisation for ``method="sklearn"``
+    n_points : int — summary points for the DP of ``method="auto"``
+    max_iter : int — Lloyd iterations (``"auto"``, ``"lloyd"``, ``"sklearn"``)
+    seed : int — for ``init="k-means++"``
+
+    Returns
+    -------
+    codebook : ndarray of float64, shape (≤ k,), strictly increasing
+    """
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if method not in METHODS:
+        raise ValueError(f"method: unknown {method!r}; expected one of {METHODS}")
+    xa, w = _prepare(x, weights)
+    xs, ws = _sorted(xa, w)
+    n_distinct = 1 + int(np.count_nonzero(xs[1:] != xs[:-1]))
+    if ws is not None or method in ("optimal", "sklearn") or n_distinct <= max(k, n_points):
+        v, wt = _distinct(xs, ws)
+        if v.size <= k:
+            return v  # every distinct value is its own level: SSE 0
+        if method == "optimal" or (method == "auto" and v.size <= n_points):
+            return optimal_kmeans(v, wt, k)[0]
+        if method == "sklearn":
+            return _sklearn(v, wt, k, init, max_iter, seed)
+        if ws is not None:  # zero weights would make empty clusters look non-empty: use distinct values
+            xs, ws = v, wt
+    P = _Prefix(xs, ws)
+    if method == "lloyd":
+        return _lloyd_sorted(xs, ws, P, np.linspace(xs[0], xs[-1], k), max_iter)
+    b = _summary_points(xs, n_points)  # chunk boundaries over the sorted data
+    cw = P.W[b[1:]] - P.W[b[:-1]]
+    keep = cw > 0
+    pts, pw = P.mean(b[:-1], b[1:])[keep], cw[keep]
+    c0, _ = optimal_kmeans(pts, pw, k)
+    return _lloyd_sorted(xs, ws, P, c0, max_iter)
+
+
+def _sklearn(v, wt, k, init, max_iter, seed):
+    from sklearn.cluster import KMeans
+
+    if init == "linear":
+        start = np.linspace(v[0], v[-1], k).reshape(-1, 1)
+    elif init == "density":  # evenly spaced points of the (weighted) CDF
+        cdf = np.cumsum(wt) / wt.sum()
+        start = np.interp(np.linspace(0, 1, k + 2)[1:-1], cdf, v).reshape(-1, 1)
+    elif init == "k-means++":
+        start = "k-means++"
+    else:
+        raise ValueError(f"init: expected 'linear', 'density' or 'k-means++', got {init!r}")
+    km = KMeans(n_clusters=k, init=start, n_init=1, max_iter=max_iter, random_state=seed)
+    km.fit(v.reshape(-1, 1), sample_weight=wt)
+    return np.unique(km.cluster_centers_.ravel())
+
+
+def kmeans_sse(x, codebook, weights=None) -> float:
+    """Weighted SSE of nearest-level assignment, computed in float64 (sorted data, prefix sums)."""
+    xa, w = _prepare(x, weights)
+    xa = xa.astype(np.float64)
+    c = np.sort(float_array(codebook, "codebook").astype(np.float64).reshape(-1))
+    idx = np.searchsorted((c[:-1] + c[1:]) / 2, xa)
+    d = xa - c[idx]
+    return float(np.sum(d * d * (1.0 if w is None else w)))
