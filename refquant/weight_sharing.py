@@ -1,0 +1,73 @@
+"""Weight sharing (Deep Compression): many weights, few distinct values.
+
+A layer's n weights are clustered into k shared values (a k-means codebook); the layer stores one
+log2(k)-bit index per weight plus the k b-bit centroids. The compression ratio (Han et al., eq. 1)::
+
+    r = n·b / (n·log2(k) + k·b)
+
+Fine-tuning keeps the sharing: the gradient of the loss with respect to a centroid is the sum of
+the gradients of all weights that share it (Han et al., §3.3, fig. 3)::
+
+    ∂L/∂c_j = Σ_{i : index_i = j} ∂L/∂w_i,        c_j ← c_j − lr · ∂L/∂c_j
+
+References
+----------
+Han, Mao & Dally, "Deep Compression: Compressing Deep Neural Networks with Pruning, Trained
+Quantization and Huffman Coding", ICLR 2016, §3 (weight sharing, eq. 1; initialisation; centroid
+fine-tuning).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import float_array, int_array
+from .codebook import codebook_quantize
+from .kmeans import kmeans_codebook
+
+
+@dataclass(frozen=True)
+class SharedWeights:
+    """``w ≈ codebook[indices]``; the codebook may be unsorted after fine-tuning."""
+
+    indices: np.ndarray  # uint8 / uint16, shape of the layer's weight
+    codebook: np.ndarray  # float32, (k,)
+
+    def dequantize(self) -> np.ndarray:
+        return self.codebook[self.indices]
+
+    def compression_ratio(self, b: int = 32) -> float:
+        return compression_ratio(self.indices.size, self.codebook.size, b)
+
+
+def compression_ratio(n: int, k: int, b: int = 32) -> float:
+    """``n·b / (n·log2(k) + k·b)`` (Han et al. 2016, eq. 1); k = 1 stores no index."""
+    if n < 1 or k < 1 or b < 1:
+        raise ValueError(f"n, k and b must be >= 1, got n={n}, k={k}, b={b}")
+    return n * b / (n * np.log2(k) + k * b)
+
+
+def share_weights(w, k: int, *, method: str = "auto", **kmeans_options) -> SharedWeights:
+    """Cluster the weights ``w`` (any shape) into at most ``k`` shared values (see :func:`kmeans_codebook`)."""
+    wa = float_array(w, "w")
+    cb = kmeans_codebook(wa, k, method=method, **kmeans_options)
+    idx = codebook_quantize(wa, cb)
+    return SharedWeights(idx, cb.astype(np.float32))
+
+
+def centroid_gradient(indices, grad, k: int) -> np.ndarray:
+    """Sum of ``grad`` over the weights sharing each centroid: shape (k,), float64."""
+    idx = int_array(indices, "indices")
+    g = float_array(grad, "grad")
+    if idx.shape != g.shape:
+        raise ValueError(f"indices and grad must have the same shape, got {idx.shape} and {g.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= k):
+        raise ValueError(f"indices must lie in [0, {k - 1}]")
+    return np.bincount(idx.ravel(), weights=g.ravel().astype(np.float64), minlength=k)
+
+
+def update_centroids(shared: SharedWeights, grad, lr: float) -> SharedWeights:
+    """One step of centroid fine-tuning: ``c ← c − lr · ∂L/∂c`` with the indices unchanged."""
+    g = centroid_gradient(shared.indices, grad, shared.codebook.size)
+    return SharedWeights(shared.indices, (shared.codebook - lr * g).astype(np.float32))
