@@ -247,3 +247,27 @@ class CodebookTensor:
         return index_bits + extra / n
 
 
+
+
+def codebook_fake_quantize(x, codebook, *, scale=None, axis: int | None = None, block_size: int = 0,
+                           ties: str = "even") -> np.ndarray:
+    """``scale · codebook[codebook_quantize(x / scale)]``: the reconstruction, shape of ``x``."""
+    idx = codebook_quantize(x, codebook, scale=scale, axis=axis, block_size=block_size, ties=ties)
+    return codebook_dequantize(idx, codebook, scale=scale, axis=axis, block_size=block_size)
+
+
+def absmax_scale(x, target: float = 1.0, *, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+    """Per tensor / channel / group scale ``max|x| / target`` (float32) that maps the largest magnitude
+    onto the codebook's end value ``target`` (1 for NF4, 6 for FP4 E2M1, 448 for FP8 E4M3).
+    An all-zero group gets scale 1 (its values are 0 whatever the scale)."""
+    from .granularity import from_groups
+
+    xa = float_array(x, "x")
+    if xa.size == 0:
+        raise ValueError("x is empty; there is no absmax")
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite for an absmax scale")
+    g = to_groups(np.abs(xa).astype(np.float32), axis, block_size)
+    amax = np.nanmax(g, axis=1)
+    s = np.where(amax > 0, amax / np.float32(target), np.float32(1)).astype(np.float32)
+    return from_groups(s, xa.shape, axis, block_size)

@@ -79,3 +79,17 @@ def plot_channel_ranges(ax, w, axis: int = 0):
     ax.set_ylabel("value")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_codebook(ax, x, levels, *, bins: int = 200, label: str = "values", color: str = "tab:red",
+                  log: bool = True, max_lines: int = 300):
+    """Histogram of ``x`` with a codebook's levels as vertical lines (non-uniform grids included)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    ax.hist(x, bins=bins, color="0.6", log=log, label=label)
+    lv = np.asarray(levels, dtype=np.float64).ravel()
+    for i, v in enumerate(lv[:: max(1, lv.size // max_lines)]):
+        ax.axvline(v, color=color, lw=0.7, alpha=0.8, label=f"{lv.size} levels" if i == 0 else None)
+    ax.set_xlabel("value")
+    ax.set_ylabel("count (log)" if log else "count")
+    ax.legend(loc="upper right", fontsize=8)
+    return ax
