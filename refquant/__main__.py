@@ -9,18 +9,62 @@ import sys
 
 
 def _methods():
-    # (name, quantize_tensor keyword arguments); weights are (out, in): channels along axis 0, groups along axis 1
+    """(name, function x -> (x_hat, bits per element)). Weights are (out, in): channels along axis 0,
+    groups along axis 1."""
+    from . import ggml_ops, quantize_tensor
+    from .codebook import absmax_scale, codebook_fake_quantize
+    from .logquant import log_quantize
+    from .minifloat import minifloat_codebook
+    from .nf4 import nf4_quantize
+    from .weight_sharing import share_weights
+
+    def uniform(qrange, **kw):
+        def f(x):
+            qt = quantize_tensor(x, qrange, **kw)
+            return qt.dequantize(), qt.bits_per_element()
+        return f
+
+    def minifloat(fmt, top, bits, block):
+        def f(x):
+            s = absmax_scale(x, top, axis=1, block_size=block)
+            return (codebook_fake_quantize(x, minifloat_codebook(fmt), scale=s, axis=1, block_size=block),
+                    bits + 32 / block)
+        return f
+
+    def ggml(qt):
+        return lambda x: (ggml_ops.dequantize(ggml_ops.quantize(x, qt), qt), 8 * ggml_ops.BLOCK_BYTES[qt] / 32)
+
+    def nf4(x):
+        t = nf4_quantize(x, 64)
+        return t.dequantize(), t.bits_per_element()
+
+    def log2(x):
+        t = log_quantize(x, 4)
+        return t.dequantize(), t.bits_per_element()
+
+    def kmeans(x):
+        s = share_weights(x, 16)
+        return s.dequantize(), 4 + 32 * 16 / x.size
+
     return [
-        ("int8 per-tensor affine", dict(qrange="int8")),
-        ("int8 per-channel sym", dict(qrange="int8", symmetric=True, axis=0)),
-        ("int8 per-tensor percentile", dict(qrange="int8", method="percentile", percentile=99.99)),
-        ("int4 per-tensor sym", dict(qrange="int4", symmetric=True)),
-        ("int4 per-tensor MSE", dict(qrange="int4", symmetric=True, method="mse")),
-        ("int4 per-channel sym", dict(qrange="int4", symmetric=True, axis=0)),
-        ("int4 group-128 sym", dict(qrange="int4", symmetric=True, axis=1, block_size=128)),
-        ("int4 group-32 sym", dict(qrange="int4", symmetric=True, axis=1, block_size=32)),
-        ("int4 group-32 MSE", dict(qrange="int4", symmetric=True, axis=1, block_size=32, method="mse")),
-        ("int3 group-32 sym", dict(qrange="int3", symmetric=True, axis=1, block_size=32)),
+        ("int8 per-tensor affine", uniform("int8")),
+        ("int8 per-channel sym", uniform("int8", symmetric=True, axis=0)),
+        ("int8 per-tensor percentile", uniform("int8", method="percentile", percentile=99.99)),
+        ("int4 per-tensor sym", uniform("int4", symmetric=True)),
+        ("int4 per-tensor MSE", uniform("int4", symmetric=True, method="mse")),
+        ("int4 per-channel sym", uniform("int4", symmetric=True, axis=0)),
+        ("int4 group-128 sym", uniform("int4", symmetric=True, axis=1, block_size=128)),
+        ("int4 group-32 sym", uniform("int4", symmetric=True, axis=1, block_size=32)),
+        ("int4 group-32 MSE", uniform("int4", symmetric=True, axis=1, block_size=32, method="mse")),
+        ("int3 group-32 sym", uniform("int3", symmetric=True, axis=1, block_size=32)),
+        ("log2 4-bit", log2),
+        ("k-means 16 (shared)", kmeans),
+        ("nf4 block-64", nf4),
+        ("fp4 e2m1 block-32", minifloat("float4e2m1", 6.0, 4, 32)),
+        ("fp8 e4m3 block-128", minifloat("float8e4m3fn", 448.0, 8, 128)),
+        ("ggml q4_0", ggml("q4_0")),
+        ("ggml q5_1", ggml("q5_1")),
+        ("ggml q8_0", ggml("q8_0")),
     ]
 
 
@@ -35,12 +79,11 @@ def run_demo(out_dir: str = "figures") -> list:
 
     rows = []
     tensors = sample_tensors()
+    methods = _methods()
     for tname, x in tensors.items():
-        for mname, kw in _methods():
-            kw = dict(kw)
-            qt = quantize_tensor(x, kw.pop("qrange"), **kw)
-            xh = qt.dequantize()
-            rows.append({"tensor": tname, "method": mname, "bits_per_element": qt.bits_per_element(),
+        for mname, fn in methods:
+            xh, bits = fn(x)
+            rows.append({"tensor": tname, "method": mname, "bits_per_element": float(bits),
                          "sqnr_db": metrics.sqnr_db(x, xh), "mse": metrics.mse(x, xh),
                          "cosine": metrics.cosine_similarity(x, xh)})
 

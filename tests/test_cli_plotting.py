@@ -27,6 +27,9 @@ def test_demo_json_and_figures(tmp_path, capsys):
     assert by[("heavy-tailed weights", "int4 per-tensor MSE")]["sqnr_db"] > \
         by[("heavy-tailed weights", "int4 per-tensor sym")]["sqnr_db"] + 5
     assert by[("gaussian weights", "int4 group-32 sym")]["bits_per_element"] == 5.0
+    # non-uniform formats: NF4 beats uniform int4 with (almost) the same storage on heavy-tailed weights
+    assert by[("heavy-tailed weights", "nf4 block-64")]["sqnr_db"] > by[("heavy-tailed weights", "int4 group-128 sym")]["sqnr_db"]
+    assert by[("heavy-tailed weights", "ggml q4_0")]["bits_per_element"] == 4.5
     assert os.path.getsize(tmp_path / "00-demo-overview.png") > 10_000
 
 
@@ -47,6 +50,7 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     lambda ax: plotting.plot_curves(ax, {"a": ([1, 2], [3, 4])}),
     lambda ax: plotting.plot_ranges(ax, np.linspace(-1, 1, 100), {"minmax": (-1, 1)}),
     lambda ax: plotting.plot_channel_ranges(ax, np.ones((4, 3))),
+    lambda ax: plotting.plot_codebook(ax, np.linspace(-1, 1, 100), [-0.5, 0.0, 0.7]),
 ])
 def test_plot_functions_draw_on_and_return_the_given_ax(draw):
     fig, ax = plt.subplots()

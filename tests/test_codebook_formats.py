@@ -218,3 +218,17 @@ def test_log_quant_bad_input():
         log_quantize(np.ones(3), domain="ln")
     with pytest.raises(ValueError, match="x must be finite"):
         log_quantize(np.array([np.inf]))
+
+
+def test_absmax_scale_and_codebook_fake_quantize_golden():
+    from refquant.codebook import absmax_scale, codebook_fake_quantize
+
+    x = np.array([[1.0, -3.0, 0.0, 0.0], [6.0, 2.0, 0.5, -0.25]], F32)
+    s = absmax_scale(x, 6.0, axis=1, block_size=2)  # blocks {1,-3} {0,0} | {6,2} {0.5,-0.25}
+    assert s.tolist() == [[0.5, 1.0], [1.0, F32(0.5) / F32(6)]]  # all-zero block -> scale 1
+    fp4 = minifloat_codebook("float4e2m1")
+    y = codebook_fake_quantize(x, fp4, scale=s, axis=1, block_size=2)
+    # 1 / 0.5 = 2 -> 2 * 0.5 = 1; -3 / 0.5 = -6 -> -3; 6 -> 6; 2 -> 2; 0.5 / (1/12) = 6 -> 0.5; -0.25 * 12 = -3 -> -0.25
+    assert np.allclose(y, [[1.0, -3.0, 0.0, 0.0], [6.0, 2.0, 0.5, -0.25]], rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="x is empty"):
+        absmax_scale(np.zeros(0))
