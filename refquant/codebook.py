@@ -68,7 +68,7 @@ def _midpoint_sums(c: np.ndarray):
 def _compare(v: np.ndarray, s: np.ndarray, e: np.ndarray):
     """Sign of ``2v − (s + e)``, exactly: −1, 0 or +1 (elementwise, broadcasting)."""
     d = 2 * v - s  # exact when 2v and s are within a factor 2 (Sterbenz); otherwise |d| >> |e|
-    return np.sign(d - e) * (d != e) + 0 * d
+    return np.sign(d - e)  # with gradual underflow d - e == 0 exactly when d == e; ±inf v gives ±1
 
 
 def _assign(v: np.ndarray, t, ties: str) -> np.ndarray:
