@@ -32,6 +32,7 @@ import numpy as np
 
 from ._checks import float_array, int_array, positive_scale
 from .granularity import align, check_param
+from .kernels import int_matmul
 from .minifloat import FORMATS as _FLOAT_TYPES, minifloat_decode, minifloat_encode
 from .ranges import qrange as as_qrange
 from .uniform import dequantize, quantize
@@ -182,48 +183,18 @@ def dynamic_quantize_linear(x):
     return y, np.asarray(y_scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
 
 
-def _int8_operand(v, name):
-    a = int_array(v, name)
-    if a.dtype not in (np.int8, np.uint8):
-        raise ValueError(f"{name}: MatMulInteger takes int8 or uint8, got {a.dtype}")
-    if a.ndim < 2:
-        raise ValueError(f"{name}: expected at least 2 dimensions, got shape {a.shape}")
-    return a
-
-
-def _operand_zero_point(zp, a, name, per):
-    if zp is None:
-        return 0.0
-    z = np.asarray(zp)
-    if z.dtype != a.dtype:
-        raise ValueError(f"{name} has dtype {z.dtype} but its operand has dtype {a.dtype}")
-    if z.size == 1:
-        return float(z.reshape(()))
-    n = a.shape[-2] if per == "row" else a.shape[-1]
-    if z.shape != (n,):
-        raise ValueError(f"{name} must be a scalar or per-{per} of shape ({n},), got {z.shape}")
-    return z.astype(np.float64).reshape((n, 1) if per == "row" else (1, n))
-
-
 def matmul_integer(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
     """ONNX MatMulInteger: ``(a - a_zero_point) @ (b - b_zero_point)`` accumulated exactly, as int32.
 
     ``a`` : int8/uint8 ndarray of shape (..., M, K); ``b`` : int8/uint8 of shape (..., K, N);
-    ``a_zero_point`` scalar or per-row (M,); ``b_zero_point`` scalar or per-column (N,).
-
-    Exactness: each product is an integer of magnitude <= 255² and every partial sum stays below
-    2^53 for K < 2^37, so the float64 BLAS product is exact in any summation order. The int32
-    result is checked: a sum outside the int32 range raises ValueError (it never wraps).
+    ``a_zero_point`` scalar or per-row (M,); ``b_zero_point`` scalar or per-column (N,), each of its
+    operand's dtype. Runs on :func:`refquant.kernels.int_matmul` (float32 BLAS in exact chunks); a sum
+    outside the int32 range raises ValueError (it never wraps).
     """
-    A, B = _int8_operand(a, "a"), _int8_operand(b, "b")
-    if A.shape[-1] != B.shape[-2]:
-        raise ValueError(f"a and b: inner dimensions differ, {A.shape} @ {B.shape}")
-    Af = A.astype(np.float64) - _operand_zero_point(a_zero_point, A, "a_zero_point", "row")
-    Bf = B.astype(np.float64) - _operand_zero_point(b_zero_point, B, "b_zero_point", "column")
-    C = Af @ Bf  # (..., M, N), exact integers
-    if C.size and (C.min() < -2**31 or C.max() > 2**31 - 1):
-        raise ValueError("a, b: the int32 accumulator overflows (|sum| >= 2^31); split K")
-    return C.astype(np.int32)
+    for name, z, v in (("a_zero_point", a_zero_point, a), ("b_zero_point", b_zero_point, b)):
+        if z is not None and np.asarray(z).dtype != np.asarray(v).dtype:
+            raise ValueError(f"{name} has dtype {np.asarray(z).dtype} but its operand has dtype {np.asarray(v).dtype}")
+    return int_matmul(a, b, a_zero_point, b_zero_point)
 
 
 def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point) -> np.ndarray:

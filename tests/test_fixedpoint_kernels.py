@@ -1,0 +1,195 @@
+"""Fixed-point primitives (gemmlowp / TFLite) against exact rational arithmetic; integer GEMM and
+FullyConnected: fast path == loop twin == exact, requantization, overflow, bad input."""
+from fractions import Fraction
+import math
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from refquant.fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
+                                 saturating_rounding_doubling_high_mul)
+from refquant.kernels import K_CHUNK, fully_connected, fully_connected_ref, int_matmul, int_matmul_ref, prepack, requantize
+
+I32 = st.integers(-2**31, 2**31 - 1)
+
+
+def round_half_up(f: Fraction) -> int:
+    return math.floor(f + Fraction(1, 2))
+
+
+def round_half_away(f: Fraction) -> int:
+    return int(math.copysign(math.floor(abs(f) + Fraction(1, 2)), f))
+
+
+# ---------------------------------------------------------------- fixed point
+def test_tensorflow_25087_double_rounding_example():
+    # 7984 * 1583594044 / 2^31 / 2^9 = 11.499...: double rounding gives 12, single rounding 11
+    assert multiply_by_quantized_multiplier(7984, 1583594044, -9) == 12
+    assert multiply_by_quantized_multiplier(7984, 1583594044, -9, rounding="single") == 11
+    assert round_half_up(Fraction(7984 * 1583594044, 2**40)) == 11
+
+
+@pytest.mark.parametrize("real, m, s", [
+    (0.5, 2**30, 0),            # frexp(0.5) = (0.5, 0): 0.5 * 2^31
+    (1.0, 2**30, 1),            # frexp(1) = (0.5, 1)
+    (0.75, 3 * 2**29, 0),       # 0.75 * 2^31
+    (3.0, 3 * 2**29, 2),        # frexp(3) = (0.75, 2)
+    (0.0, 0, 0),
+    (2.0**-40, 0, 0),           # shift -39 < -31: flushed to zero
+    (1 - 2.0**-33, 2**30, 1),   # q * 2^31 = 2^31 - 0.25 rounds to 2^31: the carry makes it 2^30, shift + 1
+])
+def test_quantize_multiplier_golden(real, m, s):
+    qm, qs = quantize_multiplier(real)
+    assert (int(qm), int(qs)) == (m, s)
+
+
+@given(st.floats(1e-9, 1e4))
+def test_quantize_multiplier_is_normalised_and_close(real):
+    m, s = quantize_multiplier(real)
+    m, s = int(m), int(s)
+    assert 2**30 <= m < 2**31
+    assert abs(Fraction(m) * Fraction(2) ** (s - 31) - Fraction(real)) <= Fraction(2) ** (s - 32)  # half a Q0.31 step
+
+
+@given(I32, I32)
+@example(-2**31, -2**31)
+@example(2**30, 1)
+@example(-(2**30), 1)  # -0.5 exactly: rounds up to 0
+def test_srdhm_against_exact_rationals(a, b):
+    got = int(saturating_rounding_doubling_high_mul(a, b))
+    if a == b == -2**31:
+        assert got == 2**31 - 1
+    else:
+        assert got == round_half_up(Fraction(a * b, 2**31))
+
+
+@given(I32, st.integers(0, 31))
+@example(5, 1)
+@example(-5, 1)
+@example(-2**31, 31)
+def test_rounding_divide_by_pot_against_exact_rationals(x, e):
+    assert int(rounding_divide_by_pot(x, e)) == round_half_away(Fraction(x, 2**e))
+
+
+@given(st.integers(-2**20, 2**20), st.floats(1e-6, 0.99), st.sampled_from(["double", "single"]))
+def test_multiply_by_quantized_multiplier_against_exact(x, real, rounding):
+    m, s = (int(v) for v in quantize_multiplier(real))
+    got = int(multiply_by_quantized_multiplier(x, m, s, rounding=rounding))
+    exact = Fraction(x * m) * Fraction(2) ** (s - 31)
+    if rounding == "single":
+        assert got == round_half_up(exact)
+    else:  # two roundings: SRDHM then RDBPOT, each within half a unit
+        high = round_half_up(Fraction(x * 2 ** max(s, 0) * m, 2**31))
+        assert got == round_half_away(Fraction(high, 2 ** max(-s, 0)))
+        assert abs(got - exact) <= 1
+
+
+def test_vectorised_per_channel():
+    x = np.array([[100, -100], [7, 7]], np.int32)
+    m, s = quantize_multiplier(np.array([0.5, 0.25]))
+    assert multiply_by_quantized_multiplier(x, m, s).tolist() == [[50, -25], [4, 2]]  # 3.5 -> 4, 1.75 -> 2
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: quantize_multiplier(np.inf), "real must be finite"),
+    (lambda: quantize_multiplier(2.0**40), "shift > 30"),
+    (lambda: rounding_divide_by_pot(1, 32), "exponent must lie"),
+    (lambda: multiply_by_quantized_multiplier(1.5, 2**30, 0), "x: expected an integer"),
+    (lambda: multiply_by_quantized_multiplier(2**31, 2**30, 0), "x must fit in int32"),
+    (lambda: multiply_by_quantized_multiplier(1, 2**30, 31), "shift must lie"),
+    (lambda: multiply_by_quantized_multiplier(2**30, 2**30, 2), "overflows int32"),
+    (lambda: multiply_by_quantized_multiplier(1, 2**30, 0, rounding="nearest"), "rounding"),
+])
+def test_fixedpoint_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ---------------------------------------------------------------- integer GEMM
+@st.composite
+def gemm_case(draw):
+    ta, tb = draw(st.sampled_from([np.int8, np.uint8])), draw(st.sampled_from([np.int8, np.uint8]))
+    m, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    k = draw(st.sampled_from([0, 1, 7, K_CHUNK - 1, K_CHUNK, K_CHUNK + 1, 2 * K_CHUNK + 3]))
+    ia, ib = np.iinfo(ta), np.iinfo(tb)
+    extreme = draw(st.booleans())  # all codes at the end of the range: accumulators near their limits
+    if extreme:
+        a = np.full((m, k), ia.min, ta)
+        b = np.full((k, n), ib.max, tb)
+    else:
+        a = draw(hnp.arrays(ta, (m, k), elements=st.integers(ia.min, ia.max)))
+        b = draw(hnp.arrays(tb, (k, n), elements=st.integers(ib.min, ib.max)))
+    za = draw(st.none() | st.integers(ia.min, ia.max).map(lambda v: np.array(v, ta))
+              | hnp.arrays(ta, (m,), elements=st.integers(ia.min, ia.max)))
+    zb = draw(st.none() | st.integers(ib.min, ib.max).map(lambda v: np.array(v, tb))
+              | hnp.arrays(tb, (n,), elements=st.integers(ib.min, ib.max)))
+    return a, b, za, zb
+
+
+@given(gemm_case())
+@settings(max_examples=40)
+def test_int_matmul_fast_equals_exact_and_ref(case):
+    a, b, za, zb = case
+    za_ = 0 if za is None else np.asarray(za, np.int64).reshape(-1, 1)
+    zb_ = 0 if zb is None else np.asarray(zb, np.int64).reshape(1, -1)
+    exact = (a.astype(np.int64) - za_) @ (b.astype(np.int64) - zb_)  # int64: no overflow for these sizes
+    got = int_matmul(a, b, za, zb)
+    assert got.dtype == np.int32 and np.array_equal(got, exact)
+    assert np.array_equal(int_matmul(a, prepack(b), za, zb), exact)
+    if a.shape[1] <= 7:
+        assert np.array_equal(int_matmul_ref(a, b, za, zb), exact)
+
+
+def test_int_matmul_overflow_raises_not_wraps():
+    k = 33100  # 33100 * 255 * 255 > 2^31 - 1
+    a = np.full((1, k), 255, np.uint8)
+    b = np.full((k, 1), 255, np.uint8)
+    with pytest.raises(ValueError, match="int32 accumulator overflows"):
+        int_matmul(a, b, np.array(0, np.uint8), np.array(0, np.uint8))
+    assert int_matmul(a[:, :33000], b[:33000]).item() == 33000 * 255 * 255  # 2,145,825,000 fits
+
+
+def test_requantize_and_fully_connected_golden():
+    # x = [[2, 4]], w = [[1, 3], [-1, 1]], zero points 0: acc = [14, 2]; bias [1, -1] -> [15, 1]
+    # M = 0.5: 15 * 0.5 = 7.5 -> 8 (half away in RoundingDivideByPOT), 1 * 0.5 = 0.5 -> 1; + out zp 10
+    x = np.array([[2, 4]], np.int8)
+    w = np.array([[1, 3], [-1, 1]], np.int8)
+    m, s = quantize_multiplier(0.5)
+    y = fully_connected(x, w, np.array([1, -1], np.int32), 0, 0, m, s, 10)
+    assert y.tolist() == [[18, 11]] and y.dtype == np.int8
+    assert fully_connected_ref(x, w, np.array([1, -1], np.int32), 0, 0, m, s, 10).tolist() == [[18, 11]]
+    assert requantize(np.array([1000, -1000]), m, s, 0, "int8").tolist() == [127, -128]  # saturation
+
+
+@given(st.data())
+@settings(max_examples=30)
+def test_fully_connected_fast_equals_tflite_loop(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    batch, n_in, n_out = (data.draw(st.integers(1, 3)) for _ in range(3))
+    x = rng.integers(0, 256, (batch, n_in)).astype(np.uint8)
+    w = rng.integers(-127, 128, (n_out, n_in)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, n_out).astype(np.int32)
+    m, s = quantize_multiplier(rng.uniform(1e-4, 0.9, n_out))  # per-channel
+    xz, yz = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+    for rounding in ["double", "single"]:
+        a = fully_connected(x, w, bias, xz, 0, m, s, yz, "uint8", rounding=rounding)
+        b = fully_connected_ref(x, w, bias, xz, 0, m, s, yz, "uint8", rounding=rounding)
+        assert np.array_equal(a, b)
+    assert np.array_equal(fully_connected(x, prepack(w.T), bias, xz, 0, m, s, yz, "uint8"), a)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: int_matmul(np.ones((2, 3), np.int16), np.ones((3, 2), np.int8)), "a: expected int8 or uint8"),
+    (lambda: int_matmul(np.ones((2, 3)), np.ones((3, 2), np.int8)), "a: expected an integer"),
+    (lambda: int_matmul(np.ones((2, 3), np.int8), np.ones((2, 2), np.int8)), "inner dimensions"),
+    (lambda: int_matmul(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8), np.ones(3, np.int8)), "per-row"),
+    (lambda: int_matmul(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8), None, np.array([200])), "b_zero_point must lie"),
+    (lambda: requantize(np.ones(2, np.int32), 2**30, 0, 300, "int8"), "out_zero_point must lie"),
+    (lambda: fully_connected(np.ones((1, 2), np.int8), np.ones((3, 2), np.int8), np.ones(2, np.int32), 0, 0, 2**30, 0, 0),
+     "bias must have shape"),
+])
+def test_kernel_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
