@@ -1,0 +1,103 @@
+"""Integer-only building blocks of a transformer: an int8 linear layer and an attention head.
+
+Both take int8 tensors with their scales and return int8 tensors with theirs; inside, only the
+integer GEMM (:mod:`refquant.kernels`), fixed-point requantization (:mod:`refquant.fixedpoint`)
+and integer nonlinearities (:mod:`refquant.intops`) touch the tensors. Floats appear once, when a
+layer is built from float weights (scales, multipliers, int32 bias).
+
+Attention head, for int8 q, k, v of shape (T, d) with symmetric scales s_q, s_k, s_v::
+
+    scores = q @ kᵀ                      int32, scale s_q·s_k/√d   (the 1/√d folded into the scale)
+    masked = −∞ where j > i (causal)     as a large negative integer: i-exp underflows it to 0
+    P      = i-softmax(scores)           uint8 in [0, 255], scale 1/256 (2^8 saturated to 255)
+    o      = P @ v                       int32, scale s_v/256
+    out    = requantize(o → s_out)       int8, via quantize_multiplier(s_v / 256 / s_out)
+
+References
+----------
+Jacob et al., CVPR 2018, §2.4 (integer-arithmetic-only matrix multiplication, int32 bias).
+Kim et al., "I-BERT", ICML 2021, §3 and fig. 2 (integer-only self-attention).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+
+import numpy as np
+
+from ._checks import float_array, int_array
+from .fixedpoint import quantize_multiplier
+from .intops import int_softmax
+from .kernels import PackedMatrix, fully_connected, int_matmul, prepack, requantize
+from .ranges import qrange as as_qrange
+
+
+@dataclass(frozen=True)
+class QuantizedLinear:
+    """``y_q = requantize(x_q · W_qᵀ + bias_q)``: int8 (or uint8) in, int8 out, per-channel weights."""
+
+    weight: np.ndarray  # int8 (n_out, n_in), symmetric per output channel, range [-127, 127]
+    packed: PackedMatrix  # prepack(weight.T): the float32 copy used by the fast GEMM
+    weight_scale: np.ndarray  # float32 (n_out,)
+    bias: np.ndarray  # int32 (n_out,), at scale x_scale · weight_scale
+    multiplier: np.ndarray  # int32 (n_out,): x_scale · weight_scale / y_scale in Q0.31 ...
+    shift: np.ndarray  # int32 (n_out,): ... with this power-of-two exponent
+    x_scale: float
+    x_zero_point: int
+    y_scale: float
+    y_zero_point: int = 0
+
+    def __call__(self, x_q: np.ndarray) -> np.ndarray:
+        """x_q : int8/uint8 (batch, n_in) -> int8 (batch, n_out) at ``y_scale``."""
+        return fully_connected(x_q, self.packed, self.bias, self.x_zero_point, 0, self.multiplier, self.shift,
+                               self.y_zero_point, "int8")
+
+
+def quantize_linear_layer(w, b, x_scale: float, x_zero_point: int, y_scale: float, y_zero_point: int = 0
+                          ) -> QuantizedLinear:
+    """Build a :class:`QuantizedLinear` from float weights ``w`` (n_out, n_in) and bias ``b`` (n_out,).
+
+    Weights: symmetric per-channel int8 on [−127, 127] (TFLite's convention), scale ``max|w_c| / 127``;
+    bias: ``round(b / (x_scale · w_scale))`` in int32; multiplier: ``x_scale · w_scale / y_scale``.
+    """
+    wa = float_array(w, "w").astype(np.float64)
+    if wa.ndim != 2:
+        raise ValueError(f"w must be 2-D (n_out, n_in), got shape {wa.shape}")
+    ba = np.zeros(wa.shape[0]) if b is None else float_array(b, "b").astype(np.float64)
+    if ba.shape != (wa.shape[0],):
+        raise ValueError(f"b must have shape ({wa.shape[0]},), got {ba.shape}")
+    for name, v in (("x_scale", x_scale), ("y_scale", y_scale)):
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"{name} must be finite and > 0, got {v!r}")
+    amax = np.abs(wa).max(axis=1)
+    w_scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
+    wq = np.clip(np.rint(wa / w_scale[:, None]), -127, 127).astype(np.int8)
+    acc_scale = x_scale * w_scale.astype(np.float64)
+    bias = np.rint(ba / acc_scale)
+    if np.any(np.abs(bias) > 2**31 - 1):
+        raise ValueError("b: the bias does not fit in int32 at scale x_scale · w_scale")
+    m, s = quantize_multiplier(acc_scale / y_scale)
+    return QuantizedLinear(wq, prepack(wq.T), w_scale, bias.astype(np.int32), m, s, float(x_scale),
+                           int(x_zero_point), float(y_scale), int(y_zero_point))
+
+
+def int_attention(q, k, v, q_scale: float, k_scale: float, v_scale: float, out_scale: float, *, causal: bool = True):
+    """One integer-only attention head (module docstring). q, k, v: int8 (T, d). Returns int8 (T, d)."""
+    qa, ka, va = (int_array(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v")))
+    for name, t in (("q", qa), ("k", ka), ("v", va)):
+        if t.dtype != np.int8 or t.ndim != 2:
+            raise ValueError(f"{name}: expected an int8 (T, d) array, got {t.dtype} of shape {t.shape}")
+    if not (qa.shape[1] == ka.shape[1] and ka.shape == va.shape):
+        raise ValueError(f"q, k, v: shapes {qa.shape}, {ka.shape}, {va.shape} do not agree")
+    d = qa.shape[1]
+    scores = int_matmul(qa, np.ascontiguousarray(ka.T)).astype(np.int64)  # (Tq, Tk)
+    s_scores = q_scale * k_scale / math.sqrt(d)
+    if causal:
+        tq, tk = scores.shape
+        mask = np.arange(tk)[None, :] > np.arange(tq)[:, None] + (tk - tq)
+        scores[mask] = -(2**40)  # far below the 2^-30 underflow of i-exp: probability 0
+    p, s_p = int_softmax(scores, s_scores, out_bits=8)
+    p = np.minimum(p, 255).astype(np.uint8)  # 2^8 (a certain token) saturates to 255/256
+    o = int_matmul(p, va)  # (Tq, d) int32, scale s_p · v_scale
+    m, s = quantize_multiplier(s_p * v_scale / out_scale)
+    return requantize(o, m, s, 0, as_qrange("int8"))

@@ -1,0 +1,196 @@
+"""Integer-only nonlinearities (I-BERT): exp, softmax, erf, GELU, square root, LayerNorm.
+
+Every function takes integer values ``q`` with a real scale ``S`` (the tensor is ``x = S · q``) and
+returns integer values with a new scale. Floats appear only in scales and constants computed once
+per call from ``S`` (``floor(b / S)`` and the like); the tensor arithmetic is int64 throughout, with
+the bounds that keep it exact stated and checked.
+
+Second-order polynomial (Algorithm 1, i-poly): ``a(x + b)² + c`` for ``x = S·q``::
+
+    q_b = ⌊b / S⌋,  q_c = ⌊c / (a S²)⌋,  q_out = (q + q_b)² + q_c,  S_out = a S²          (1)
+
+i-exp (Algorithm 2), for x <= 0: ``x = −z·ln2 + p`` with p ∈ (−ln2, 0], so ``exp(x) = 2^−z · exp(p)``,
+and exp(p) ≈ 0.3585 (p + 1.353)² + 0.344 on (−ln2, 0] by (1); ``2^−z`` is a right shift. Inputs below
+−n·ln2 (n = 30) are clamped there (their exp is < 2^−30 of the maximum).
+
+i-softmax: ``e = exp(q − max q)`` requantized to 16 bits by a right shift, then
+``⌊e · ⌊2^32 / Σ e⌋ / 2^(32 − out_bits)⌋`` with scale ``2^−out_bits``.
+
+i-erf / i-GELU (Algorithm 3): erf(x) ≈ sign(x)·[a(min(|x|, −b) + b)² + c] with a = −0.2888,
+b = −1.769, c = 1, and GELU(x) = x·½[1 + erf(x/√2)].
+
+i-sqrt (Algorithm 4): Newton's iteration on integers from above, ``x ← ⌊(x + ⌊n/x⌋)/2⌋``: exactly
+``⌊√n⌋``.
+
+i-LayerNorm: ``y = n·q − Σq`` (n times the centred value, exact — I-BERT rounds the mean instead,
+which costs up to 0.5/σ_q), ``σ_int = isqrt(Σ y²)``, then ``⌊y·⌊2^61/σ_int⌋ / 2^31⌋`` (I-BERT:
+``⌊2^31/σ_int⌋``, which loses precision when σ_int is large) with scale
+√n / 2^30, then γ, β folded into an integer bias and the output scale (per channel).
+
+Measured approximation errors of refquant's versions are in the tests and notebook 05; I-BERT
+reports the polynomial errors on the real line (e.g. erf within 1.8e-2 … GELU L∞ ≈ 1.8e-2).
+
+References
+----------
+Kim, Gholami, Yao, Mahoney & Keutzer, "I-BERT: Integer-only BERT Quantization", ICML 2021,
+§3.3 (Algorithm 1: i-poly), §3.4 (Algorithm 2: i-GELU, eq. 6-8), §3.5 (Algorithm 3: i-exp, eq. 9-12),
+§3.6 (Algorithm 4: i-sqrt; integer LayerNorm). Crandall & Pomerance, "Prime Numbers", Alg. 9.2.11
+(integer square root by Newton's method).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._checks import float_array, int_array
+
+LN2 = math.log(2)
+EXP_COEF = (0.3585, 1.353, 0.344)  # I-BERT eq. (12): exp(p) ≈ a(p + b)² + c on (−ln2, 0]
+ERF_COEF = (-0.2888, -1.769, 1.0)  # I-BERT eq. (8)
+_N = 30  # exp's shift budget: exp(x) = 0 below 2^−30 · max
+
+
+def _scale(S, name="scale"):
+    s = float(S)
+    if not (s > 0 and math.isfinite(s)):
+        raise ValueError(f"{name} must be finite and > 0, got {S!r}")
+    return s
+
+
+def _ints(q, name="q"):
+    a = int_array(q, name).astype(np.int64)
+    if a.size and (a.min() < -(2**31) or a.max() > 2**31 - 1):
+        raise ValueError(f"{name} must fit in int32")
+    return a
+
+
+def _check_int64(v, what):
+    if v.size and (np.abs(v).max() >= 2**62):
+        raise ValueError(f"{what} leaves the int64 working range: the scale is too small for this function")
+
+
+def int_poly2(q, scale, a: float, b: float, c: float):
+    """i-poly, equation (1): integer ``a(x + b)² + c`` for ``x = scale·q``. Returns ``(q_out, S_out)``."""
+    S = _scale(scale)
+    qa = _ints(q)
+    q_b = math.floor(b / S)
+    q_c = math.floor(c / (a * S * S))
+    t = qa + q_b
+    _check_int64(t.astype(np.float64) ** 2, "i-poly")
+    return t * t + q_c, a * S * S
+
+
+def int_exp(q, scale):
+    """i-exp for ``x = scale·q <= 0``: returns ``(q_out int64, S_out)`` with ``S_out·q_out ≈ exp(x)``.
+
+    ``q > 0`` raises (subtract the maximum first, as softmax does).
+    """
+    S = _scale(scale)
+    qa = int_array(q, "q").astype(np.int64)  # any int64: values below -30·ln2/S are clamped
+    if qa.size and qa.max() > 0:
+        raise ValueError("q must be <= 0: i-exp approximates exp on x <= 0 (subtract the maximum first)")
+    q_ln2 = math.floor(LN2 / S)  # ln2 in units of S
+    if q_ln2 < 1:
+        raise ValueError(f"scale {S} is coarser than ln 2: i-exp needs scale < ln 2")
+    qa = np.maximum(qa, -_N * q_ln2)  # exp below 2^-30 underflows to 0 anyway
+    z = (-qa) // q_ln2  # number of halvings, 0..30
+    p = qa + z * q_ln2  # in (-q_ln2, 0]: p·S in (-ln2, 0]
+    a, b, c = EXP_COEF
+    q_l, s_l = int_poly2(p, S, a, b, c)  # exp(p) ≈ s_l · q_l, q_l > 0
+    _check_int64(q_l.astype(np.float64) * 2.0**_N, "i-exp")
+    return (q_l << (_N - z)), s_l / 2.0**_N  # 2^-z as a left shift by 30 - z, then scale / 2^30
+
+
+def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
+    """I-BERT integer softmax along ``axis``: returns ``(q_out int32 in [0, 2^out_bits], 2^-out_bits)``."""
+    S = _scale(scale)
+    qa = int_array(q, "q").astype(np.int64)  # int32 scores, or int64 with masked entries far below
+    if not 1 <= out_bits <= 16:
+        raise ValueError(f"out_bits must be in [1, 16], got {out_bits}")
+    if qa.ndim and qa.shape[axis] >= 2**16:
+        raise ValueError("q: softmax over >= 65536 elements would overflow the 32-bit sum")
+    e, _ = int_exp(qa - qa.max(axis=axis, keepdims=True), S)
+    # requantize exp to 16 bits with a power-of-two step (I-BERT requantizes here too): the largest
+    # value, exp(0), sets the shift; then Σ e < 2^16 · n < 2^32 and ⌊2^32 / Σ⌋ >= 1
+    top = int(int_exp(np.zeros(1, np.int64), S)[0][0])
+    e = e >> max(0, top.bit_length() - 16)
+    total = e.sum(axis=axis, keepdims=True)  # >= the max element's term > 0
+    factor = (np.int64(1) << 32) // total
+    out = (e * factor) >> (32 - out_bits)  # e·factor <= 2^32: exact
+    return out.astype(np.int32), 2.0**-out_bits
+
+
+def int_erf(q, scale):
+    """i-erf: ``(q_out, S_out)`` with ``S_out·q_out ≈ erf(scale·q)`` (note: S_out < 0, as in I-BERT)."""
+    S = _scale(scale)
+    qa = _ints(q)
+    a, b, c = ERF_COEF
+    q_abs = np.minimum(np.abs(qa), math.floor(-b / S))
+    q_l, s_l = int_poly2(q_abs, S, a, b, c)
+    return np.sign(qa) * q_l, s_l
+
+
+def int_gelu(q, scale):
+    """i-GELU: ``(q_out int64, S_out)`` with ``S_out·q_out ≈ GELU(scale·q)``."""
+    S = _scale(scale)
+    qa = _ints(q)
+    q_erf, s_erf = int_erf(qa, S / math.sqrt(2))
+    q_one = math.floor(1 / s_erf)
+    t = q_erf + q_one
+    _check_int64(qa.astype(np.float64) * t, "i-GELU")
+    return qa * t, S * s_erf / 2
+
+
+def isqrt(n) -> np.ndarray:
+    """``⌊√n⌋`` for non-negative integers (int64 array), by Newton's method from above (I-BERT Alg. 4)."""
+    na = int_array(n, "n").astype(np.int64)
+    if na.size and na.min() < 0:
+        raise ValueError("n must be >= 0")
+    bits = np.zeros(na.shape, np.int64)
+    nz = na > 0
+    bits[nz] = np.floor(np.log2(na[nz].astype(np.float64))).astype(np.int64) + 1  # bit length (a shape only)
+    x = np.where(nz, np.int64(1) << ((bits + 1) // 2), 0)  # 2^ceil(bits/2) >= √n
+    while True:
+        y = np.where(nz, (x + na // np.maximum(x, 1)) // 2, 0)
+        done = y >= x
+        if done.all():
+            return x
+        x = np.where(done, x, y)
+
+
+def int_layernorm(q, scale, gamma, beta, *, axis: int = -1):
+    """I-BERT integer LayerNorm over ``axis`` (the last by default).
+
+    Parameters
+    ----------
+    q : int32 ndarray (..., n); scale : float
+    gamma, beta : float arrays of shape (n,) — LayerNorm's affine parameters (gamma != 0)
+
+    Returns
+    -------
+    q_out : int64 ndarray (..., n); scale_out : float64 ndarray (n,) — ``x̂ = q_out · scale_out``
+    """
+    _scale(scale)  # the normalised result does not depend on the input scale
+    qa = np.moveaxis(_ints(q), axis, -1)
+    n = qa.shape[-1]
+    g = float_array(gamma, "gamma").astype(np.float64)
+    bta = float_array(beta, "beta").astype(np.float64)
+    if g.shape != (n,) or bta.shape != (n,):
+        raise ValueError(f"gamma and beta must have shape ({n},)")
+    if np.any(g == 0):
+        raise ValueError("gamma must be non-zero (beta is folded in as beta / gamma)")
+    if n >= 2**16:
+        raise ValueError("q: LayerNorm over >= 65536 features would overflow the int64 working range")
+    y = n * qa - qa.sum(-1, keepdims=True)  # n·(q − mean), exactly: |y| < 2^48 (no rounded mean)
+    ymax = int(np.abs(y).max(initial=0))
+    up = max(0, 31 - ymax.bit_length())  # scale small y up: isqrt's floor then costs ~2^-31, not 1/σ_int
+    y, ymax = y << up, ymax << up
+    shift = max(0, math.ceil((math.log2(n) + 2 * math.log2(max(1, ymax)) - 61) / 2))
+    var = ((y >> shift) ** 2).sum(-1, keepdims=True)  # < 2^62: no overflow
+    std = np.maximum(isqrt(var) << shift, 1)  # ≈ sqrt(Σ y²) = n·√n·σ
+    factor = (np.int64(1) << 61) // std  # one division per row; std >= max|y| keeps |y·factor| <= 2^61
+    out = (y * factor) >> 31  # y / std · 2^30 = (q − μ)/(√n σ) · 2^30: |out| <= 2^30
+    s_norm = math.sqrt(n) / 2**30
+    bias = np.floor(bta / g / s_norm).astype(np.int64)
+    return np.moveaxis(out + bias, -1, axis), s_norm * g
