@@ -18,7 +18,9 @@ q5_1     24     d: fp16 | m: fp16 | qh: uint32 | qs: uint8[16]  d = (max−min)/
 
 Rounding: ``roundf`` rounds half away from zero; ``(int8)(v + 8.5)`` truncates toward zero, i.e.
 rounds ``v + 8`` half up for the non-negative values that occur. ``1/d`` is the float32 reciprocal of
-the float32 ``d`` (before fp16 rounding), and 0 for an all-zero block (``id = d ? 1/d : 0``).
+the float32 ``d`` (before fp16 rounding), and 0 for an all-zero block (``id = d ? 1/d : 0``) — and,
+where C's behaviour is undefined (d subnormal, so 1/d = Inf and 0·Inf = NaN is cast to an integer),
+also 0: such a block stores d = 0 in fp16 and dequantizes to 0 either way.
 fp16 conversion is round-to-nearest-even; a block whose d is below fp16's range (|x| ≲ 1e-6) stores
 d = 0 and dequantizes to 0, as in ggml. "m" is the first value of largest magnitude (strict ``<``).
 Nibble order: ``qs[j]`` holds element j in its low nibble and element j + 16 in its high nibble;
@@ -54,8 +56,11 @@ def _fp16_bytes(v: np.ndarray) -> np.ndarray:
 
 
 def _recip(d: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
+    # id = d ? 1/d : 0, and also 0 where 1/d overflows float32 (subnormal d): there C would compute
+    # 0·Inf = NaN and cast it to an integer (undefined behaviour); d is stored as fp16 0 either way
+    with np.errstate(divide="ignore", over="ignore"):
+        r = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
+    return np.where(np.isfinite(r), r, F32(0)).astype(F32)
 
 
 def _signed_absmax(b: np.ndarray) -> np.ndarray:
@@ -171,12 +176,16 @@ def quantize_block_ref(x, qtype: str) -> bytes:
         return int(np.trunc(v))
 
     with np.errstate(divide="ignore", over="ignore"):
+        def recip(d):  # as _recip: 0 for d == 0 and where 1/d overflows
+            r = F32(1) / d if d else F32(0)
+            return r if np.isfinite(r) else F32(0)
+
         if qtype == "q8_0":
             amax = F32(0)
             for v in xs:
                 amax = max(amax, abs(v))
             d = F32(amax / F32(127))
-            idd = F32(1) / d if d else F32(0)
+            idd = recip(d)
             qs = []
             for v in xs:
                 t = F32(v * idd)
@@ -190,7 +199,7 @@ def quantize_block_ref(x, qtype: str) -> bytes:
                 if amax < abs(v):
                     amax, mx = abs(v), v
             d = F32(mx / F32(-half))
-            idd = F32(1) / d if d else F32(0)
+            idd = recip(d)
             q = [min(2 * half - 1, trunc_int(F32(F32(v * idd) + F32(half + 0.5)))) for v in xs]
         else:
             levels = 15 if qtype == "q4_1" else 31
@@ -198,7 +207,7 @@ def quantize_block_ref(x, qtype: str) -> bytes:
             for v in xs:
                 mn, mx = min(mn, v), max(mx, v)
             d = F32(F32(mx - mn) / F32(levels))
-            idd = F32(1) / d if d else F32(0)
+            idd = recip(d)
             q = [trunc_int(F32(F32(F32(v - mn) * idd) + F32(0.5))) for v in xs]
             if qtype == "q4_1":
                 q = [min(15, v) for v in q]

@@ -70,6 +70,17 @@ def test_fp16_scale_underflow_zeroes_tiny_blocks():
     assert np.all(G.dequantize(b, "q8_0") == 0)
 
 
+@pytest.mark.parametrize("qt", list(G.BLOCK_BYTES))
+def test_subnormal_scale_is_treated_as_zero(qt):
+    # found by hypothesis: amax = 1.1754944e-38 gives d subnormal and 1/d = +Inf in float32; C would
+    # cast 0·Inf = NaN to an integer (undefined); refquant uses id = 0, as for an all-zero block
+    x = np.zeros(32, F32)
+    x[1] = 1.1754944e-38
+    b = G.quantize(x, qt)
+    assert b.tobytes() == G.quantize_block_ref(x, qt)
+    assert np.all(G.dequantize(b, qt) == 0)
+
+
 def test_signed_zeros_follow_c_comparisons():
     # found by hypothesis: C's `v < min` keeps the first of +0.0 / -0.0, NumPy's min may return -0.0
     x = np.ones(32, F32)
