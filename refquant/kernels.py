@@ -89,10 +89,16 @@ def prepack(b) -> PackedMatrix:
     return PackedMatrix(data, data.sum(axis=-2, keepdims=True, dtype=np.float64).astype(np.int64), B.dtype)
 
 
+_LIMITS = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
 def _max_abs(dtype, z):
     """Largest |q − z| over the codes of ``dtype``: bounds every accumulator term."""
-    info = np.iinfo(dtype)
-    return int(np.max(np.maximum(np.abs(info.min - np.asarray(z)), np.abs(info.max - np.asarray(z)))))
+    lo, hi = _LIMITS[np.dtype(dtype)]
+    if np.ndim(z) == 0:
+        z = int(z)
+        return max(abs(lo - z), abs(hi - z))
+    return int(max(abs(lo - int(z.min())), abs(hi - int(z.max())), abs(lo - int(z.max())), abs(hi - int(z.min()))))
 
 
 def int_matmul(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
@@ -120,11 +126,14 @@ def int_matmul(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
     zb0 = _zero_point(b_zero_point, np.empty(0, b_dtype), N, "column", "b_zero_point")
     sa, sb = (128 if A.dtype == np.uint8 else 0), (128 if b_dtype == np.uint8 else 0)
     za, zb = za0 - sa, zb0 - sb  # zero points of the centred operands, exact in int64
-    need_rowsum, need_colsum = bool(np.any(zb != 0)), bool(np.any(za != 0))
+    need_rowsum = bool(zb != 0) if np.ndim(zb) == 0 else bool(np.any(zb != 0))
+    need_colsum = bool(za != 0) if np.ndim(za) == 0 else bool(np.any(za != 0))
     Af = A.astype(np.float32)  # converted once; chunks are views
     if sa:
         Af -= 128  # exact: integers in [-128, 127]
-    out_shape = np.broadcast_shapes(A.shape[:-2], B.shape[:-2]) + (M, N)
+    lead = A.shape[:-2] if A.ndim == B.ndim == 2 or A.shape[:-2] == B.shape[:-2] else \
+        np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    out_shape = lead + (M, N)
     acc, buf = None, np.empty(out_shape, np.float32)
     colsum = packed.colsum if packed else 0
     for k0 in range(0, K, K_CHUNK):

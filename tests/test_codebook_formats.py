@@ -33,13 +33,22 @@ def test_nearest_codeword_is_optimal_and_equals_ref(x, c, ties):
     assert np.all(d[np.arange(x.size), idx] <= d.min(axis=1))  # no codeword is closer
 
 
-@given(hnp.arrays(F32, st.integers(1, 40), elements=st.floats(-300, 300, width=32)))
-def test_uniform_quantization_is_a_codebook_special_case(x):
-    # a power-of-two scale makes x / scale exact, so both decide ties on the same exact values
+@given(hnp.arrays(F32, st.integers(1, 40), elements=st.floats(-300, 300, width=32)), st.sampled_from([0, 4, -6]))
+def test_uniform_quantization_is_a_codebook_special_case(x, zp):
+    # a power-of-two scale makes x / scale exact, so both decide ties on the same exact values;
+    # index parity is the parity of q - zp when qmin - zp is even (qmin = -128, zp even)
     s = 0.5
-    q = quantize(x, s, 3, "int8")
-    idx = codebook_quantize(x, uniform_codebook(s, 3, "int8"), ties="even")
+    q = quantize(x, s, zp, "int8")
+    idx = codebook_quantize(x, uniform_codebook(s, zp, "int8"), ties="even")
     assert np.array_equal(idx.astype(np.int64) - 128, q.astype(np.int64))
+
+
+def test_even_index_is_not_half_even_when_qmin_minus_zero_point_is_odd():
+    # found by hypothesis: zp = 3, x = 0.75, s = 0.5: x / s = 1.5 rounds to 2 (even), q = 5; the
+    # codebook's tie is between q = 4 (index 132, even) and q = 5 (index 133): "even" picks q = 4
+    x = np.array([0.75], F32)
+    assert quantize(x, 0.5, 3, "int8").tolist() == [5]
+    assert (codebook_quantize(x, uniform_codebook(0.5, 3, "int8")).astype(int) - 128).tolist() == [4]
 
 
 def test_per_channel_and_per_group_codebooks():

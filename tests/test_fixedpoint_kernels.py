@@ -177,7 +177,7 @@ def test_fully_connected_fast_equals_tflite_loop(data):
         a = fully_connected(x, w, bias, xz, 0, m, s, yz, "uint8", rounding=rounding)
         b = fully_connected_ref(x, w, bias, xz, 0, m, s, yz, "uint8", rounding=rounding)
         assert np.array_equal(a, b)
-    assert np.array_equal(fully_connected(x, prepack(w.T), bias, xz, 0, m, s, yz, "uint8"), a)
+        assert np.array_equal(fully_connected(x, prepack(w.T), bias, xz, 0, m, s, yz, "uint8", rounding=rounding), a)
 
 
 @pytest.mark.parametrize("call, match", [
