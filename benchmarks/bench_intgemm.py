@@ -10,22 +10,14 @@ float64 BLAS product (exact: every partial sum is an integer below 2^53), for in
 uint8 x int8 with zero points. Target (issue 5): at most 1.2x the float32 matmul.
 """
 import argparse
-import time
 
 import numpy as np
+
+from timing import best_time
 
 from refquant.kernels import int_matmul, prepack
 
 SHAPES = [(1, 4096, 4096), (64, 768, 768), (512, 512, 512), (128, 4096, 4096)]
-
-
-def best(f, repeat):
-    t = float("inf")
-    for _ in range(repeat):
-        s = time.perf_counter()
-        f()
-        t = min(t, time.perf_counter() - s)
-    return t
 
 
 def main():
@@ -46,12 +38,12 @@ def main():
         za, zb = rng.integers(0, 256, M).astype(np.uint8), rng.integers(-128, 128, N).astype(np.int8)
         exact_u = ((au.astype(np.float64) - za[:, None]) @ (b.astype(np.float64) - zb[None, :])).astype(np.int64)
         assert np.array_equal(int_matmul(au, pb, za, zb), exact_u)
-        t_f = best(lambda: af @ bf, args.repeat)
-        t_c = best(lambda: int_matmul(a, b), args.repeat)
-        t_p = best(lambda: int_matmul(a, pb), args.repeat)
+        t_f = best_time(lambda: af @ bf, args.repeat)
+        t_c = best_time(lambda: int_matmul(a, b), args.repeat)
+        t_p = best_time(lambda: int_matmul(a, pb), args.repeat)
         if M * K * N <= 64 * 768 * 768:
             ai, bi = a.astype(np.int32), b.astype(np.int32)
-            t_n = f"{best(lambda: ai @ bi, 2) / t_f:11.1f}x"
+            t_n = f"{best_time(lambda: ai @ bi, 2) / t_f:11.1f}x"
         else:
             t_n = f"{'(skipped)':>12s}"
         print(f"{str((M, K, N)):>20s} {t_f * 1e3:11.3f} {t_c / t_f:8.2f}x {t_p / t_f:9.2f}x {t_n}   yes")

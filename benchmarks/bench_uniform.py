@@ -7,20 +7,11 @@ within 2x of x.copy(). The naive ``clip(rint(x / s)).astype(int8)`` chain is pri
 Each time is the best of ``--repeat`` runs.
 """
 import argparse
-import time
-
 import numpy as np
 
+from timing import best_time
+
 from refquant import dequantize, quantize
-
-
-def best_time(f, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main():

@@ -52,17 +52,22 @@ def mlp_loss_and_grads(p: dict, x: np.ndarray, y: np.ndarray):
     return loss, {k: v.astype(np.float32) for k, v in grads.items()}
 
 
+def minibatches(n: int, batch: int, epochs: int, seed: int = 0):
+    """Index arrays of shuffled minibatches, epoch after epoch (deterministic for a seed)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for i in range(0, n, batch):
+            yield order[i:i + batch]
+
+
 def train_mlp(p: dict, x, y, *, epochs: int = 30, lr: float = 0.1, batch: int = 64, seed: int = 0) -> dict:
     """Plain minibatch SGD; returns new parameters (the input dict is not modified)."""
     p = {k: v.copy() for k, v in p.items()}
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for i in range(0, len(x), batch):
-            sl = order[i:i + batch]
-            _, g = mlp_loss_and_grads(p, x[sl], y[sl])
-            for k in p:
-                p[k] -= lr * g[k]
+    for sl in minibatches(len(x), batch, epochs, seed):
+        _, g = mlp_loss_and_grads(p, x[sl], y[sl])
+        for k in p:
+            p[k] -= lr * g[k]
     return p
 
 
@@ -97,14 +102,10 @@ def finetune_shared(p: dict, shared: dict, x, y, *, epochs: int = 5, lr: float =
     from .weight_sharing import update_centroids
 
     p = {k: v.copy() for k, v in p.items()}
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for i in range(0, len(x), batch):
-            sl = order[i:i + batch]
-            _, g = mlp_loss_and_grads(with_shared(p, shared), x[sl], y[sl])
-            shared = {name: update_centroids(s, g[name], lr) for name, s in shared.items()}
-            for k in p:
-                if k not in shared:
-                    p[k] -= lr * g[k]
+    for sl in minibatches(len(x), batch, epochs, seed):
+        _, g = mlp_loss_and_grads(with_shared(p, shared), x[sl], y[sl])
+        shared = {name: update_centroids(s, g[name], lr) for name, s in shared.items()}
+        for k in p:
+            if k not in shared:
+                p[k] -= lr * g[k]
     return p, shared
