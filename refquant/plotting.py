@@ -93,3 +93,21 @@ def plot_codebook(ax, x, levels, *, bins: int = 200, label: str = "values", colo
     ax.set_ylabel("count (log)" if log else "count")
     ax.legend(loc="upper right", fontsize=8)
     return ax
+
+
+def plot_layer_attribution(ax, rows, base_perplexity: float):
+    """Bars: perplexity increase (%) when only that layer is quantized; line: its output SQNR (dB)."""
+    names = [r["layer"].replace(".w", "") for r in rows]
+    inc = [100 * (r["perplexity"] / base_perplexity - 1) for r in rows]
+    xs = np.arange(len(rows))
+    ax.bar(xs, inc, color="tab:red", alpha=0.75, label="perplexity increase (%)")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("perplexity increase (%)")
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r["output_sqnr_db"] for r in rows], "o-", color="tab:blue", label="output SQNR (dB)")
+    ax2.set_ylabel("layer output SQNR (dB)")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper left")
+    return ax

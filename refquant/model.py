@@ -1,0 +1,210 @@
+"""A tiny decoder-only GPT in NumPy with a hand-written backward pass — the model on which every
+quantization technique in refquant is shown end to end.
+
+    x = wte[idx] + wpe[:T]                                   (B, T, C)
+    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+    logits = ln_f(x) @ lm_headᵀ                              (B, T, V)
+
+Linear weights are stored (out, in), as PyTorch and TFLite do: ``y = x @ Wᵀ + b``, so "per output
+channel" is axis 0 and groups run along the input dimension, axis 1. GELU is the exact erf form.
+Every op has its backward written out (``_*_backward``); ``loss_and_grads`` returns the mean
+cross-entropy and the gradient of every parameter, checked against finite differences in the tests.
+The arithmetic follows the parameters' dtype (float32 to train, float64 for gradient checks).
+
+References
+----------
+Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (§3.2 attention).
+Radford et al., "Language Models are Unsupervised Multitask Learners" (GPT-2), 2019 (pre-LayerNorm).
+Karpathy, nanoGPT ``model.py`` (layout and naming). Hendrycks & Gimpel, "Gaussian Error Linear Units", 2016.
+Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (AdamW), ICLR 2019, Algorithm 2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+
+import numpy as np
+from scipy.special import erf
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 48  # characters
+    block_size: int = 64  # context length T
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 4  # attention heads
+    n_embd: int = 96  # embedding width C (head size C / n_head)
+
+
+def linear_names(cfg: GPTConfig) -> list:
+    """Names of the linear layers' weights, in forward order: the targets of weight quantization."""
+    names = []
+    for i in range(cfg.n_layer):
+        names += [f"h{i}.attn.c_attn.w", f"h{i}.attn.c_proj.w", f"h{i}.mlp.c_fc.w", f"h{i}.mlp.c_proj.w"]
+    return names + ["lm_head.w"]
+
+
+def init_params(cfg: GPTConfig, seed: int = 0, dtype=np.float32) -> dict:
+    """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer)."""
+    rng = np.random.default_rng(seed)
+    C, V = cfg.n_embd, cfg.vocab_size
+    n = lambda *shape, std=0.02: (rng.standard_normal(shape) * std).astype(dtype)  # noqa: E731
+    proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    p = {"wte": n(V, C), "wpe": n(cfg.block_size, C)}
+    for i in range(cfg.n_layer):
+        h = f"h{i}."
+        p[h + "ln_1.g"], p[h + "ln_1.b"] = np.ones(C, dtype), np.zeros(C, dtype)
+        p[h + "attn.c_attn.w"], p[h + "attn.c_attn.b"] = n(3 * C, C), np.zeros(3 * C, dtype)
+        p[h + "attn.c_proj.w"], p[h + "attn.c_proj.b"] = n(C, C, std=proj_std), np.zeros(C, dtype)
+        p[h + "ln_2.g"], p[h + "ln_2.b"] = np.ones(C, dtype), np.zeros(C, dtype)
+        p[h + "mlp.c_fc.w"], p[h + "mlp.c_fc.b"] = n(4 * C, C), np.zeros(4 * C, dtype)
+        p[h + "mlp.c_proj.w"], p[h + "mlp.c_proj.b"] = n(C, 4 * C, std=proj_std), np.zeros(C, dtype)
+    p["ln_f.g"], p["ln_f.b"] = np.ones(C, dtype), np.zeros(C, dtype)
+    p["lm_head.w"] = n(V, C)
+    return p
+
+
+# ---------------------------------------------------------------- ops and their backward passes
+def _layernorm(x, g, b, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    var = x.var(-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mu) * rstd
+    return xhat * g + b, (xhat, rstd, g)
+
+
+def _layernorm_backward(dy, cache):
+    xhat, rstd, g = cache
+    dg = (dy * xhat).reshape(-1, xhat.shape[-1]).sum(0)
+    db = dy.reshape(-1, xhat.shape[-1]).sum(0)
+    dxhat = dy * g
+    dx = rstd * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))
+    return dx, dg, db
+
+
+def _gelu(u):
+    return 0.5 * u * (1.0 + erf(u / math.sqrt(2.0)))
+
+
+def _gelu_backward(du_out, u):
+    cdf = 0.5 * (1.0 + erf(u / math.sqrt(2.0)))
+    pdf = np.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
+    return du_out * (cdf + u * pdf)
+
+
+def _attention(qkv, n_head):
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // n_head
+    q, k, v = (t.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3) for t in np.split(qkv, 3, axis=-1))  # (B, nh, T, hs)
+    att = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs)  # (B, nh, T, T)
+    att = np.where(np.tril(np.ones((T, T), bool)), att, -np.inf)
+    att = np.exp(att - att.max(-1, keepdims=True))
+    att /= att.sum(-1, keepdims=True)
+    y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
+    return y, (q, k, v, att)
+
+
+def _attention_backward(dy, cache):
+    q, k, v, att = cache
+    B, nh, T, hs = q.shape
+    dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+    datt = dy @ v.transpose(0, 1, 3, 2)
+    dv = att.transpose(0, 1, 3, 2) @ dy
+    ds = att * (datt - (datt * att).sum(-1, keepdims=True)) / math.sqrt(hs)  # softmax backward (masked entries are 0)
+    dq = ds @ k
+    dk = ds.transpose(0, 1, 3, 2) @ q
+    merge = lambda t: t.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)  # noqa: E731
+    return np.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
+
+
+def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, cache: bool = False):
+    """Logits (B, T, V) for token ids ``idx`` (B, T).
+
+    ``linear(name, x, w, b)`` replaces ``x @ wᵀ + b`` when given: quantization recipes use it to
+    quantize activations (weights are quantized by passing modified parameters).
+    """
+    lin = linear or (lambda name, x, w, b: x @ w.T + b if b is not None else x @ w.T)
+    B, T = idx.shape
+    if T > cfg.block_size:
+        raise ValueError(f"idx: sequence length {T} exceeds block_size {cfg.block_size}")
+    x = p["wte"][idx] + p["wpe"][:T]  # (B, T, C)
+    caches = []
+    for i in range(cfg.n_layer):
+        h = f"h{i}."
+        a, c_ln1 = _layernorm(x, p[h + "ln_1.g"], p[h + "ln_1.b"])
+        qkv = lin(h + "attn.c_attn.w", a, p[h + "attn.c_attn.w"], p[h + "attn.c_attn.b"])  # (B, T, 3C)
+        y, c_att = _attention(qkv, cfg.n_head)
+        x = x + lin(h + "attn.c_proj.w", y, p[h + "attn.c_proj.w"], p[h + "attn.c_proj.b"])
+        m, c_ln2 = _layernorm(x, p[h + "ln_2.g"], p[h + "ln_2.b"])
+        u = lin(h + "mlp.c_fc.w", m, p[h + "mlp.c_fc.w"], p[h + "mlp.c_fc.b"])  # (B, T, 4C)
+        g = _gelu(u)
+        x = x + lin(h + "mlp.c_proj.w", g, p[h + "mlp.c_proj.w"], p[h + "mlp.c_proj.b"])
+        caches.append((a, c_ln1, y, c_att, m, c_ln2, u, g))
+    xf, c_lnf = _layernorm(x, p["ln_f.g"], p["ln_f.b"])
+    logits = lin("lm_head.w", xf, p["lm_head.w"], None)  # (B, T, V)
+    return (logits, (idx, caches, xf, c_lnf)) if cache else logits
+
+
+def cross_entropy(logits, targets):
+    """Mean negative log-likelihood (nats) and the softmax probabilities."""
+    z = logits - logits.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, targets[..., None], axis=-1).mean()
+    return float(nll), np.exp(logp)
+
+
+def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig):
+    """Mean cross-entropy of next-token prediction and the gradient of every parameter."""
+    logits, (idx, caches, xf, c_lnf) = forward(p, idx, cfg, cache=True)
+    loss, prob = cross_entropy(logits, targets)
+    B, T, V = logits.shape
+    dlogits = prob
+    np.put_along_axis(dlogits, targets[..., None], np.take_along_axis(prob, targets[..., None], -1) - 1, -1)
+    dlogits /= B * T
+    g = {k: np.zeros_like(v) for k, v in p.items()}
+    flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    g["lm_head.w"] = flat(dlogits).T @ flat(xf)
+    dx, g["ln_f.g"], g["ln_f.b"] = _layernorm_backward(dlogits @ p["lm_head.w"], c_lnf)
+    for i in reversed(range(cfg.n_layer)):
+        h = f"h{i}."
+        a, c_ln1, y, c_att, m, c_ln2, u, gl = caches[i]
+        # MLP: x = x + gelu(m Wfcᵀ + bfc) Wprojᵀ + bproj
+        g[h + "mlp.c_proj.w"] = flat(dx).T @ flat(gl)
+        g[h + "mlp.c_proj.b"] = flat(dx).sum(0)
+        du = _gelu_backward(dx @ p[h + "mlp.c_proj.w"], u)
+        g[h + "mlp.c_fc.w"] = flat(du).T @ flat(m)
+        g[h + "mlp.c_fc.b"] = flat(du).sum(0)
+        dm, g[h + "ln_2.g"], g[h + "ln_2.b"] = _layernorm_backward(du @ p[h + "mlp.c_fc.w"], c_ln2)
+        dx = dx + dm
+        # attention: x = x + attn(a Wattnᵀ + battn) Wprojᵀ + bproj
+        g[h + "attn.c_proj.w"] = flat(dx).T @ flat(y)
+        g[h + "attn.c_proj.b"] = flat(dx).sum(0)
+        dqkv = _attention_backward(dx @ p[h + "attn.c_proj.w"], c_att)
+        g[h + "attn.c_attn.w"] = flat(dqkv).T @ flat(a)
+        g[h + "attn.c_attn.b"] = flat(dqkv).sum(0)
+        da, g[h + "ln_1.g"], g[h + "ln_1.b"] = _layernorm_backward(dqkv @ p[h + "attn.c_attn.w"], c_ln1)
+        dx = dx + da
+    np.add.at(g["wte"], idx, dx)
+    g["wpe"][:T] = dx.sum(0)
+    return loss, g
+
+
+def adamw_step(p: dict, g: dict, state: dict, *, lr: float, betas=(0.9, 0.95), eps: float = 1e-8,
+               weight_decay: float = 0.1) -> dict:
+    """One AdamW step, in place on ``p`` and ``state`` (``{"t": 0}`` to start); decay on 2-D weights only."""
+    b1, b2 = betas
+    state["t"] = t = state.get("t", 0) + 1
+    for k in p:
+        m = state.setdefault("m." + k, np.zeros_like(p[k]))
+        v = state.setdefault("v." + k, np.zeros_like(p[k]))
+        m *= b1
+        m += (1 - b1) * g[k]
+        v *= b2
+        v += (1 - b2) * g[k] * g[k]
+        mhat = m / (1 - b1**t)
+        vhat = v / (1 - b2**t)
+        if p[k].ndim == 2 and weight_decay:
+            p[k] *= 1 - lr * weight_decay
+        p[k] -= (lr * mhat / (np.sqrt(vhat) + eps)).astype(p[k].dtype)
+    return state

@@ -1,0 +1,72 @@
+"""Training, evaluation and checkpoints for the tiny GPT (deterministic for a seed)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from .model import GPTConfig, adamw_step, cross_entropy, forward, init_params, loss_and_grads
+
+CHECKPOINT = os.path.join(os.path.dirname(__file__), "data", "tiny_gpt.npz")
+
+
+def get_batch(data: np.ndarray, batch: int, block: int, rng: np.random.Generator):
+    """Random windows: inputs (batch, block) and next-character targets, as int64."""
+    ix = rng.integers(0, len(data) - block - 1, batch)
+    x = np.stack([data[i:i + block] for i in ix]).astype(np.int64)
+    y = np.stack([data[i + 1:i + 1 + block] for i in ix]).astype(np.int64)
+    return x, y
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to lr / 10."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(cfg: GPTConfig, data: np.ndarray, *, steps: int = 2000, batch: int = 32, lr: float = 3e-3,
+          warmup: int = 100, seed: int = 0, log=None):
+    """AdamW training from scratch; ``log(step, loss)`` is called every 50 steps. Returns the parameters."""
+    p = init_params(cfg, seed)
+    rng = np.random.default_rng(seed + 1)
+    state: dict = {}
+    for step in range(steps):
+        x, y = get_batch(data, batch, cfg.block_size, rng)
+        loss, g = loss_and_grads(p, x, y, cfg)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training diverged at step {step} (loss {loss})")
+        adamw_step(p, g, state, lr=lr_at(step, steps, lr, warmup))
+        if log is not None and (step % 50 == 0 or step == steps - 1):
+            log(step, loss)
+    return p
+
+
+def evaluate(p: dict, data: np.ndarray, cfg: GPTConfig, *, n_windows: int = 64, linear=None):
+    """Perplexity (exp of the mean NLL per character) and next-character accuracy on the first
+    ``n_windows`` non-overlapping windows of ``data``."""
+    T = cfg.block_size
+    n = min(n_windows, (len(data) - 1) // T)
+    x = data[: n * T].reshape(n, T).astype(np.int64)
+    y = data[1: n * T + 1].reshape(n, T).astype(np.int64)
+    logits = forward(p, x, cfg, linear=linear)
+    nll, _ = cross_entropy(logits, y)
+    return math.exp(nll), float(np.mean(logits.argmax(-1) == y))
+
+
+def save_checkpoint(path: str, p: dict, cfg: GPTConfig, meta: dict | None = None) -> None:
+    np.savez_compressed(path, **p, __config__=json.dumps(cfg.__dict__), __meta__=json.dumps(meta or {}))
+
+
+def load_checkpoint(path: str = CHECKPOINT):
+    """``(params, config, meta)`` from an .npz written by :func:`save_checkpoint`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} not found (python -m refquant train writes one)")
+    with np.load(path) as z:
+        cfg = GPTConfig(**json.loads(str(z["__config__"])))
+        meta = json.loads(str(z["__meta__"]))
+        p = {k: z[k] for k in z.files if not k.startswith("__")}
+    return p, cfg, meta

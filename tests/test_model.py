@@ -1,0 +1,144 @@
+"""The tiny GPT: gradients against finite differences, corpus, training smoke test, checkpoint,
+recipes, and the CLI's train / quantize commands."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from refquant.corpus import ALPHABET, decode, encode, make_corpus, train_val_split
+from refquant.model import GPTConfig, cross_entropy, forward, init_params, linear_names, loss_and_grads
+from refquant.recipes import Recipe, apply_weights, quantize_weight, run_recipe
+from refquant.train import CHECKPOINT, evaluate, load_checkpoint, save_checkpoint, train
+
+TINY = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8)
+
+
+def test_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    p = {k: v + rng.standard_normal(v.shape) * 0.05 for k, v in init_params(TINY, 1, np.float64).items()}
+    idx, tg = rng.integers(0, 11, (2, 5)), rng.integers(0, 11, (2, 5))
+    _, g = loss_and_grads(p, idx, tg, TINY)
+    h = 1e-6
+    for name in p:
+        for _ in range(4):
+            i = np.unravel_index(rng.integers(p[name].size), p[name].shape)
+            pp = {k: v.copy() for k, v in p.items()}
+            pm = {k: v.copy() for k, v in p.items()}
+            pp[name][i] += h
+            pm[name][i] -= h
+            num = (cross_entropy(forward(pp, idx, TINY), tg)[0] - cross_entropy(forward(pm, idx, TINY), tg)[0]) / (2 * h)
+            assert g[name][i] == pytest.approx(num, rel=1e-4, abs=1e-8), name
+
+
+def test_corpus_is_deterministic_small_and_encodable():
+    a, b = make_corpus(5000, 3), make_corpus(5000, 3)
+    assert a == b and a != make_corpus(5000, 4)
+    assert set(a) <= set(ALPHABET)
+    assert decode(encode(a)) == a
+    tr, va = train_val_split()
+    assert len(tr) + len(va) < 2 * 2**20  # at most 2 MB
+    with pytest.raises(ValueError, match="not in the corpus alphabet"):
+        encode("Hello")
+
+
+def test_training_reduces_the_loss_deterministically():
+    data = encode(make_corpus(20000, 0))
+    cfg = GPTConfig(vocab_size=len(ALPHABET), block_size=16, n_layer=1, n_head=2, n_embd=16)
+    losses = []
+    p = train(cfg, data, steps=40, batch=8, lr=1e-2, warmup=5, log=lambda s, loss: losses.append(loss))
+    p2 = train(cfg, data, steps=40, batch=8, lr=1e-2, warmup=5)
+    assert losses[-1] < losses[0] - 0.5
+    assert all(np.array_equal(p[k], p2[k]) for k in p)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    p = init_params(TINY)
+    save_checkpoint(tmp_path / "c.npz", p, TINY, {"note": 1})
+    q, cfg, meta = load_checkpoint(tmp_path / "c.npz")
+    assert cfg == TINY and meta == {"note": 1} and all(np.array_equal(p[k], q[k]) for k in p)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    p, cfg, meta = load_checkpoint()
+    _, val = train_val_split(meta["seed"], n_train=0)
+    return p, cfg, meta, val
+
+
+def test_shipped_checkpoint_is_small_and_reproduces_its_metrics(shipped):
+    p, cfg, meta, val = shipped
+    assert os.path.getsize(CHECKPOINT) <= 5 * 2**20
+    ppl, acc = evaluate(p, val, cfg)
+    assert ppl == pytest.approx(meta["val_perplexity"], rel=1e-4)
+    assert ppl < 2.5 and acc > 0.6  # good enough for quantization damage to show
+
+
+def test_recipes_on_the_shipped_model(shipped):
+    p, cfg, _, val = shipped
+    rows = {r.name: run_recipe(p, cfg, r, val, [val[5000:5000 + 4 * 64].reshape(4, 64).astype(np.int64)])
+            for r in [Recipe("float", weight=None), Recipe("w8", bits=8), Recipe("w8a8-dynamic", bits=8, activation="dynamic"),
+                      Recipe("w4-g32", bits=4, group_size=32), Recipe("w2-g32", bits=2, group_size=32),
+                      Recipe("w8a8-static", bits=8, activation="static")]}
+    base = rows["float"]["perplexity"]
+    assert rows["float"]["bits_per_weight"] == 32
+    assert rows["w8a8-dynamic"]["perplexity"] < base * 1.01
+    assert rows["w8a8-static"]["perplexity"] < base * 1.02
+    assert rows["w4-g32"]["perplexity"] < base * 1.05
+    assert rows["w2-g32"]["perplexity"] > rows["w4-g32"]["perplexity"]  # damage is visible
+    assert rows["w4-g32"]["bits_per_weight"] == 5.0  # 4 + 32 / 32
+    q, size = apply_weights(p, cfg, Recipe("none", weight=None))
+    assert size == 4 * sum(v.size for v in p.values()) and all(q[k] is p[k] for k in p)
+
+
+def test_quantize_weight_formats_keep_shape_and_count_bits():
+    w = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    for fmt, bits, expect in [("uniform", 4, 4 * 512 + 32 * 8), ("nf4", 4, 4.5 * 512), ("fp8", 8, 8 * 512 + 32 * 8),
+                              ("kmeans", 3, 3 * 512 + 32 * 8), ("log", 4, 4 * 512 + 8)]:
+        w_hat, nbits = quantize_weight(w, Recipe(fmt, weight=fmt, bits=bits))
+        assert w_hat.shape == w.shape and nbits == expect, fmt
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weight="int3"), "weight: unknown format"), (dict(activation="static-kl"), "activation: unknown"),
+    (dict(bits=1), "bits must be"), (dict(group_size=-1), "group_size must be"),
+])
+def test_recipe_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Recipe("x", **kwargs)
+
+
+def test_recipe_unknown_layer(shipped):
+    p, cfg, _, val = shipped
+    with pytest.raises(ValueError, match="unknown linear layers"):
+        apply_weights(p, cfg, Recipe("x", layers=("h9.mlp.c_fc.w",)))
+    assert len(linear_names(cfg)) == 4 * cfg.n_layer + 1
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "refquant", *args], capture_output=True, text=True)
+
+
+def test_cli_quantize_and_its_errors(tmp_path):
+    src = tmp_path / "w.npz"
+    np.savez(src, a=np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32), ids=np.arange(4))
+    r = _cli("quantize", "--weights", str(src), "--method", "uniform", "--bits", "4", "--group-size", "32",
+             "--out", str(tmp_path / "o.npz"))
+    assert r.returncode == 0, r.stderr
+    assert "a " in r.stdout and "skipped" in r.stdout and "5.000" in r.stdout  # 4 + 32/32 bits
+    assert np.load(tmp_path / "o.npz")["a"].shape == (16, 64)
+    for args, msg in [(("--weights", str(tmp_path / "nope.npz"), "--method", "nf4"), "not found"),
+                      (("--weights", str(src), "--method", "uniform", "--bits", "1"), "--bits must be"),
+                      (("--weights", str(src), "--method", "nf4", "--bits", "8"), "4-bit format"),
+                      (("--weights", str(src), "--method", "int4"), "invalid choice")]:
+        r = _cli("quantize", *args)
+        assert r.returncode != 0 and "Traceback" not in r.stderr and msg in r.stderr, (args, r.stderr)
+    assert "usage" in _cli("train", "--help").stdout
+
+
+def test_cli_train_steps_error():
+    r = _cli("train", "--steps", "0")
+    assert r.returncode != 0 and "--steps must be >= 1" in r.stderr and "Traceback" not in r.stderr
