@@ -219,6 +219,8 @@ def run_quantize(args) -> int:
     from . import metrics
     from .recipes import Recipe, quantize_weight
 
+    if args.method not in QUANTIZE_METHODS:
+        raise ValueError(f"--method: unknown {args.method!r}; expected one of {', '.join(QUANTIZE_METHODS)}")
     bits = args.bits if args.bits is not None else {"uniform": 8, "nf4": 4, "fp8": 8, "fp4": 4, "kmeans": 4, "log": 4}[args.method]
     fixed = {"nf4": 4, "fp8": 8, "fp4": 4}
     if args.method in fixed and bits != fixed[args.method]:
@@ -273,7 +275,7 @@ def main(argv=None) -> int:
     t.add_argument("--out", default=CHECKPOINT, help="checkpoint path (default: the one shipped in the package)")
     qz = sub.add_parser("quantize", help="quantize every float array of an .npz file and report the error per array")
     qz.add_argument("--weights", required=True, help="input .npz file")
-    qz.add_argument("--method", required=True, choices=QUANTIZE_METHODS, help="weight format")
+    qz.add_argument("--method", required=True, help=f"weight format: {', '.join(QUANTIZE_METHODS)}")
     qz.add_argument("--bits", type=int, default=None, help="bits (uniform, kmeans, log; fixed for nf4/fp8/fp4)")
     qz.add_argument("--group-size", type=int, default=0, help="uniform: group size along axis 1 (0: per row)")
     qz.add_argument("--out", default=None, help="write the dequantized arrays to this .npz")

@@ -133,9 +133,10 @@ def test_cli_quantize_and_its_errors(tmp_path):
     for args, msg in [(("--weights", str(tmp_path / "nope.npz"), "--method", "nf4"), "not found"),
                       (("--weights", str(src), "--method", "uniform", "--bits", "1"), "--bits must be"),
                       (("--weights", str(src), "--method", "nf4", "--bits", "8"), "4-bit format"),
-                      (("--weights", str(src), "--method", "int4"), "invalid choice")]:
+                      (("--weights", str(src), "--method", "int4"), "--method: unknown 'int4'")]:
         r = _cli("quantize", *args)
         assert r.returncode != 0 and "Traceback" not in r.stderr and msg in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line
     assert "usage" in _cli("train", "--help").stdout
 
 
