@@ -82,6 +82,12 @@ def _layernorm_backward(dy, cache):
     return dx, dg, db
 
 
+def _linear_backward(dy, x, w):
+    """For ``y = x @ wᵀ + b``: (dw, db, dx) from dy, with x, dy of shape (..., in) and (..., out)."""
+    dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
+    return dy2.T @ x2, dy2.sum(0), dy @ w
+
+
 def _gelu(u):
     return 0.5 * u * (1.0 + erf(u / math.sqrt(2.0)))
 
@@ -163,27 +169,21 @@ def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig
     np.put_along_axis(dlogits, targets[..., None], np.take_along_axis(prob, targets[..., None], -1) - 1, -1)
     dlogits /= B * T
     g = {k: np.zeros_like(v) for k, v in p.items()}
-    flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
-    g["lm_head.w"] = flat(dlogits).T @ flat(xf)
-    dx, g["ln_f.g"], g["ln_f.b"] = _layernorm_backward(dlogits @ p["lm_head.w"], c_lnf)
+    g["lm_head.w"], _, dxf = _linear_backward(dlogits, xf, p["lm_head.w"])
+    dx, g["ln_f.g"], g["ln_f.b"] = _layernorm_backward(dxf, c_lnf)
     for i in reversed(range(cfg.n_layer)):
         h = f"h{i}."
         a, c_ln1, y, c_att, m, c_ln2, u, gl = caches[i]
         # MLP: x = x + gelu(m Wfcᵀ + bfc) Wprojᵀ + bproj
-        g[h + "mlp.c_proj.w"] = flat(dx).T @ flat(gl)
-        g[h + "mlp.c_proj.b"] = flat(dx).sum(0)
-        du = _gelu_backward(dx @ p[h + "mlp.c_proj.w"], u)
-        g[h + "mlp.c_fc.w"] = flat(du).T @ flat(m)
-        g[h + "mlp.c_fc.b"] = flat(du).sum(0)
-        dm, g[h + "ln_2.g"], g[h + "ln_2.b"] = _layernorm_backward(du @ p[h + "mlp.c_fc.w"], c_ln2)
+        g[h + "mlp.c_proj.w"], g[h + "mlp.c_proj.b"], dgl = _linear_backward(dx, gl, p[h + "mlp.c_proj.w"])
+        g[h + "mlp.c_fc.w"], g[h + "mlp.c_fc.b"], dm = _linear_backward(_gelu_backward(dgl, u), m, p[h + "mlp.c_fc.w"])
+        dm, g[h + "ln_2.g"], g[h + "ln_2.b"] = _layernorm_backward(dm, c_ln2)
         dx = dx + dm
         # attention: x = x + attn(a Wattnᵀ + battn) Wprojᵀ + bproj
-        g[h + "attn.c_proj.w"] = flat(dx).T @ flat(y)
-        g[h + "attn.c_proj.b"] = flat(dx).sum(0)
-        dqkv = _attention_backward(dx @ p[h + "attn.c_proj.w"], c_att)
-        g[h + "attn.c_attn.w"] = flat(dqkv).T @ flat(a)
-        g[h + "attn.c_attn.b"] = flat(dqkv).sum(0)
-        da, g[h + "ln_1.g"], g[h + "ln_1.b"] = _layernorm_backward(dqkv @ p[h + "attn.c_attn.w"], c_ln1)
+        g[h + "attn.c_proj.w"], g[h + "attn.c_proj.b"], dy = _linear_backward(dx, y, p[h + "attn.c_proj.w"])
+        dqkv = _attention_backward(dy, c_att)
+        g[h + "attn.c_attn.w"], g[h + "attn.c_attn.b"], da = _linear_backward(dqkv, a, p[h + "attn.c_attn.w"])
+        da, g[h + "ln_1.g"], g[h + "ln_1.b"] = _layernorm_backward(da, c_ln1)
         dx = dx + da
     np.add.at(g["wte"], idx, dx)
     g["wpe"][:T] = dx.sum(0)
