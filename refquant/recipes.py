@@ -98,18 +98,25 @@ def _targets(cfg: GPTConfig, r: Recipe):
     return [n for n in names if n in r.layers]
 
 
-def apply_weights(p: dict, cfg: GPTConfig, r: Recipe):
-    """Parameters with the recipe's linear weights fake-quantized, and the model's size in bytes."""
+def _apply(p: dict, cfg: GPTConfig, r: Recipe):
+    """(quantized parameters, total bits, bits of the quantized layers)."""
     q = dict(p)
-    bits = 0
+    total = target_bits = 0
     targets = set(_targets(cfg, r))
     for name, v in p.items():
         if name in targets:
             q[name], b = quantize_weight(v, r)
+            target_bits += b
         else:
             b = 32 * v.size  # embeddings, LayerNorms, biases and unquantized layers: float32
-        bits += b
-    return q, bits / 8
+        total += b
+    return q, total, target_bits
+
+
+def apply_weights(p: dict, cfg: GPTConfig, r: Recipe):
+    """Parameters with the recipe's linear weights fake-quantized, and the model's size in bytes."""
+    q, total, _ = _apply(p, cfg, r)
+    return q, total / 8
 
 
 def _dynamic(name, x, w, b):
@@ -153,23 +160,23 @@ def run_recipe(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, calib_batche
     """Apply a recipe and evaluate: ``{"method", "bits_per_weight", "size_bytes", "perplexity", "accuracy"}``."""
     from .train import evaluate
 
-    q, size = apply_weights(p, cfg, r)
+    q, total_bits, w_bits = _apply(p, cfg, r)
     targets = _targets(cfg, r)
     n_w = sum(p[n].size for n in targets)
-    w_bits = sum(quantize_weight(p[n], r)[1] for n in targets) if r.weight else 32 * n_w
     acts = calibrate_activations(p, cfg, calib_batches, r) if r.activation == "static" else None
     ppl, acc = evaluate(q, val, cfg, n_windows=n_windows, linear=linear_hook(r, acts, set(targets)))
-    return {"method": r.name, "bits_per_weight": w_bits / n_w, "size_bytes": int(round(size)),
+    return {"method": r.name, "bits_per_weight": w_bits / n_w, "size_bytes": int(round(total_bits / 8)),
             "perplexity": ppl, "accuracy": acc}
 
 
 def layer_attribution(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, *, n_windows: int = 64):
     """For each linear layer alone quantized with ``r``: weight SQNR (dB), output SQNR (dB) on the
     validation windows, and perplexity. Returns a list of dicts, in forward order."""
-    from .train import evaluate
+    from .model import cross_entropy
 
     T = cfg.block_size
     x = val[: n_windows * T].reshape(n_windows, T).astype(np.int64)
+    y = val[1: n_windows * T + 1].reshape(n_windows, T).astype(np.int64)  # the windows of train.evaluate
     outs_f: dict = {}
 
     def record(store):
@@ -185,10 +192,9 @@ def layer_attribution(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, *, n_
         rl = replace(r, layers=(name,))
         q, _ = apply_weights(p, cfg, rl)
         outs_q: dict = {}
-        forward(q, x, cfg, linear=record(outs_q))
-        ppl, _ = evaluate(q, val, cfg, n_windows=n_windows)
+        nll, _ = cross_entropy(forward(q, x, cfg, linear=record(outs_q)), y)  # one pass: outputs and loss
         rows.append({"layer": name, "weight_sqnr_db": sqnr_db(p[name], q[name]),
-                     "output_sqnr_db": sqnr_db(outs_f[name], outs_q[name]), "perplexity": ppl})
+                     "output_sqnr_db": sqnr_db(outs_f[name], outs_q[name]), "perplexity": float(np.exp(nll))})
     return rows
 
 
