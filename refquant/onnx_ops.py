@@ -72,7 +72,8 @@ def _granularity(scale: np.ndarray, ndim: int, axis: int, block_size: int, name:
     return axis, block_size
 
 
-def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size: int = 0, output_dtype=None):
+def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size: int = 0, output_dtype=None,
+                    saturate: bool = True):
     """ONNX QuantizeLinear: ``y = saturate(round_half_even(x / y_scale) + y_zero_point)``.
 
     Parameters
@@ -84,6 +85,8 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size:
     axis : int, default 1
     block_size : int, default 0
     output_dtype : str, ONNX type name; default: the zero point's dtype, else "uint8"
+    saturate : bool, default True — float8 outputs only (ONNX attribute ``saturate``): overflow to
+        ±max, or (False) to NaN for float8e4m3fn and ±Inf for float8e5m2; float4e2m1 always saturates
 
     Returns
     -------
@@ -98,7 +101,7 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size:
     if tname in ONNX_FLOAT_TYPES:
         sv = check_param(positive_scale(s, "y_scale"), xa.shape, ax, bs, "y_scale")
         xv, (sv,) = align(xa, [sv], ax, bs)
-        return minifloat_encode((xv / sv).reshape(xa.shape), tname)
+        return minifloat_encode((xv / sv).reshape(xa.shape), tname, saturate=saturate)
     zp = 0 if y_zero_point is None else np.asarray(y_zero_point)
     if ax is None:
         s = s.reshape(())

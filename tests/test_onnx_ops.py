@@ -214,12 +214,12 @@ _FLOAT_TP = {"float8e4m3fn": TensorProto.FLOAT8E4M3FN, "float8e5m2": TensorProto
 
 
 @given(hnp.arrays(F32, (3, 8), elements=st.floats(-1e5, 1e5, width=32) | st.sampled_from([np.inf, -np.inf, -0.0, 464.0])),
-       st.sampled_from(list(_FLOAT_TP)), st.sampled_from(["tensor", "axis1", "block"]), st.data())
-def test_float_types_match_onnx_reference(x, tname, kind, data):
+       st.sampled_from(list(_FLOAT_TP)), st.sampled_from(["tensor", "axis1", "block"]), st.booleans(), st.data())
+def test_float_types_match_onnx_reference(x, tname, kind, saturate, data):
     shape, attrs = {"tensor": ((), {}), "axis1": ((8,), dict(axis=1)), "block": ((3, 2), dict(axis=1, block_size=4))}[kind]
     s = data.draw(hnp.arrays(F32, shape, elements=st.floats(2.0**-6, 64, width=32)))
-    y = O.quantize_linear(x, s, output_dtype=tname, **attrs)
-    y_ref = _onnx("QuantizeLinear", [x, s], 21, output_dtype=_FLOAT_TP[tname], **attrs)[0]
+    y = O.quantize_linear(x, s, output_dtype=tname, saturate=saturate, **attrs)
+    y_ref = _onnx("QuantizeLinear", [x, s], 21, output_dtype=_FLOAT_TP[tname], saturate=int(saturate), **attrs)[0]
     assert np.array_equal(y, y_ref.view(np.uint8))
     d = O.dequantize_linear(y, s, x_dtype=tname, **attrs)
     d_ref = _onnx("DequantizeLinear", [y_ref, s], 21, **attrs)[0]
