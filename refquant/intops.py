@@ -3,7 +3,9 @@
 Every function takes integer values ``q`` with a real scale ``S`` (the tensor is ``x = S · q``) and
 returns integer values with a new scale. Floats appear only in scales and constants computed once
 per call from ``S`` (``floor(b / S)`` and the like); the tensor arithmetic is int64 throughout, with
-the bounds that keep it exact stated and checked.
+the bounds that keep it exact stated and checked. Outputs are int32: a result that would need more
+than 31 bits is requantized by an arithmetic right shift, its scale multiplied by the same power of
+two (exact bookkeeping; only the dropped low bits are lost).
 
 Second-order polynomial (Algorithm 1, i-poly): ``a(x + b)² + c`` for ``x = S·q``::
 
@@ -83,6 +85,14 @@ def _bit_length(n: np.ndarray) -> np.ndarray:
     return bits + (t > 0)
 
 
+def _to_int32(v: np.ndarray, scale):
+    """Requantize int64 values into int32 by an arithmetic right shift (floor), with the scale
+    multiplied by the same power of two — exact bookkeeping, integers only on the tensor."""
+    top = int(np.abs(v).max(initial=0))
+    shift = max(0, top.bit_length() - 31)
+    return (v >> shift).astype(np.int32), scale * 2.0**shift
+
+
 def int_poly2(q, scale, a: float, b: float, c: float):
     """i-poly, equation (1): integer ``a(x + b)² + c`` for ``x = scale·q``. Returns ``(q_out, S_out)``."""
     S = _scale(scale)
@@ -95,9 +105,10 @@ def int_poly2(q, scale, a: float, b: float, c: float):
 
 
 def int_exp(q, scale):
-    """i-exp for ``x = scale·q <= 0``: returns ``(q_out int64, S_out)`` with ``S_out·q_out ≈ exp(x)``.
+    """i-exp for ``x = scale·q <= 0``: returns ``(q_out int32, S_out)`` with ``S_out·q_out ≈ exp(x)``.
 
-    ``q > 0`` raises (subtract the maximum first, as softmax does).
+    ``q > 0`` raises (subtract the maximum first, as softmax does). The output is shifted right so
+    that exp(0), the largest possible value, fits in int32 (31 bits).
     """
     S = _scale(scale)
     qa = int_array(q, "q").astype(np.int64)  # any int64: values below -30·ln2/S are clamped
@@ -112,7 +123,10 @@ def int_exp(q, scale):
     a, b, c = EXP_COEF
     q_l, s_l = int_poly2(p, S, a, b, c)  # exp(p) ≈ s_l · q_l, q_l > 0
     _check_bound(q_l, 62 - _N, "i-exp")  # q_l · 2^30 < 2^62
-    return (q_l << (_N - z)), s_l / 2.0**_N  # 2^-z as a left shift by 30 - z, then scale / 2^30
+    top = int(int_poly2(np.zeros(1, np.int64), S, a, b, c)[0][0]) << _N  # exp(0): the largest output
+    down = max(0, top.bit_length() - 31)
+    # 2^-z as a left shift by 30 - z, then a common right shift so that every value fits in int32
+    return ((q_l << (_N - z)) >> down).astype(np.int32), s_l / 2.0**_N * 2.0**down
 
 
 def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
@@ -127,7 +141,7 @@ def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
     # requantize exp to 16 bits with a power-of-two step (I-BERT requantizes here too): the largest
     # value, exp(0), sets the shift; then Σ e < 2^16 · n < 2^32 and ⌊2^32 / Σ⌋ >= 1
     top = int(int_exp(np.zeros(1, np.int64), S)[0][0])
-    e = e >> max(0, top.bit_length() - 16)
+    e = e.astype(np.int64) >> max(0, top.bit_length() - 16)
     total = e.sum(axis=axis, keepdims=True)  # >= the max element's term > 0
     factor = (np.int64(1) << 32) // total
     out = (e * factor) >> (32 - out_bits)  # e·factor <= 2^32: exact
@@ -135,25 +149,28 @@ def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
 
 
 def int_erf(q, scale):
-    """i-erf: ``(q_out, S_out)`` with ``S_out·q_out ≈ erf(scale·q)`` (note: S_out < 0, as in I-BERT)."""
+    """i-erf: ``(q_out int32, S_out)`` with ``S_out·q_out ≈ erf(scale·q)`` (note: S_out < 0, as in I-BERT)."""
     S = _scale(scale)
     qa = _ints(q)
     a, b, c = ERF_COEF
     q_abs = np.minimum(np.abs(qa), math.floor(-b / S))
     q_l, s_l = int_poly2(q_abs, S, a, b, c)
-    return np.sign(qa) * q_l, s_l
+    return _to_int32(np.sign(qa) * q_l, s_l)
 
 
 def int_gelu(q, scale):
-    """i-GELU: ``(q_out int64, S_out)`` with ``S_out·q_out ≈ GELU(scale·q)``."""
+    """i-GELU: ``(q_out int32, S_out)`` with ``S_out·q_out ≈ GELU(scale·q)``."""
     S = _scale(scale)
     qa = _ints(q)
-    q_erf, s_erf = int_erf(qa, S / math.sqrt(2))
+    a, b, c = ERF_COEF
+    q_abs = np.minimum(np.abs(qa), math.floor(-b / (S / math.sqrt(2))))
+    q_l, s_erf = int_poly2(q_abs, S / math.sqrt(2), a, b, c)
+    q_erf = np.sign(qa) * q_l  # i-erf at full int64 precision (int_erf would requantize it)
     q_one = math.floor(1 / s_erf)
     t = q_erf + q_one
     if qa.size and int(np.abs(qa).max()) * int(np.abs(t).max()) >= 1 << 62:  # Python ints: exact
         raise ValueError("i-GELU leaves the int64 working range: the scale is too small for this function")
-    return qa * t, S * s_erf / 2
+    return _to_int32(qa * t, S * s_erf / 2)
 
 
 def isqrt(n) -> np.ndarray:
@@ -181,7 +198,7 @@ def int_layernorm(q, scale, gamma, beta, *, axis: int = -1):
 
     Returns
     -------
-    q_out : int64 ndarray (..., n); scale_out : float64 ndarray (n,) — ``x̂ = q_out · scale_out``
+    q_out : int32 ndarray (..., n); scale_out : float64 ndarray (n,) — ``x̂ = q_out · scale_out``
     """
     _scale(scale)  # the normalised result does not depend on the input scale
     qa = np.moveaxis(_ints(q), axis, -1)
@@ -205,4 +222,5 @@ def int_layernorm(q, scale, gamma, beta, *, axis: int = -1):
     out = (y * factor) >> 31  # y / std · 2^30 = (q − μ)/(√n σ) · 2^30: |out| <= 2^30
     s_norm = math.sqrt(n) / 2**30
     bias = np.floor(bta / g / s_norm).astype(np.int64)
-    return np.moveaxis(out + bias, -1, axis), s_norm * g
+    q_out, s_out = _to_int32(out + bias, s_norm)
+    return np.moveaxis(q_out, -1, axis), s_out * g
