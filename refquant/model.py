@@ -152,6 +152,15 @@ def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, cache: boo
     return (logits, (idx, caches, xf, c_lnf)) if cache else logits
 
 
+def generate(p: dict, cfg: GPTConfig, ids, n: int) -> np.ndarray:
+    """Greedy continuation: ``ids`` (T0,) token ids extended by ``n`` argmax predictions, int64 (T0 + n,)."""
+    out = [int(i) for i in np.asarray(ids).ravel()]
+    for _ in range(n):
+        logits = forward(p, np.array([out[-cfg.block_size:]]), cfg)  # (1, T, V)
+        out.append(int(logits[0, -1].argmax()))
+    return np.array(out, np.int64)
+
+
 def cross_entropy(logits, targets):
     """Mean negative log-likelihood (nats) and the softmax probabilities."""
     z = logits - logits.max(-1, keepdims=True)

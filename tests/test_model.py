@@ -143,3 +143,13 @@ def test_cli_quantize_and_its_errors(tmp_path):
 def test_cli_train_steps_error():
     r = _cli("train", "--steps", "0")
     assert r.returncode != 0 and "--steps must be >= 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_shows_the_shipped_model_learned_the_grammar(shipped):
+    from refquant.model import generate
+
+    p, cfg, _, _ = shipped
+    out = generate(p, cfg, encode("4+5="), 3)
+    assert out.dtype == np.int64 and out.shape == (7,)
+    assert decode(out) == "4+5=9.\n"  # arithmetic
+    assert decode(generate(p, cfg, encode("echo zqk "), 5)) == "echo zqk zqk.\n"  # copying needs attention
