@@ -124,17 +124,21 @@ def _attention_backward(dy, cache):
     return np.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
 
 
-def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, cache: bool = False):
+def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, cache: bool = False):
     """Logits (B, T, V) for token ids ``idx`` (B, T).
 
     ``linear(name, x, w, b)`` replaces ``x @ wᵀ + b`` when given: quantization recipes use it to
-    quantize activations (weights are quantized by passing modified parameters).
+    quantize activations (weights are quantized by passing modified parameters). ``tap(name, v)``,
+    when given, sees the residual stream (``"res"``, after every update) and each GELU output
+    (``"h<i>.gelu"``): calibration for integer-only inference uses it.
     """
     lin = linear or (lambda name, x, w, b: x @ w.T + b if b is not None else x @ w.T)
+    tap = tap or (lambda name, v: None)
     B, T = idx.shape
     if T > cfg.block_size:
         raise ValueError(f"idx: sequence length {T} exceeds block_size {cfg.block_size}")
     x = p["wte"][idx] + p["wpe"][:T]  # (B, T, C)
+    tap("res", x)
     caches = []
     for i in range(cfg.n_layer):
         h = f"h{i}."
@@ -142,10 +146,13 @@ def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, cache: boo
         qkv = lin(h + "attn.c_attn.w", a, p[h + "attn.c_attn.w"], p[h + "attn.c_attn.b"])  # (B, T, 3C)
         y, c_att = _attention(qkv, cfg.n_head)
         x = x + lin(h + "attn.c_proj.w", y, p[h + "attn.c_proj.w"], p[h + "attn.c_proj.b"])
+        tap("res", x)
         m, c_ln2 = _layernorm(x, p[h + "ln_2.g"], p[h + "ln_2.b"])
         u = lin(h + "mlp.c_fc.w", m, p[h + "mlp.c_fc.w"], p[h + "mlp.c_fc.b"])  # (B, T, 4C)
         g = _gelu(u)
+        tap(h + "gelu", g)
         x = x + lin(h + "mlp.c_proj.w", g, p[h + "mlp.c_proj.w"], p[h + "mlp.c_proj.b"])
+        tap("res", x)
         caches.append((a, c_ln1, y, c_att, m, c_ln2, u, g))
     xf, c_lnf = _layernorm(x, p["ln_f.g"], p["ln_f.b"])
     logits = lin("lm_head.w", xf, p["lm_head.w"], None)  # (B, T, V)
