@@ -52,10 +52,10 @@ def _int32(x, name):
     return a.astype(np.int64)
 
 
-def _trunc_div(x: np.ndarray, d: int) -> np.ndarray:
-    """C's integer division: rounds toward zero (NumPy's // floors)."""
-    q = np.abs(x) // d
-    return np.where(x < 0, -q, q)
+def _trunc_div_pow2(x: np.ndarray, e: int) -> np.ndarray:
+    """C's ``x / 2^e`` for int64 x: rounds toward zero. The arithmetic shift floors, so negative
+    values with a non-zero remainder get 1 added back."""
+    return (x >> e) + ((x < 0) & ((x & ((1 << e) - 1)) != 0))
 
 
 def quantize_multiplier(real):
@@ -97,9 +97,11 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     a64, b64 = np.broadcast_arrays(_int32(a, "a"), _int32(b, "b"))
     ab = a64 * b64  # |ab| <= 2^62: exact in int64
     nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    high = _trunc_div(ab + nudge, 1 << 31)
+    high = _trunc_div_pow2(ab + nudge, 31)
     overflow = (a64 == INT32_MIN) & (b64 == INT32_MIN)
-    return np.where(overflow, INT32_MAX, high).astype(np.int32)
+    if overflow.any():
+        high = np.where(overflow, INT32_MAX, high)
+    return high.astype(np.int32)
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:

@@ -82,22 +82,23 @@ def quantize_linear_layer(w, b, x_scale: float, x_zero_point: int, y_scale: floa
 
 
 def int_attention(q, k, v, q_scale: float, k_scale: float, v_scale: float, out_scale: float, *, causal: bool = True):
-    """One integer-only attention head (module docstring). q, k, v: int8 (T, d). Returns int8 (T, d)."""
+    """Integer-only attention (module docstring). q, k, v: int8 (..., T, d) — leading dimensions (batch,
+    heads) are independent heads. Returns int8 (..., T, d)."""
     qa, ka, va = (int_array(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v")))
     for name, t in (("q", qa), ("k", ka), ("v", va)):
-        if t.dtype != np.int8 or t.ndim != 2:
-            raise ValueError(f"{name}: expected an int8 (T, d) array, got {t.dtype} of shape {t.shape}")
-    if not (qa.shape[1] == ka.shape[1] and ka.shape == va.shape):
+        if t.dtype != np.int8 or t.ndim < 2:
+            raise ValueError(f"{name}: expected an int8 (..., T, d) array, got {t.dtype} of shape {t.shape}")
+    if not (qa.shape[-1] == ka.shape[-1] and ka.shape == va.shape and qa.shape[:-2] == ka.shape[:-2]):
         raise ValueError(f"q, k, v: shapes {qa.shape}, {ka.shape}, {va.shape} do not agree")
-    d = qa.shape[1]
-    scores = int_matmul(qa, np.ascontiguousarray(ka.T)).astype(np.int64)  # (Tq, Tk)
+    d = qa.shape[-1]
+    scores = int_matmul(qa, np.ascontiguousarray(np.swapaxes(ka, -1, -2))).astype(np.int64)  # (..., Tq, Tk)
     s_scores = q_scale * k_scale / math.sqrt(d)
     if causal:
-        tq, tk = scores.shape
+        tq, tk = scores.shape[-2:]
         mask = np.arange(tk)[None, :] > np.arange(tq)[:, None] + (tk - tq)
-        scores[mask] = -(2**40)  # far below the 2^-30 underflow of i-exp: probability 0
+        scores[..., mask] = -(2**40)  # far below the 2^-30 underflow of i-exp: probability 0
     p, s_p = int_softmax(scores, s_scores, out_bits=8)
     p = np.minimum(p, 255).astype(np.uint8)  # 2^8 (a certain token) saturates to 255/256
     o = int_matmul(p, va)  # (Tq, d) int32, scale s_p · v_scale
     m, s = quantize_multiplier(s_p * v_scale / out_scale)
-    return requantize(o, m, s, 0, as_qrange("int8"))
+    return requantize(o, m, s, 0, as_qrange("int8"))  # (..., Tq, d)

@@ -112,12 +112,9 @@ def int_forward(m: IntGPT, idx: np.ndarray) -> np.ndarray:
         qkv = L[h + "attn.c_attn.w"](flat(a)).reshape(B, T, 3 * C)  # int8 at s_qkv
         s_qkv = m.s_act[h + "attn.c_attn.w:out"]
         s_y = m.s_act[h + "attn.c_proj.w:in"]
-        y = np.empty((B, T, C), np.int8)
-        for bi in range(B):
-            for hd in range(nh):
-                sl = slice(hd * hs, (hd + 1) * hs)
-                q, k, v = (np.ascontiguousarray(qkv[bi, :, j * C:(j + 1) * C][:, sl]) for j in range(3))
-                y[bi, :, sl] = int_attention(q, k, v, s_qkv, s_qkv, s_qkv, s_y)
+        q, k, v = (np.ascontiguousarray(qkv[..., j * C:(j + 1) * C].reshape(B, T, nh, hs).transpose(0, 2, 1, 3))
+                   for j in range(3))  # (B, nh, T, hs) each
+        y = int_attention(q, k, v, s_qkv, s_qkv, s_qkv, s_y).transpose(0, 2, 1, 3).reshape(B, T, C)
         o = L[h + "attn.c_proj.w"](flat(y)).reshape(B, T, C)
         r = r + _rescale(o.astype(np.int32), m.s_act[h + "attn.c_proj.w:out"], m.s_res, R_MAX)
         mm = _norm_to_int8(m, r, h + "ln_2", m.s_act[h + "mlp.c_fc.w:in"])
