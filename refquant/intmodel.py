@@ -26,7 +26,7 @@ import numpy as np
 from .fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from .intlayers import int_attention, quantize_linear_layer
 from .intops import int_gelu, int_layernorm
-from .model import GPTConfig, forward
+from .model import GPTConfig, affine, forward
 
 R_MAX = 2**30 - 1  # the residual stream's int32 range (headroom for one addition)
 
@@ -60,7 +60,7 @@ def _calibrate_ranges(p, cfg, batches):
         amax[key] = max(amax.get(key, 0.0), float(np.abs(v).max()))
 
     def lin(name, x, w, b):
-        y = x @ w.T + (b if b is not None else 0)
+        y = affine(x, w, b)
         upd(name + ":in", x)
         upd(name + ":out", y)
         return y

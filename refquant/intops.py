@@ -48,6 +48,7 @@ import math
 import numpy as np
 
 from ._checks import float_array, int_array
+from .fixedpoint import _int32
 
 LN2 = math.log(2)
 EXP_COEF = (0.3585, 1.353, 0.344)  # I-BERT eq. (12): exp(p) ≈ a(p + b)² + c on (−ln2, 0]
@@ -60,13 +61,6 @@ def _scale(S, name="scale"):
     if not (s > 0 and math.isfinite(s)):
         raise ValueError(f"{name} must be finite and > 0, got {S!r}")
     return s
-
-
-def _ints(q, name="q"):
-    a = int_array(q, name).astype(np.int64)
-    if a.size and (a.min() < -(2**31) or a.max() > 2**31 - 1):
-        raise ValueError(f"{name} must fit in int32")
-    return a
 
 
 def _check_bound(v, bound_bits: int, what: str):
@@ -96,7 +90,7 @@ def _to_int32(v: np.ndarray, scale):
 def int_poly2(q, scale, a: float, b: float, c: float):
     """i-poly, equation (1): integer ``a(x + b)² + c`` for ``x = scale·q``. Returns ``(q_out, S_out)``."""
     S = _scale(scale)
-    qa = _ints(q)
+    qa = _int32(q, "q")
     q_b = math.floor(b / S)
     q_c = math.floor(c / (a * S * S))
     t = qa + q_b
@@ -151,7 +145,7 @@ def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
 def int_erf(q, scale):
     """i-erf: ``(q_out int32, S_out)`` with ``S_out·q_out ≈ erf(scale·q)`` (note: S_out < 0, as in I-BERT)."""
     S = _scale(scale)
-    qa = _ints(q)
+    qa = _int32(q, "q")
     a, b, c = ERF_COEF
     q_abs = np.minimum(np.abs(qa), math.floor(-b / S))
     q_l, s_l = int_poly2(q_abs, S, a, b, c)
@@ -161,7 +155,7 @@ def int_erf(q, scale):
 def int_gelu(q, scale):
     """i-GELU: ``(q_out int32, S_out)`` with ``S_out·q_out ≈ GELU(scale·q)``."""
     S = _scale(scale)
-    qa = _ints(q)
+    qa = _int32(q, "q")
     a, b, c = ERF_COEF
     q_abs = np.minimum(np.abs(qa), math.floor(-b / (S / math.sqrt(2))))
     q_l, s_erf = int_poly2(q_abs, S / math.sqrt(2), a, b, c)
@@ -201,7 +195,7 @@ def int_layernorm(q, scale, gamma, beta, *, axis: int = -1):
     q_out : int32 ndarray (..., n); scale_out : float64 ndarray (n,) — ``x̂ = q_out · scale_out``
     """
     _scale(scale)  # the normalised result does not depend on the input scale
-    qa = np.moveaxis(_ints(q), axis, -1)
+    qa = np.moveaxis(_int32(q, "q"), axis, -1)
     n = qa.shape[-1]
     g = float_array(gamma, "gamma").astype(np.float64)
     bta = float_array(beta, "beta").astype(np.float64)

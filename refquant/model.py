@@ -82,6 +82,12 @@ def _layernorm_backward(dy, cache):
     return dx, dg, db
 
 
+def affine(x, w, b=None):
+    """``x @ wᵀ + b`` for x (..., in), w (out, in), b (out,) or None: every linear layer of the model."""
+    y = x @ w.T
+    return y if b is None else y + b
+
+
 def _linear_backward(dy, x, w):
     """For ``y = x @ wᵀ + b``: (dw, db, dx) from dy, with x, dy of shape (..., in) and (..., out)."""
     dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
@@ -132,7 +138,7 @@ def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, 
     when given, sees the residual stream (``"res"``, after every update) and each GELU output
     (``"h<i>.gelu"``): calibration for integer-only inference uses it.
     """
-    lin = linear or (lambda name, x, w, b: x @ w.T + b if b is not None else x @ w.T)
+    lin = linear or (lambda name, x, w, b: affine(x, w, b))
     tap = tap or (lambda name, v: None)
     B, T = idx.shape
     if T > cfg.block_size:

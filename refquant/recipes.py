@@ -29,7 +29,7 @@ from .codebook import absmax_scale, codebook_fake_quantize
 from .logquant import log_quantize
 from .metrics import sqnr_db
 from .minifloat import minifloat_codebook
-from .model import GPTConfig, forward, linear_names
+from .model import GPTConfig, affine, forward, linear_names
 from .nf4 import nf4_quantize
 from .observers import calibrate
 from .qtensor import quantize_tensor
@@ -119,20 +119,13 @@ def apply_weights(p: dict, cfg: GPTConfig, r: Recipe):
     return q, total / 8
 
 
-def _dynamic(name, x, w, b):
-    x2 = x.reshape(-1, x.shape[-1])  # one scale per token (row)
-    s = np.maximum(np.abs(x2).max(axis=1), np.float32(1e-8)) / np.float32(127)
-    xq = fake_quantize(x2, s.astype(np.float32), 0, "int8", axis=0).reshape(x.shape)
-    return xq @ w.T + b if b is not None else xq @ w.T
-
-
 def calibrate_activations(p: dict, cfg: GPTConfig, batches, r: Recipe) -> dict:
     """Per-layer (scale, zero point) of the linear layers' inputs, from float forward passes."""
     seen: dict = {}
 
     def record(name, x, w, b):
         seen.setdefault(name, []).append(x.reshape(-1, x.shape[-1]))
-        return x @ w.T + b if b is not None else x @ w.T
+        return affine(x, w, b)
 
     for xb in batches:
         forward(p, xb, cfg, linear=record)
@@ -143,17 +136,19 @@ def linear_hook(r: Recipe, act_qparams: dict | None = None, targets=None):
     """The ``linear`` replacement that quantizes activations as the recipe says (None: float)."""
     if r.activation is None:
         return None
-    if r.activation == "dynamic":
-        return lambda name, x, w, b: _dynamic(name, x, w, b) if targets is None or name in targets else \
-            (x @ w.T + b if b is not None else x @ w.T)
 
-    def static(name, x, w, b):
+    def hook(name, x, w, b):
         if targets is not None and name not in targets:
-            return x @ w.T + b if b is not None else x @ w.T
-        s, z = act_qparams[name]
-        xq = fake_quantize(x, s.astype(x.dtype), z, "int8")
-        return xq @ w.T + b if b is not None else xq @ w.T
-    return static
+            return affine(x, w, b)
+        if r.activation == "dynamic":
+            x2 = x.reshape(-1, x.shape[-1])  # one symmetric int8 scale per token (row)
+            s = np.maximum(np.abs(x2).max(axis=1), np.float32(1e-8)) / np.float32(127)
+            xq = fake_quantize(x2, s.astype(np.float32), 0, "int8", axis=0).reshape(x.shape)
+        else:  # static: the calibrated per-tensor affine parameters
+            s, z = act_qparams[name]
+            xq = fake_quantize(x, s.astype(x.dtype), z, "int8")
+        return affine(xq, w, b)
+    return hook
 
 
 def run_recipe(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, calib_batches=(), *, n_windows: int = 64):
@@ -181,7 +176,7 @@ def layer_attribution(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, *, n_
 
     def record(store):
         def f(name, xx, w, b):
-            y = xx @ w.T + b if b is not None else xx @ w.T
+            y = affine(xx, w, b)
             store[name] = y
             return y
         return f
