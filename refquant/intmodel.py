@@ -125,9 +125,3 @@ def int_forward(m: IntGPT, idx: np.ndarray) -> np.ndarray:
         r = r + _rescale(o.astype(np.int32), m.s_act[h + "mlp.c_proj.w:out"], m.s_res, R_MAX)
     xf = _norm_to_int8(m, r, "ln_f", m.s_act["lm_head.w:in"])
     return m.layers["lm_head.w"](flat(xf)).reshape(B, T, -1)
-
-
-def int_logits_float(m: IntGPT, idx: np.ndarray) -> np.ndarray:
-    """Dequantized logits (float64), for evaluating the loss outside the integer pipeline."""
-    return int_forward(m, idx).astype(np.float64) * m.s_logits
-

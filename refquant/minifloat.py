@@ -129,10 +129,3 @@ def minifloat_encode(x, fmt, *, saturate: bool = True) -> np.ndarray:
         overflow_code = pos.size if f.special == "ieee" else (1 << (f.bits - 1)) - 1  # Inf, or NaN 0x7F
         idx[over] = overflow_code
     return idx | (np.signbit(xa).astype(np.uint8) << (f.bits - 1))
-
-
-def minifloat_fake_quantize(x, fmt, *, scale=1.0) -> np.ndarray:
-    """``scale · decode(encode(x / scale))`` with saturation, in float32."""
-    xa = float_array(x, "x").astype(np.float32)
-    s = np.float32(scale)
-    return minifloat_decode(minifloat_encode(xa / s, fmt), fmt) * s
