@@ -2,8 +2,10 @@
 softmax attention, and an int32 residual stream — no floating point touches a tensor between the
 token ids and the output logits.
 
-Built once from a float checkpoint and calibration batches (the only float work: scales, fixed-point
-multipliers, int32 biases). Every activation scale is static and symmetric, ``max|x| / 127`` over the
+Built once from a float checkpoint and calibration batches (scales, int8 weights, int32 biases).
+At run time floats appear only as scalars: the fixed-point multipliers of the requantizations after
+each integer LayerNorm are derived per call, because its output scale carries a power of two that
+depends on the input (``intops._to_int32``); no tensor is ever float. Every activation scale is static and symmetric, ``max|x| / 127`` over the
 calibration batches (int8) or ``max|x| / (2^30 − 1)`` for the int32 residual stream.
 
 Pipeline of one block (``→`` is a fixed-point requantization, ``multiply_by_quantized_multiplier``)::
