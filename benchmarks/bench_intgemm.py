@@ -15,7 +15,7 @@ import numpy as np
 
 from timing import best_time
 
-from refquant.kernels import int_matmul, prepack
+from refquant.integer.gemm import int_matmul, prepack
 
 SHAPES = [(1, 4096, 4096), (64, 768, 768), (512, 512, 512), (128, 4096, 4096)]
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from refquant.kmeans import kmeans_codebook, kmeans_sse
+from refquant.formats.kmeans import kmeans_codebook, kmeans_sse
 
 
 def timed(f):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ranges import qrange as as_qrange
-from .uniform import dequantize, fake_quantize
+from .core.ranges import qrange as as_qrange
+from .core.uniform import dequantize, fake_quantize
 
 
 def plot_levels(ax, x, scale, zero_point=0, qrange="int8", *, bins: int = 200, max_lines: int = 64, label=None,

@@ -3,7 +3,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from refquant.ranges import QRange
+from refquant.core.ranges import QRange
 
 BITS = st.integers(2, 16)
 qranges = st.builds(QRange, BITS, st.booleans(), st.booleans())
@@ -36,7 +36,7 @@ def granular_case(draw):
         axis = draw(st.integers(-x.ndim, x.ndim - 1))
     if kind == "block":
         block = draw(st.integers(1, 8))
-    from refquant.granularity import param_shape
+    from refquant.core.granularity import param_shape
     shape = param_shape(x.shape, axis, block)
     s = draw(hnp.arrays(np.float32, shape, elements=scales32))
     z = draw(hnp.arrays(np.int64, shape, elements=st.integers(r.qmin, r.qmax)))

@@ -33,7 +33,7 @@ def test_demo_json_and_figures(tmp_path, capsys):
 
 
 def test_sample_tensor_lessons():
-    from refquant.__main__ import run_demo
+    from refquant.demo import run_demo
 
     import tempfile
     with tempfile.TemporaryDirectory() as d:

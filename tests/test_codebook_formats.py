@@ -5,10 +5,10 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from refquant import onnx_ops as O
-from refquant.codebook import codebook_dequantize, codebook_quantize, codebook_quantize_ref, uniform_codebook
-from refquant.logquant import log_codebook, log_quantize
-from refquant.minifloat import minifloat_codebook, minifloat_decode, minifloat_encode
-from refquant.nf4 import nf4_codebook, nf4_derive, nf4_quantize
+from refquant.formats.codebook import codebook_dequantize, codebook_quantize, codebook_quantize_ref, uniform_codebook
+from refquant.formats.logquant import log_codebook, log_quantize
+from refquant.formats.minifloat import minifloat_codebook, minifloat_decode, minifloat_encode
+from refquant.formats.nf4 import nf4_codebook, nf4_derive, nf4_quantize
 from refquant import quantize
 
 F32 = np.float32
@@ -230,7 +230,7 @@ def test_log_quant_bad_input():
 
 
 def test_absmax_scale_and_codebook_fake_quantize_golden():
-    from refquant.codebook import absmax_scale, codebook_fake_quantize
+    from refquant.formats.codebook import absmax_scale, codebook_fake_quantize
 
     x = np.array([[1.0, -3.0, 0.0, 0.0], [6.0, 2.0, 0.5, -0.25]], F32)
     s = absmax_scale(x, 6.0, axis=1, block_size=2)  # blocks {1,-3} {0,0} | {6,2} {0.5,-0.25}

@@ -14,7 +14,7 @@ import pytest
 
 from refquant import ggml_ops as G
 from refquant import torch_ops as T
-from refquant.nf4 import nf4_quantize
+from refquant.formats.nf4 import nf4_quantize
 
 GOLD = np.load(os.path.join(os.path.dirname(__file__), "data", "external_goldens.npz"))
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from refquant.fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
+from refquant.integer.fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
                                  saturating_rounding_doubling_high_mul)
-from refquant.kernels import K_CHUNK, fully_connected, fully_connected_ref, int_matmul, int_matmul_ref, prepack, requantize
+from refquant.integer.gemm import K_CHUNK, fully_connected, fully_connected_ref, int_matmul, int_matmul_ref, prepack, requantize
 
 I32 = st.integers(-2**31, 2**31 - 1)
 

@@ -8,8 +8,8 @@ from hypothesis.extra import numpy as hnp
 from scipy.special import erf
 
 from refquant import quantize
-from refquant.intlayers import int_attention, quantize_linear_layer
-from refquant.intops import int_erf, int_exp, int_gelu, int_layernorm, int_poly2, int_softmax, isqrt
+from refquant.integer.layers import int_attention, quantize_linear_layer
+from refquant.integer.nonlinear import int_erf, int_exp, int_gelu, int_layernorm, int_poly2, int_softmax, isqrt
 
 S = 2.0**-8
 
@@ -49,7 +49,7 @@ def test_outputs_are_integer_arrays():
 
 
 def test_error_bounds_against_float():
-    # measured bounds, stated in refquant.intops: the second-order polynomials of I-BERT set them
+    # measured bounds, stated in refquant.integer.nonlinear: the second-order polynomials of I-BERT set them
     q = np.arange(-4000, 1)
     e, se = int_exp(q, S)
     assert np.max(np.abs(e * se - np.exp(q * S))) < 3e-3  # exp on [-15.6, 0]

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from refquant.codebook import uniform_codebook
-from refquant.kmeans import kmeans_codebook, kmeans_sse
+from refquant.formats.codebook import uniform_codebook
+from refquant.formats.kmeans import kmeans_codebook, kmeans_sse
 
 
 def brute_force_sse(x, k, w=None):

@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from refquant.corpus import ALPHABET, decode, encode, make_corpus, train_val_split
-from refquant.model import GPTConfig, cross_entropy, forward, init_params, linear_names, loss_and_grads
-from refquant.recipes import Recipe, apply_weights, quantize_weight, run_recipe
-from refquant.train import CHECKPOINT, evaluate, load_checkpoint, save_checkpoint, train
+from refquant.models.corpus import ALPHABET, decode, encode, make_corpus, train_val_split
+from refquant.models.gpt import GPTConfig, cross_entropy, forward, init_params, linear_names, loss_and_grads
+from refquant.ptq.recipes import Recipe, apply_weights, quantize_weight, run_recipe
+from refquant.io.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from refquant.models.train import evaluate, train
 
 TINY = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8)
 
@@ -146,7 +147,7 @@ def test_cli_train_steps_error():
 
 
 def test_generate_shows_the_shipped_model_learned_the_grammar(shipped):
-    from refquant.model import generate
+    from refquant.models.gpt import generate
 
     p, cfg, _, _ = shipped
     out = generate(p, cfg, encode("4+5="), 3)
@@ -158,8 +159,8 @@ def test_generate_shows_the_shipped_model_learned_the_grammar(shipped):
 def test_integer_only_gpt_matches_float_perplexity(shipped):
     import math
 
-    from refquant.intmodel import build_int_gpt, int_forward
-    from refquant.train import get_batch
+    from refquant.ptq.intgpt import build_int_gpt, int_forward
+    from refquant.models.train import get_batch
 
     p, cfg, _, val = shipped
     rng = np.random.default_rng(1234)

@@ -5,9 +5,9 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from refquant import bits_per_element, pack, qrange, round_array, storage_bits, unpack
-from refquant.packing import pack_ref
-from refquant.ranges import QRange
-from refquant.rounding import round_scalar_ref
+from refquant.core.packing import pack_ref
+from refquant.core.ranges import QRange
+from refquant.core.rounding import round_scalar_ref
 from strategies import qranges
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given, strategies as st
 
 from refquant import dequantize, fake_quantize, qparams_from_range, quantize, quantize_ref, qrange
-from refquant.ranges import QRange
+from refquant.core.ranges import QRange
 from strategies import arrays, data_with_zero_point, granular_case, modes, qranges
 
 F32 = np.float32

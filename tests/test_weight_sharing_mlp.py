@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from refquant.mlp import (MLPConfig, accuracy, digits_data, finetune_shared, init_mlp, mlp_loss_and_grads, train_mlp,
-                          with_shared)
-from refquant.weight_sharing import SharedWeights, centroid_gradient, compression_ratio, share_weights, update_centroids
+from refquant.models.mlp import MLPConfig, accuracy, digits_data, init_mlp, mlp_loss_and_grads, train_mlp
+from refquant.qat.trained_sharing import finetune_shared, with_shared
+from refquant.formats.weight_sharing import SharedWeights, centroid_gradient, compression_ratio, share_weights, update_centroids
 
 
 def test_compression_ratio_paper_example():

@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from ._checks import int_array
+from ..core._checks import int_array
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 

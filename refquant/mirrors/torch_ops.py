@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import axis_index, float_array
-from .ranges import qrange as as_qrange
-from .uniform import fake_quantize, qparams_from_range
+from ..core._checks import axis_index, float_array
+from ..core.ranges import qrange as as_qrange
+from ..core.uniform import fake_quantize, qparams_from_range
 
 _EPS = float(np.finfo(np.float32).eps)  # torch.finfo(torch.float32).eps, the observers' scale floor
 QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import float_array, int_array, positive_scale
-from .granularity import align, check_param
-from .kernels import int_matmul
-from .minifloat import FORMATS as _FLOAT_TYPES, minifloat_decode, minifloat_encode
-from .ranges import qrange as as_qrange
-from .uniform import dequantize, quantize
+from ..core._checks import float_array, int_array, positive_scale
+from ..core.granularity import align, check_param
+from ..integer.gemm import int_matmul
+from ..formats.minifloat import FORMATS as _FLOAT_TYPES, minifloat_decode, minifloat_encode
+from ..core.ranges import qrange as as_qrange
+from ..core.uniform import dequantize, quantize
 
 ONNX_INT_TYPES = ("int2", "uint2", "int4", "uint4", "int8", "uint8", "int16", "uint16")
 ONNX_FLOAT_TYPES = tuple(_FLOAT_TYPES)  # "float8e4m3fn", "float8e5m2", "float4e2m1": bit patterns in uint8

@@ -1,16 +1,11 @@
-"""Training, evaluation and checkpoints for the tiny GPT (deterministic for a seed)."""
+"""Training and evaluation of the tiny GPT (deterministic for a seed); checkpoints are in :mod:`refquant.io.checkpoint`."""
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import numpy as np
 
-from .model import GPTConfig, adamw_step, cross_entropy, forward, init_params, loss_and_grads
-
-CHECKPOINT = os.path.join(os.path.dirname(__file__), "data", "tiny_gpt.npz")
-
+from .gpt import GPTConfig, adamw_step, cross_entropy, forward, init_params, loss_and_grads
 
 def get_batch(data: np.ndarray, batch: int, block: int, rng: np.random.Generator):
     """Random windows: inputs (batch, block) and next-character targets, as int64."""
@@ -55,18 +50,3 @@ def evaluate(p: dict, data: np.ndarray, cfg: GPTConfig, *, n_windows: int = 64, 
     logits = forward(p, x, cfg, linear=linear)
     nll, _ = cross_entropy(logits, y)
     return math.exp(nll), float(np.mean(logits.argmax(-1) == y))
-
-
-def save_checkpoint(path: str, p: dict, cfg: GPTConfig, meta: dict | None = None) -> None:
-    np.savez_compressed(path, **p, __config__=json.dumps(cfg.__dict__), __meta__=json.dumps(meta or {}))
-
-
-def load_checkpoint(path: str = CHECKPOINT):
-    """``(params, config, meta)`` from an .npz written by :func:`save_checkpoint`."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} not found (python -m refquant train writes one)")
-    with np.load(path) as z:
-        cfg = GPTConfig(**json.loads(str(z["__config__"])))
-        meta = json.loads(str(z["__meta__"]))
-        p = {k: z[k] for k in z.files if not k.startswith("__")}
-    return p, cfg, meta

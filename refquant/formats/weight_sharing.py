@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import float_array, int_array
+from ..core._checks import float_array, int_array
 from .codebook import codebook_quantize
 from .kmeans import kmeans_codebook
 

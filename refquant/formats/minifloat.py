@@ -32,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._checks import float_array, int_array
+from ..core._checks import float_array, int_array
 from .codebook import codebook_quantize
 
 

@@ -47,7 +47,7 @@ import math
 
 import numpy as np
 
-from ._checks import float_array, int_array
+from ..core._checks import float_array, int_array
 from .fixedpoint import _int32
 
 LN2 = math.log(2)

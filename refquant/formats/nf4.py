@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import float_array
+from ..core._checks import float_array
 from .codebook import codebook_quantize
 
 # bitsandbytes' table (functional.py / kernels.cu nf4_dequantization_lut), float32

@@ -21,20 +21,20 @@ weight-only baselines, group size 128). Dettmers et al., "LLM.int8()", NeurIPS 2
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from .codebook import absmax_scale, codebook_fake_quantize
-from .logquant import log_quantize
-from .metrics import sqnr_db
-from .minifloat import minifloat_codebook
-from .model import GPTConfig, affine, forward, linear_names
-from .nf4 import nf4_quantize
-from .observers import calibrate
-from .qtensor import quantize_tensor
-from .uniform import fake_quantize
-from .weight_sharing import share_weights
+from ..formats.codebook import absmax_scale, codebook_fake_quantize
+from ..formats.logquant import log_quantize
+from ..core.metrics import sqnr_db
+from ..formats.minifloat import minifloat_codebook
+from ..models.gpt import GPTConfig, affine, forward, linear_names
+from ..formats.nf4 import nf4_quantize
+from ..core.observers import calibrate
+from ..core.qtensor import quantize_tensor
+from ..core.uniform import fake_quantize
+from ..formats.weight_sharing import share_weights
 
 WEIGHT_FORMATS = (None, "uniform", "nf4", "fp8", "fp4", "kmeans", "log")
 ACTIVATION_MODES = (None, "dynamic", "static")
@@ -153,7 +153,7 @@ def linear_hook(r: Recipe, act_qparams: dict | None = None, targets=None):
 
 def run_recipe(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, calib_batches=(), *, n_windows: int = 64):
     """Apply a recipe and evaluate: ``{"method", "bits_per_weight", "size_bytes", "perplexity", "accuracy"}``."""
-    from .train import evaluate
+    from ..models.train import evaluate
 
     q, total_bits, w_bits = _apply(p, cfg, r)
     targets = _targets(cfg, r)
@@ -162,35 +162,6 @@ def run_recipe(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, calib_batche
     ppl, acc = evaluate(q, val, cfg, n_windows=n_windows, linear=linear_hook(r, acts, set(targets)))
     return {"method": r.name, "bits_per_weight": w_bits / n_w, "size_bytes": int(round(total_bits / 8)),
             "perplexity": ppl, "accuracy": acc}
-
-
-def layer_attribution(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, *, n_windows: int = 64):
-    """For each linear layer alone quantized with ``r``: weight SQNR (dB), output SQNR (dB) on the
-    validation windows, and perplexity. Returns a list of dicts, in forward order."""
-    from .model import cross_entropy
-
-    T = cfg.block_size
-    x = val[: n_windows * T].reshape(n_windows, T).astype(np.int64)
-    y = val[1: n_windows * T + 1].reshape(n_windows, T).astype(np.int64)  # the windows of train.evaluate
-    outs_f: dict = {}
-
-    def record(store):
-        def f(name, xx, w, b):
-            y = affine(xx, w, b)
-            store[name] = y
-            return y
-        return f
-
-    forward(p, x, cfg, linear=record(outs_f))
-    rows = []
-    for name in linear_names(cfg):
-        rl = replace(r, layers=(name,))
-        q, _ = apply_weights(p, cfg, rl)
-        outs_q: dict = {}
-        nll, _ = cross_entropy(forward(q, x, cfg, linear=record(outs_q)), y)  # one pass: outputs and loss
-        rows.append({"layer": name, "weight_sqnr_db": sqnr_db(p[name], q[name]),
-                     "output_sqnr_db": sqnr_db(outs_f[name], outs_q[name]), "perplexity": float(np.exp(nll))})
-    return rows
 
 
 def standard_recipes() -> list:

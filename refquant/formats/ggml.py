@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import float_array
+from ..core._checks import float_array
 
 QK = 32
 BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}

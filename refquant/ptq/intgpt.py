@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
-from .intlayers import int_attention, quantize_linear_layer
-from .intops import int_gelu, int_layernorm
-from .model import GPTConfig, affine, forward
+from ..integer.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from ..integer.layers import int_attention, quantize_linear_layer
+from ..integer.nonlinear import int_gelu, int_layernorm
+from ..models.gpt import GPTConfig, affine, forward
 
 R_MAX = 2**30 - 1  # the residual stream's int32 range (headroom for one addition)
 

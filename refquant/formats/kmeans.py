@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import float_array
+from ..core._checks import float_array
 
 METHODS = ("auto", "optimal", "sklearn", "lloyd")
 

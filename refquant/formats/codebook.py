@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import float_array, int_array, positive_scale
-from .granularity import align, check_param, to_groups
+from ..core._checks import float_array, int_array, positive_scale
+from ..core.granularity import align, check_param, to_groups
 
 TIES = ("even", "down", "up")
 
@@ -216,7 +216,7 @@ def codebook_quantize_ref(x, codebook, *, ties: str = "even") -> np.ndarray:
 
 def uniform_codebook(scale: float, zero_point: int, qrange) -> np.ndarray:
     """The uniform grid ``scale · (q − zero_point)`` for q in [qmin, qmax], as a codebook (float64)."""
-    from .ranges import qrange as as_qrange
+    from ..core.ranges import qrange as as_qrange
 
     r = as_qrange(qrange)
     return float(scale) * (np.arange(r.qmin, r.qmax + 1, dtype=np.float64) - int(zero_point))
@@ -260,7 +260,7 @@ def absmax_scale(x, target: float = 1.0, *, axis: int | None = None, block_size:
     """Per tensor / channel / group scale ``max|x| / target`` (float32) that maps the largest magnitude
     onto the codebook's end value ``target`` (1 for NF4, 6 for FP4 E2M1, 448 for FP8 E4M3).
     An all-zero group gets scale 1 (its values are 0 whatever the scale)."""
-    from .granularity import from_groups
+    from ..core.granularity import from_groups
 
     xa = float_array(x, "x")
     if xa.size == 0:

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import int_array
+from ..core._checks import int_array
 from .fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
-from .ranges import qrange as as_qrange
+from ..core.ranges import qrange as as_qrange
 
 K_CHUNK = 1024  # 1024 · 128² = 2^24: the largest exact float32 chunk
 

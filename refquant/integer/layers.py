@@ -25,11 +25,11 @@ import math
 
 import numpy as np
 
-from ._checks import float_array, int_array
+from ..core._checks import float_array, int_array
 from .fixedpoint import quantize_multiplier
-from .intops import int_softmax
-from .kernels import PackedMatrix, fully_connected, int_matmul, prepack, requantize
-from .ranges import qrange as as_qrange
+from .nonlinear import int_softmax
+from .gemm import PackedMatrix, fully_connected, int_matmul, prepack, requantize
+from ..core.ranges import qrange as as_qrange
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import float_array
+from ..core._checks import float_array
 from .codebook import CodebookTensor, codebook_quantize
 
 

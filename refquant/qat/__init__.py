@@ -1,0 +1,1 @@
+"""Layer 5 — quantization-aware training: quantizers with gradients, training loops."""
