@@ -135,7 +135,7 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
     _, val = train_val_split(meta.get("seed", 0), n_train=0)
     calib_rng = np.random.default_rng(1234)
     held_out = val[len(val) // 2:]  # calibration batches never overlap the evaluation windows
-    calib = [get_batch(held_out, 16, cfg.block_size, calib_rng)[0] for _ in range(4)]
+    calib = [get_batch(held_out, 16, cfg.context_length, calib_rng)[0] for _ in range(4)]
     rows = [run_recipe(p, cfg, r, val, calib, n_windows=n_windows) for r in standard_recipes()]
     base = rows[0]["perplexity"]
     for r in rows:

@@ -13,7 +13,7 @@ from refquant.ptq.recipes import Recipe, apply_weights, quantize_weight, run_rec
 from refquant.io.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from refquant.models.train import evaluate, train
 
-TINY = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8)
+TINY = GPTConfig(vocab_size=11, context_length=6, n_layer=2, n_head=2, n_embd=8)
 
 
 def test_gradients_match_finite_differences():
@@ -46,7 +46,7 @@ def test_corpus_is_deterministic_small_and_encodable():
 
 def test_training_reduces_the_loss_deterministically():
     data = encode(make_corpus(20000, 0))
-    cfg = GPTConfig(vocab_size=len(ALPHABET), block_size=16, n_layer=1, n_head=2, n_embd=16)
+    cfg = GPTConfig(vocab_size=len(ALPHABET), context_length=16, n_layer=1, n_head=2, n_embd=16)
     losses = []
     p = train(cfg, data, steps=40, batch=8, lr=1e-2, warmup=5, log=lambda s, loss: losses.append(loss))
     p2 = train(cfg, data, steps=40, batch=8, lr=1e-2, warmup=5)
@@ -164,10 +164,10 @@ def test_integer_only_gpt_matches_float_perplexity(shipped):
 
     p, cfg, _, val = shipped
     rng = np.random.default_rng(1234)
-    calib = [get_batch(val[len(val) // 2:], 16, cfg.block_size, rng)[0] for _ in range(2)]
+    calib = [get_batch(val[len(val) // 2:], 16, cfg.context_length, rng)[0] for _ in range(2)]
     m = build_int_gpt(p, cfg, calib)
     assert m.wte.dtype == np.int32 and all(layer.weight.dtype == np.int8 for layer in m.layers.values())
-    T, n = cfg.block_size, 8
+    T, n = cfg.context_length, 8
     x = val[: n * T].reshape(n, T).astype(np.int64)
     y = val[1: n * T + 1].reshape(n, T).astype(np.int64)
     q = int_forward(m, x)
@@ -177,3 +177,41 @@ def test_integer_only_gpt_matches_float_perplexity(shipped):
     assert ppl_int < ppl_float * 1.02  # measured +0.2 % on 64 windows
     with pytest.raises(ValueError, match="calib_batches"):
         build_int_gpt(p, cfg, [])
+
+
+def test_linear_hook_weight_gradient_uses_the_operands_it_multiplied():
+    # A hook that rounds its input to a 0.25 grid: the weight gradient must be dyᵀ x̂ (x̂ the rounded
+    # input), not dyᵀ x. Compare with a model whose inputs are already on the grid: same loss, same dW.
+    cfg, p = TINY, init_params(TINY, seed=3, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, cfg.vocab_size, (2, cfg.context_length))
+    tgt = rng.integers(0, cfg.vocab_size, (2, cfg.context_length))
+
+    def hook(name, x, w, b):
+        xh = np.round(x * 4) / 4
+        y = xh @ w.T
+        return (y if b is None else y + b), xh, w
+
+    loss_h, g_h = loss_and_grads(p, idx, tgt, cfg, linear=hook)
+    loss_f, g_f = loss_and_grads(p, idx, tgt, cfg)
+    assert loss_h != loss_f
+    # the lm_head's input x̂_f: recompute it through a recording hook
+    seen = {}
+
+    def record(name, x, w, b):
+        seen[name] = np.round(x * 4) / 4
+        return hook(name, x, w, b)
+
+    logits = forward(p, idx, cfg, linear=record)
+    _, prob = cross_entropy(logits, tgt)
+    d = prob.copy()
+    np.put_along_axis(d, tgt[..., None], np.take_along_axis(prob, tgt[..., None], -1) - 1, -1)
+    d /= d.shape[0] * d.shape[1]
+    expect = d.reshape(-1, d.shape[-1]).T @ seen["lm_head.w"].reshape(-1, seen["lm_head.w"].shape[-1])
+    np.testing.assert_allclose(g_h["lm_head.w"], expect, rtol=1e-12, atol=1e-15)
+    assert not np.allclose(g_h["lm_head.w"], g_f["lm_head.w"])
+
+
+def test_linear_hook_bad_return_names_the_layer():
+    with pytest.raises(ValueError, match="h0.attn.c_attn.w"):
+        forward(init_params(TINY), np.zeros((1, 2), np.int64), TINY, linear=lambda n, x, w, b: (x, w))

@@ -20,7 +20,10 @@ def load_checkpoint(path: str = CHECKPOINT):
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} not found (python -m refquant train writes one)")
     with np.load(path) as z:
-        cfg = GPTConfig(**json.loads(str(z["__config__"])))
+        fields = json.loads(str(z["__config__"]))
+        if "block_size" in fields:  # checkpoints written before refquant 0.2 named the context length so
+            fields["context_length"] = fields.pop("block_size")
+        cfg = GPTConfig(**fields)
         meta = json.loads(str(z["__meta__"]))
         p = {k: z[k] for k in z.files if not k.startswith("__")}
     return p, cfg, meta

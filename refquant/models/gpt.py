@@ -30,7 +30,7 @@ from scipy.special import erf
 @dataclass(frozen=True)
 class GPTConfig:
     vocab_size: int = 48  # characters
-    block_size: int = 64  # context length T
+    context_length: int = 64  # T: the longest sequence the model sees (positions embedded)
     n_layer: int = 2  # transformer blocks
     n_head: int = 4  # attention heads
     n_embd: int = 96  # embedding width C (head size C / n_head)
@@ -50,7 +50,7 @@ def init_params(cfg: GPTConfig, seed: int = 0, dtype=np.float32) -> dict:
     C, V = cfg.n_embd, cfg.vocab_size
     n = lambda *shape, std=0.02: (rng.standard_normal(shape) * std).astype(dtype)  # noqa: E731
     proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)
-    p = {"wte": n(V, C), "wpe": n(cfg.block_size, C)}
+    p = {"wte": n(V, C), "wpe": n(cfg.context_length, C)}
     for i in range(cfg.n_layer):
         h = f"h{i}."
         p[h + "ln_1.g"], p[h + "ln_1.b"] = np.ones(C, dtype), np.zeros(C, dtype)
@@ -130,19 +130,49 @@ def _attention_backward(dy, cache):
     return np.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
 
 
+def call_linear(linear, name: str, x, w, b):
+    """Apply a ``linear=`` hook and normalise what it returns to ``(y, x_used, w_used)``.
+
+    The hook contract, shared by every model in :mod:`refquant.models`: ``linear(name, x, w, b)``
+    computes the layer ``y ≈ x @ wᵀ + b`` (x (..., in), w (out, in), b (out,) or None) and returns
+    either ``y`` alone — the operands were used as given — or ``(y, x_used, w_used)``, the operands the
+    layer actually multiplied (a fake-quantized activation x̂ and weight ŵ). The backward pass forms
+    ``dW = dyᵀ x_used`` and ``dx = dy w_used``: the weight gradient of a layer with a quantized input
+    uses x̂, not x, and the gradient reaches x and w straight through the quantizers (the STE; a QAT
+    hook that needs the quantizers' own masks applies them to what it returns).
+    """
+    if linear is None:
+        return affine(x, w, b), x, w
+    out = linear(name, x, w, b)
+    if isinstance(out, tuple):
+        if len(out) != 3:
+            raise ValueError(f"linear: the hook for {name!r} returned a tuple of {len(out)}; expected y or (y, x_used, w_used)")
+        return out
+    return out, x, w
+
+
 def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, cache: bool = False):
     """Logits (B, T, V) for token ids ``idx`` (B, T).
 
-    ``linear(name, x, w, b)`` replaces ``x @ wᵀ + b`` when given: quantization recipes use it to
-    quantize activations (weights are quantized by passing modified parameters). ``tap(name, v)``,
+    ``linear(name, x, w, b)`` replaces ``x @ wᵀ + b`` when given (contract: :func:`call_linear`):
+    quantization recipes use it to quantize activations (weights are quantized by passing modified
+    parameters, or by the hook itself). With ``cache=True`` the operands each layer multiplied are kept
+    for :func:`loss_and_grads`. ``tap(name, v)``,
     when given, sees the residual stream (``"res"``, after every update) and each GELU output
     (``"h<i>.gelu"``): calibration for integer-only inference uses it.
     """
-    lin = linear or (lambda name, x, w, b: affine(x, w, b))
+    used: dict = {}  # name -> (x_used, w_used): what the backward pass multiplies by
+
+    def lin(name, x, w, b):
+        y, x_used, w_used = call_linear(linear, name, x, w, b)
+        if cache:
+            used[name] = (x_used, w_used)
+        return y
+
     tap = tap or (lambda name, v: None)
     B, T = idx.shape
-    if T > cfg.block_size:
-        raise ValueError(f"idx: sequence length {T} exceeds block_size {cfg.block_size}")
+    if T > cfg.context_length:
+        raise ValueError(f"idx: sequence length {T} exceeds context_length {cfg.context_length}")
     x = p["wte"][idx] + p["wpe"][:T]  # (B, T, C)
     tap("res", x)
     caches = []
@@ -159,17 +189,17 @@ def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, 
         tap(h + "gelu", g)
         x = x + lin(h + "mlp.c_proj.w", g, p[h + "mlp.c_proj.w"], p[h + "mlp.c_proj.b"])
         tap("res", x)
-        caches.append((a, c_ln1, y, c_att, m, c_ln2, u, g))
+        caches.append((c_ln1, c_att, c_ln2, u))  # the linear layers' inputs are in `used`
     xf, c_lnf = _layernorm(x, p["ln_f.g"], p["ln_f.b"])
     logits = lin("lm_head.w", xf, p["lm_head.w"], None)  # (B, T, V)
-    return (logits, (idx, caches, xf, c_lnf)) if cache else logits
+    return (logits, (idx, caches, xf, c_lnf, used)) if cache else logits
 
 
 def generate(p: dict, cfg: GPTConfig, ids, n: int) -> np.ndarray:
     """Greedy continuation: ``ids`` (T0,) token ids extended by ``n`` argmax predictions, int64 (T0 + n,)."""
     out = [int(i) for i in np.asarray(ids).ravel()]
     for _ in range(n):
-        logits = forward(p, np.array([out[-cfg.block_size:]]), cfg)  # (1, T, V)
+        logits = forward(p, np.array([out[-cfg.context_length:]]), cfg)  # (1, T, V)
         out.append(int(logits[0, -1].argmax()))
     return np.array(out, np.int64)
 
@@ -182,29 +212,38 @@ def cross_entropy(logits, targets):
     return float(nll), np.exp(logp)
 
 
-def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig):
-    """Mean cross-entropy of next-token prediction and the gradient of every parameter."""
-    logits, (idx, caches, xf, c_lnf) = forward(p, idx, cfg, cache=True)
+def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig, *, linear=None):
+    """Mean cross-entropy of next-token prediction and the gradient of every parameter.
+
+    With a ``linear=`` hook the gradients are those of the hooked model, each linear layer
+    differentiated at the operands it actually multiplied (see :func:`call_linear`).
+    """
+    logits, (idx, caches, xf, c_lnf, used) = forward(p, idx, cfg, linear=linear, cache=True)
     loss, prob = cross_entropy(logits, targets)
     B, T, V = logits.shape
     dlogits = prob
     np.put_along_axis(dlogits, targets[..., None], np.take_along_axis(prob, targets[..., None], -1) - 1, -1)
     dlogits /= B * T
     g = {k: np.zeros_like(v) for k, v in p.items()}
-    g["lm_head.w"], _, dxf = _linear_backward(dlogits, xf, p["lm_head.w"])
+
+    def lin_back(dy, name):
+        x_used, w_used = used[name]
+        return _linear_backward(dy, x_used, w_used)
+
+    g["lm_head.w"], _, dxf = lin_back(dlogits, "lm_head.w")
     dx, g["ln_f.g"], g["ln_f.b"] = _layernorm_backward(dxf, c_lnf)
     for i in reversed(range(cfg.n_layer)):
         h = f"h{i}."
-        a, c_ln1, y, c_att, m, c_ln2, u, gl = caches[i]
+        c_ln1, c_att, c_ln2, u = caches[i]
         # MLP: x = x + gelu(m Wfcᵀ + bfc) Wprojᵀ + bproj
-        g[h + "mlp.c_proj.w"], g[h + "mlp.c_proj.b"], dgl = _linear_backward(dx, gl, p[h + "mlp.c_proj.w"])
-        g[h + "mlp.c_fc.w"], g[h + "mlp.c_fc.b"], dm = _linear_backward(_gelu_backward(dgl, u), m, p[h + "mlp.c_fc.w"])
+        g[h + "mlp.c_proj.w"], g[h + "mlp.c_proj.b"], dgl = lin_back(dx, h + "mlp.c_proj.w")
+        g[h + "mlp.c_fc.w"], g[h + "mlp.c_fc.b"], dm = lin_back(_gelu_backward(dgl, u), h + "mlp.c_fc.w")
         dm, g[h + "ln_2.g"], g[h + "ln_2.b"] = _layernorm_backward(dm, c_ln2)
         dx = dx + dm
         # attention: x = x + attn(a Wattnᵀ + battn) Wprojᵀ + bproj
-        g[h + "attn.c_proj.w"], g[h + "attn.c_proj.b"], dy = _linear_backward(dx, y, p[h + "attn.c_proj.w"])
+        g[h + "attn.c_proj.w"], g[h + "attn.c_proj.b"], dy = lin_back(dx, h + "attn.c_proj.w")
         dqkv = _attention_backward(dy, c_att)
-        g[h + "attn.c_attn.w"], g[h + "attn.c_attn.b"], da = _linear_backward(dqkv, a, p[h + "attn.c_attn.w"])
+        g[h + "attn.c_attn.w"], g[h + "attn.c_attn.b"], da = lin_back(dqkv, h + "attn.c_attn.w")
         da, g[h + "ln_1.g"], g[h + "ln_1.b"] = _layernorm_backward(da, c_ln1)
         dx = dx + da
     np.add.at(g["wte"], idx, dx)

@@ -7,11 +7,11 @@ import numpy as np
 
 from .gpt import GPTConfig, adamw_step, cross_entropy, forward, init_params, loss_and_grads
 
-def get_batch(data: np.ndarray, batch: int, block: int, rng: np.random.Generator):
-    """Random windows: inputs (batch, block) and next-character targets, as int64."""
-    ix = rng.integers(0, len(data) - block - 1, batch)
-    x = np.stack([data[i:i + block] for i in ix]).astype(np.int64)
-    y = np.stack([data[i + 1:i + 1 + block] for i in ix]).astype(np.int64)
+def get_batch(data: np.ndarray, batch: int, length: int, rng: np.random.Generator):
+    """Random windows: inputs (batch, length) and next-character targets, as int64."""
+    ix = rng.integers(0, len(data) - length - 1, batch)
+    x = np.stack([data[i:i + length] for i in ix]).astype(np.int64)
+    y = np.stack([data[i + 1:i + 1 + length] for i in ix]).astype(np.int64)
     return x, y
 
 
@@ -30,7 +30,7 @@ def train(cfg: GPTConfig, data: np.ndarray, *, steps: int = 2000, batch: int = 3
     rng = np.random.default_rng(seed + 1)
     state: dict = {}
     for step in range(steps):
-        x, y = get_batch(data, batch, cfg.block_size, rng)
+        x, y = get_batch(data, batch, cfg.context_length, rng)
         loss, g = loss_and_grads(p, x, y, cfg)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged at step {step} (loss {loss})")
@@ -43,7 +43,7 @@ def train(cfg: GPTConfig, data: np.ndarray, *, steps: int = 2000, batch: int = 3
 def evaluate(p: dict, data: np.ndarray, cfg: GPTConfig, *, n_windows: int = 64, linear=None):
     """Perplexity (exp of the mean NLL per character) and next-character accuracy on the first
     ``n_windows`` non-overlapping windows of ``data``."""
-    T = cfg.block_size
+    T = cfg.context_length
     n = min(n_windows, (len(data) - 1) // T)
     x = data[: n * T].reshape(n, T).astype(np.int64)
     y = data[1: n * T + 1].reshape(n, T).astype(np.int64)

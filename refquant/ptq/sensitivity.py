@@ -19,7 +19,7 @@ from .recipes import Recipe, apply_weights
 def layer_attribution(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, *, n_windows: int = 64):
     """For each linear layer alone quantized with ``r``: weight SQNR (dB), output SQNR (dB) on the
     validation windows, and perplexity. Returns a list of dicts, in forward order."""
-    T = cfg.block_size
+    T = cfg.context_length
     x = val[: n_windows * T].reshape(n_windows, T).astype(np.int64)
     y = val[1: n_windows * T + 1].reshape(n_windows, T).astype(np.int64)  # the windows of train.evaluate
     outs_f: dict = {}
