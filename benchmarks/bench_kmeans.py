@@ -3,7 +3,7 @@
     python benchmarks/bench_kmeans.py [--n 1000000] [--k 16 256]
 
 Data: n Student-t(4) samples (float32, seed 0). For each k, every method's codebook is scored by
-its SSE relative to refquant's exact DP optimum (``method="optimal"``, computed in the same run;
+its SSE relative to refquant's exact DP optimum (``algorithm="optimal"``, computed in the same run;
 at n = 1M and k = 256 that takes a few minutes and ~1 GB for the split-point table), and its time
 as a ratio to scikit-learn's ``KMeans(n_init=1)`` with its default k-means++ initialisation.
 Target (issue 4): the default method at least 20x faster than scikit-learn and within 0.02 % of
@@ -30,12 +30,12 @@ def main():
     args = ap.parse_args()
     x = np.random.default_rng(0).standard_t(4, args.n).astype(np.float32)
     methods = [
-        ("sklearn k-means++ (baseline)", dict(method="sklearn", init="k-means++")),
-        ("sklearn linear init", dict(method="sklearn", init="linear")),
-        ("sklearn density init", dict(method="sklearn", init="density")),
-        ("lloyd (sorted, linear init)", dict(method="lloyd")),
+        ("sklearn k-means++ (baseline)", dict(algorithm="sklearn", init="k-means++")),
+        ("sklearn linear init", dict(algorithm="sklearn", init="linear")),
+        ("sklearn density init", dict(algorithm="sklearn", init="density")),
+        ("lloyd (sorted, linear init)", dict(algorithm="lloyd")),
         ("auto (default)", dict()),
-        ("optimal (exact DP)", dict(method="optimal")),
+        ("optimal (exact DP)", dict(algorithm="optimal")),
     ]
     print(f"n = {args.n:,} Student-t(4) float32 values")
     for k in args.k:

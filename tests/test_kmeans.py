@@ -29,7 +29,7 @@ def brute_force_sse(x, k, w=None):
 
 def test_golden_two_clusters():
     # {0, 1, 10, 11} with k = 2: clusters {0, 1} and {10, 11}, levels 0.5 and 10.5, SSE 4 * 0.25 = 1
-    c = kmeans_codebook(np.array([0.0, 1.0, 10.0, 11.0]), 2, method="optimal")
+    c = kmeans_codebook(np.array([0.0, 1.0, 10.0, 11.0]), 2, algorithm="optimal")
     assert c.tolist() == [0.5, 10.5]
     assert kmeans_sse([0.0, 1.0, 10.0, 11.0], c) == 1.0
 
@@ -40,7 +40,7 @@ def test_golden_two_clusters():
 @example(np.array([2.0, 3.0, 1.84796579e-155, 0.0, 1.0, 1.44837038e-165]), 5, False)  # means lost to prefix sums
 def test_optimal_equals_brute_force(x, k, weighted):
     w = np.arange(1, x.size + 1, dtype=float) if weighted else None
-    c = kmeans_codebook(x, k, method="optimal", weights=w)
+    c = kmeans_codebook(x, k, algorithm="optimal", weights=w)
     assert c.size <= k and np.all(np.diff(c) > 0)
     assert kmeans_sse(x, c, w) == pytest.approx(brute_force_sse(x, k, w), rel=1e-9, abs=1e-9)
 
@@ -49,35 +49,35 @@ def test_optimal_equals_brute_force(x, k, weighted):
 @settings(max_examples=25)
 @example(np.concatenate([np.zeros(50), np.arange(10) * 100.0]), 4)
 def test_optimal_beats_uniform_grid_sklearn_lloyd_and_auto(x, k):
-    opt = kmeans_sse(x, kmeans_codebook(x, k, method="optimal"))
+    opt = kmeans_sse(x, kmeans_codebook(x, k, algorithm="optimal"))
     grid = np.linspace(x.min(), x.max(), k)
     assert opt <= kmeans_sse(x, grid) * (1 + 1e-12) + 1e-12
     for method in ["sklearn", "lloyd", "auto"]:
-        assert opt <= kmeans_sse(x, kmeans_codebook(x, k, method=method)) * (1 + 1e-9) + 1e-9
+        assert opt <= kmeans_sse(x, kmeans_codebook(x, k, algorithm=method)) * (1 + 1e-9) + 1e-9
 
 
 def test_auto_is_exact_on_few_distinct_values_and_near_optimal_on_heavy_tails():
     x = np.random.default_rng(0).integers(-20, 20, 5000).astype(float)  # 40 distinct values: the DP runs on them
-    assert kmeans_sse(x, kmeans_codebook(x, 6)) == kmeans_sse(x, kmeans_codebook(x, 6, method="optimal"))
+    assert kmeans_sse(x, kmeans_codebook(x, 6)) == kmeans_sse(x, kmeans_codebook(x, 6, algorithm="optimal"))
     t = np.random.default_rng(1).standard_t(4, 20000)
-    opt = kmeans_sse(t, kmeans_codebook(t, 16, method="optimal"))
+    opt = kmeans_sse(t, kmeans_codebook(t, 16, algorithm="optimal"))
     auto = kmeans_sse(t, kmeans_codebook(t, 16, n_points=512))
-    lloyd = kmeans_sse(t, kmeans_codebook(t, 16, method="lloyd"))
+    lloyd = kmeans_sse(t, kmeans_codebook(t, 16, algorithm="lloyd"))
     assert auto <= opt * (1 + 2e-4)  # within 0.02 %
     assert lloyd > opt * 1.05  # the plain Lloyd trap on heavy tails, which "auto" avoids
 
 
 def test_fewer_distinct_values_than_k_and_duplicates():
     assert kmeans_codebook(np.array([3.0, 1.0, 3.0, 1.0]), 8).tolist() == [1.0, 3.0]
-    assert kmeans_codebook(np.full(10, 2.5), 4, method="sklearn").tolist() == [2.5]
+    assert kmeans_codebook(np.full(10, 2.5), 4, algorithm="sklearn").tolist() == [2.5]
     assert kmeans_codebook(np.array([7.0]), 1).tolist() == [7.0]
 
 
 def test_weighted_histogram_equals_raw_data():
     x = np.array([0.0, 0.0, 0.0, 1.0, 5.0, 5.0, 9.0])
     v, counts = np.unique(x, return_counts=True)
-    a = kmeans_codebook(x, 3, method="optimal")
-    b = kmeans_codebook(v, 3, method="optimal", weights=counts)
+    a = kmeans_codebook(x, 3, algorithm="optimal")
+    b = kmeans_codebook(v, 3, algorithm="optimal", weights=counts)
     assert np.allclose(a, b, rtol=0, atol=1e-12)
 
 
@@ -93,8 +93,8 @@ def test_kmeans_beats_uniform_on_the_same_number_of_levels():
     (lambda: kmeans_codebook(np.zeros(0), 2), "x is empty"),
     (lambda: kmeans_codebook(np.array([1.0, np.nan]), 2), "x contains NaN"),
     (lambda: kmeans_codebook(np.array([1.0, np.inf]), 2), "x must be finite"),
-    (lambda: kmeans_codebook(np.ones(3), 2, method="minibatch"), "method: unknown"),
-    (lambda: kmeans_codebook(np.arange(5.0), 2, method="sklearn", init="random"), "init: expected"),
+    (lambda: kmeans_codebook(np.ones(3), 2, algorithm="minibatch"), "algorithm: unknown"),
+    (lambda: kmeans_codebook(np.arange(5.0), 2, algorithm="sklearn", init="random"), "init: expected"),
     (lambda: kmeans_codebook(np.ones(3), 2, weights=np.ones(2)), "one value per element"),
     (lambda: kmeans_codebook(np.ones(3), 2, weights=-np.ones(3)), "weights must be finite, >= 0"),
 ])
@@ -107,5 +107,5 @@ def test_input_not_mutated():
     x = np.random.default_rng(3).standard_normal(300)
     c = x.copy()
     for m in ["auto", "optimal", "sklearn", "lloyd"]:
-        kmeans_codebook(x, 5, method=m)
+        kmeans_codebook(x, 5, algorithm=m)
     assert np.array_equal(x, c)

@@ -94,7 +94,7 @@ def test_calibrated_minmax_quantization_covers_data():
     (lambda: mse_range(np.ones(3), n_grid=0), "n_grid must be"),
     (lambda: kl_range(np.ones(3), n_bins=1), "n_bins must be"),
     (lambda: moving_average_update(None, np.ones(3), momentum=0), "momentum must be in"),
-    (lambda: calibrate(np.ones(3), method="entropy"), "method: unknown calibration"),
+    (lambda: calibrate(np.ones(3), calibration="entropy"), "calibration: unknown"),
     (lambda: minmax_update(minmax_update(None, np.ones((2, 3)), axis=0), np.ones((2, 3)), axis=1), "state:"),
     (lambda: minmax_range(np.ones((2, 3)), axis=2), "axis=2 is out of range"),
 ])

@@ -207,7 +207,7 @@ def kl_range(x, qrange="int8", *, n_bins: int = 2048, axis: int | None = None, b
 CALIBRATORS = {"minmax": minmax_range, "percentile": percentile_range, "mse": mse_range, "kl": kl_range}
 
 
-def calibrate(x, qrange="int8", method: str = "minmax", *, symmetric: bool = False,
+def calibrate(x, qrange="int8", calibration: str = "minmax", *, symmetric: bool = False,
               symmetric_divisor: str = "qmax", axis: int | None = None, block_size: int = 0, **options):
     """Range estimation followed by :func:`refquant.uniform.qparams_from_range`.
 
@@ -215,7 +215,7 @@ def calibrate(x, qrange="int8", method: str = "minmax", *, symmetric: bool = Fal
     ----------
     x : ndarray of float — the calibration sample
     qrange : str or QRange
-    method : {"minmax", "percentile", "mse", "kl"}
+    calibration : {"minmax", "percentile", "mse", "kl"} — the range estimator
     symmetric, symmetric_divisor : as in ``qparams_from_range``
     axis, block_size : granularity
     **options : passed to the range function (``percentile=``, ``n_grid=``, ``n_bins=``)
@@ -224,13 +224,13 @@ def calibrate(x, qrange="int8", method: str = "minmax", *, symmetric: bool = Fal
     -------
     scale : ndarray of float32, zero_point : ndarray of int32 (parameter shape)
     """
-    if method not in CALIBRATORS:
-        raise ValueError(f"method: unknown calibration {method!r}; expected one of {tuple(CALIBRATORS)}")
+    if calibration not in CALIBRATORS:
+        raise ValueError(f"calibration: unknown {calibration!r}; expected one of {tuple(CALIBRATORS)}")
     kw = dict(axis=axis, block_size=block_size, **options)
-    if method == "mse":
+    if calibration == "mse":
         kw.update(symmetric=symmetric, symmetric_divisor=symmetric_divisor)
-    if method in ("mse", "kl"):
-        lo, hi = CALIBRATORS[method](x, qrange, **kw)
+    if calibration in ("mse", "kl"):
+        lo, hi = CALIBRATORS[calibration](x, qrange, **kw)
     else:
-        lo, hi = CALIBRATORS[method](x, **kw)
+        lo, hi = CALIBRATORS[calibration](x, **kw)
     return qparams_from_range(lo, hi, qrange, symmetric=symmetric, symmetric_divisor=symmetric_divisor)

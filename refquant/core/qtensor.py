@@ -77,14 +77,14 @@ class QTensor:
 
 
 def quantize_tensor(x, qrange="int8", *, symmetric: bool = False, axis: int | None = None, block_size: int = 0,
-                    method: str = "minmax", symmetric_divisor: str = "qmax", rounding: str = "half_even",
+                    calibration: str = "minmax", symmetric_divisor: str = "qmax", rounding: str = "half_even",
                     rng: np.random.Generator | None = None, **options) -> QTensor:
-    """Calibrate on ``x`` itself (``method``, see :func:`refquant.observers.calibrate`) and quantize.
+    """Calibrate on ``x`` itself (``calibration``, see :func:`refquant.observers.calibrate`) and quantize.
 
     Symmetric signed tensors store no zero point (it is 0); everything else stores one per scale.
     """
     r = as_qrange(qrange)
-    scale, zp = calibrate(x, r, method, symmetric=symmetric, symmetric_divisor=symmetric_divisor, axis=axis,
+    scale, zp = calibrate(x, r, calibration, symmetric=symmetric, symmetric_divisor=symmetric_divisor, axis=axis,
                           block_size=block_size, **options)
     q = quantize(x, scale, zp, r, axis=axis, block_size=block_size, rounding=rounding, rng=rng)
     keep_zp = not (symmetric and r.signed)

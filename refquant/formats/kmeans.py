@@ -42,7 +42,7 @@ import numpy as np
 
 from ..core._checks import float_array
 
-METHODS = ("auto", "optimal", "sklearn", "lloyd")
+ALGORITHMS = ("auto", "optimal", "sklearn", "lloyd")
 
 
 def _prepare(x, weights):
@@ -181,7 +181,7 @@ def _summary_points(xs, n_points):
     return np.unique(np.concatenate([[0, n], np.searchsorted(u, q, side="left")]))
 
 
-def kmeans_codebook(x, k: int, *, method: str = "auto", weights=None, init: str = "linear", n_points: int = 4096,
+def kmeans_codebook(x, k: int, *, algorithm: str = "auto", weights=None, init: str = "linear", n_points: int = 4096,
                     max_iter: int = 300, seed: int = 0) -> np.ndarray:
     """A sorted codebook of at most ``k`` levels minimising the (weighted) squared error.
 
@@ -189,10 +189,10 @@ def kmeans_codebook(x, k: int, *, method: str = "auto", weights=None, init: str 
     ----------
     x : ndarray of float, any shape (flattened), finite
     k : int >= 1 — number of levels (fewer are returned when x has fewer distinct values)
-    method : {"auto", "optimal", "sklearn", "lloyd"} — see the module docstring
+    algorithm : {"auto", "optimal", "sklearn", "lloyd"} — see the module docstring
     weights : ndarray of the same size as x, optional — per-element weights (e.g. histogram counts)
-    init : {"linear", "density", "k-means++"} — initialisation for ``method="sklearn"``
-    n_points : int — summary points for the DP of ``method="auto"``
+    init : {"linear", "density", "k-means++"} — initialisation for ``algorithm="sklearn"``
+    n_points : int — summary points for the DP of ``algorithm="auto"``
     max_iter : int — Lloyd iterations (``"auto"``, ``"lloyd"``, ``"sklearn"``)
     seed : int — for ``init="k-means++"``
 
@@ -202,23 +202,23 @@ def kmeans_codebook(x, k: int, *, method: str = "auto", weights=None, init: str 
     """
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
-    if method not in METHODS:
-        raise ValueError(f"method: unknown {method!r}; expected one of {METHODS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm: unknown {algorithm!r}; expected one of {ALGORITHMS}")
     xa, w = _prepare(x, weights)
     xs, ws = _sorted(xa, w)
     n_distinct = 1 + int(np.count_nonzero(xs[1:] != xs[:-1]))
-    if ws is not None or method in ("optimal", "sklearn") or n_distinct <= max(k, n_points):
+    if ws is not None or algorithm in ("optimal", "sklearn") or n_distinct <= max(k, n_points):
         v, wt = _distinct(xs, ws)
         if v.size <= k:
             return v  # every distinct value is its own level: SSE 0
-        if method == "optimal" or (method == "auto" and v.size <= n_points):
+        if algorithm == "optimal" or (algorithm == "auto" and v.size <= n_points):
             return optimal_kmeans(v, wt, k)[0]
-        if method == "sklearn":
+        if algorithm == "sklearn":
             return _sklearn(v, wt, k, init, max_iter, seed)
         if ws is not None:  # zero weights would make empty clusters look non-empty: use distinct values
             xs, ws = v, wt
     P = _Prefix(xs, ws)
-    if method == "lloyd":
+    if algorithm == "lloyd":
         return _lloyd_sorted(xs, ws, P, np.linspace(xs[0], xs[-1], k), max_iter)
     b = _summary_points(xs, n_points)  # chunk boundaries over the sorted data
     cw = P.W[b[1:]] - P.W[b[:-1]]

@@ -48,10 +48,10 @@ def compression_ratio(n: int, k: int, b: int = 32) -> float:
     return n * b / (n * np.log2(k) + k * b)
 
 
-def share_weights(w, k: int, *, method: str = "auto", **kmeans_options) -> SharedWeights:
+def share_weights(w, k: int, *, algorithm: str = "auto", **kmeans_options) -> SharedWeights:
     """Cluster the weights ``w`` (any shape) into at most ``k`` shared values (see :func:`kmeans_codebook`)."""
     wa = float_array(w, "w")
-    cb = kmeans_codebook(wa, k, method=method, **kmeans_options)
+    cb = kmeans_codebook(wa, k, algorithm=algorithm, **kmeans_options)
     idx = codebook_quantize(wa, cb)
     return SharedWeights(idx, cb.astype(np.float32))
 

@@ -70,7 +70,7 @@ def quantize_weight(w: np.ndarray, r: Recipe):
         return w, 32 * n
     if r.weight == "uniform":
         axis, block = (0, 0) if r.group_size == 0 else (1, r.group_size)
-        qt = quantize_tensor(w, f"int{r.bits}", symmetric=r.symmetric, axis=axis, block_size=block, method=r.calibration)
+        qt = quantize_tensor(w, f"int{r.bits}", symmetric=r.symmetric, axis=axis, block_size=block, calibration=r.calibration)
         return qt.dequantize().astype(np.float32), qt.storage_bits()
     if r.weight == "nf4":
         t = nf4_quantize(w, 64)
