@@ -232,19 +232,30 @@ class CodebookTensor:
     axis: int | None = None  # granularity of scale / 2-D codebook
     block_size: int = 0
     fixed_codebook: bool = False  # True: the table is part of the format (NF4, FP8) and is not stored
+    meta_bits: int = 0  # other stored format parameters (log2: the 8-bit exponent e_max)
+
+    @property
+    def shape(self) -> tuple:
+        return self.indices.shape
 
     def dequantize(self) -> np.ndarray:
         return codebook_dequantize(self.indices, self.codebook, scale=self.scale, axis=self.axis,
                                    block_size=self.block_size)
 
-    def bits_per_element(self, codebook_bits: int = 32, scale_bits: int = 32) -> float:
-        """``ceil(log2 K)`` bits per index plus the stored codebook and scales spread over the elements."""
-        k = self.codebook.shape[-1]
-        n = self.indices.size
-        index_bits = max(1, int(np.ceil(np.log2(k))))
+    def storage_bits(self, codebook_bits: int = 32, scale_bits: int = 32) -> int:
+        """``n · index_bits(K)`` + the stored codebook (unless fixed by the format) + scales + ``meta_bits``."""
         extra = 0 if self.fixed_codebook else self.codebook.size * codebook_bits
         extra += 0 if self.scale is None else self.scale.size * scale_bits
-        return index_bits + extra / n
+        return self.indices.size * index_bits(self.codebook.shape[-1]) + extra + self.meta_bits
+
+    def bits_per_element(self, codebook_bits: int = 32, scale_bits: int = 32) -> float:
+        """``ceil(log2 K)`` bits per index plus the stored codebook and scales spread over the elements."""
+        return self.storage_bits(codebook_bits, scale_bits) / self.indices.size
+
+
+def index_bits(k: int) -> int:
+    """Bits of one index into a codebook of ``k`` entries: ``max(1, ceil(log2 k))`` (one bit even for k = 1)."""
+    return max(1, (int(k) - 1).bit_length())
 
 
 

@@ -36,6 +36,8 @@ llama.cpp ``ggml/src/ggml-quants.c``: ``quantize_row_q{8_0,4_0,4_1,5_0,5_1}_ref`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..core._checks import float_array
@@ -215,3 +217,28 @@ def quantize_block_ref(x, qtype: str) -> bytes:
     qh = sum(((q[j] >> 4) & 1) << j for j in range(32)).to_bytes(4, "little")
     head = fp16(d) + (fp16(mn) if qtype in ("q4_1", "q5_1") else b"")
     return head + (qh if qtype in ("q5_0", "q5_1") else b"") + qs
+
+
+@dataclass(frozen=True)
+class GGMLTensor:
+    """A tensor stored as ggml blocks: the raw bytes of :func:`quantize`, its type and shape.
+
+    The shared contract of refquant's quantized tensors: ``.shape``, ``.dequantize()``, ``.storage_bits()``
+    (every byte of every block: scales, minimums and high bits included).
+    """
+
+    data: np.ndarray  # uint8, (..., n_blocks · BLOCK_BYTES[qtype]): rows of blocks, as ggml stores them
+    qtype: str  # one of BLOCK_BYTES
+    shape: tuple  # the original tensor's shape (last axis a multiple of 32)
+
+    def dequantize(self) -> np.ndarray:
+        return dequantize(self.data, self.qtype).reshape(self.shape)
+
+    def storage_bits(self) -> int:
+        return 8 * int(self.data.size)
+
+
+def quantize_tensor(x, qtype: str) -> GGMLTensor:
+    """:func:`quantize` wrapped with its type and shape: ``x`` (..., K), K a multiple of 32."""
+    data = quantize(x, qtype)
+    return GGMLTensor(data, qtype, tuple(np.shape(x)))

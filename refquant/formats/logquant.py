@@ -74,4 +74,5 @@ def log_quantize(x, bits: int = 4, *, base: float = 2.0, e_max: int | None = Non
     cb = log_codebook(bits, int(e_max), base)
     t = log_thresholds(cb, base, domain)
     idx = codebook_quantize(xa, cb, thresholds=t, ties="down")
-    return CodebookTensor(idx, cb, fixed_codebook=True)  # float64 levels: exact powers, any magnitude
+    # float64 levels: exact powers, any magnitude; e_max is stored (8 bits, as an fp8/E8M0 exponent)
+    return CodebookTensor(idx, cb, fixed_codebook=True, meta_bits=8)

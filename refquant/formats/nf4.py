@@ -86,12 +86,17 @@ class NF4Tensor:
         blocks = np.arange(n) // self.block_size
         return (_NF4[self.codes().reshape(-1)] * self.absmax[blocks]).reshape(self.shape)
 
-    def bits_per_element(self) -> float:
+    def storage_bits(self) -> int:
+        """4 bits per element + one float32 absmax per block (double quantization: int8 absmax codes,
+        a float32 scale per 256 of them and one float32 offset)."""
         n = int(np.prod(self.shape))
         if self.double_quant is None:
-            return 4 + 32 * self.absmax.size / n
+            return 4 * n + 32 * self.absmax.size
         q, s, _ = self.double_quant
-        return 4 + (8 * q.size + 32 * s.size + 32) / n
+        return 4 * n + 8 * q.size + 32 * s.size + 32
+
+    def bits_per_element(self) -> float:
+        return self.storage_bits() / int(np.prod(self.shape))
 
 
 def nf4_quantize(x, block_size: int = 64, *, double_quant: bool = False) -> NF4Tensor:

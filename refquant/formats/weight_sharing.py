@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core._checks import float_array, int_array
-from .codebook import codebook_quantize
+from .codebook import codebook_quantize, index_bits
 from .kmeans import kmeans_codebook
 
 
@@ -34,8 +34,16 @@ class SharedWeights:
     indices: np.ndarray  # uint8 / uint16, shape of the layer's weight
     codebook: np.ndarray  # float32, (k,)
 
+    @property
+    def shape(self) -> tuple:
+        return self.indices.shape
+
     def dequantize(self) -> np.ndarray:
         return self.codebook[self.indices]
+
+    def storage_bits(self, codebook_bits: int = 32) -> int:
+        """``n · index_bits(k)`` + the float32 codebook (``k`` = the stored codebook's size)."""
+        return self.indices.size * index_bits(self.codebook.size) + codebook_bits * self.codebook.size
 
     def compression_ratio(self, b: int = 32) -> float:
         return compression_ratio(self.indices.size, self.codebook.size, b)

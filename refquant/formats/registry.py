@@ -1,0 +1,246 @@
+"""One registry of weight formats: name → quantize, and the storage it costs, counted one way.
+
+Modelled on llama.cpp's ``type_traits`` table (``ggml/src/ggml.c``: one row per ``ggml_type`` with its
+block size, bytes per block and ``from_float`` / ``to_float``). Every consumer — the CLI, the demo,
+the PTQ recipes and the mixed-precision search — quantizes through :func:`quantize` and counts bits
+through the returned tensor's ``storage_bits()`` (or, without quantizing, :func:`storage_bits`,
+which must give the same number: a test checks it on every format).
+
+A weight is a 2-D array ``(rows, K)``: a linear layer's ``(out, in)``. "Per row" is per output
+channel; groups run along the input dimension K, the last axis, as in GPTQ, AWQ and ggml.
+
+Every quantized tensor returned honours one informal contract (no base class)::
+
+    t.shape            the original shape
+    t.dequantize()     float reconstruction, shape t.shape
+    t.storage_bits()   every stored bit: codes, scales, zero points, codebooks, exponents
+
+=============  ==========  ========================================  =====================================
+name           family      stored per row of K (n = rows · K)        defaults
+=============  ==========  ========================================  =====================================
+int2 … int8    uniform     b-bit codes, a float32 scale per group,   ``group_size=0`` (per row; None: per
+                           a b-bit zero point per group if affine    tensor), ``symmetric=True``,
+                                                                     ``calibration="minmax"``
+nf4            nf4         4-bit codes, float32 absmax per block     ``block_size=64`` (of the flattened
+                           (double quant: int8 absmax + float32 per  tensor, as bitsandbytes),
+                           256 + one float32 offset)                 ``double_quant=False``
+fp8_e4m3       minifloat   8-bit codes, a float32 scale per group    ``group_size=0`` (per row)
+fp8_e5m2       minifloat   8-bit codes, a float32 scale per group    ``group_size=0``
+fp4_e2m1       minifloat   4-bit codes, a float32 scale per group    ``group_size=32``
+kmeans         kmeans      ⌈log2 k⌉-bit indices + a float32 codebook  ``bits=4`` (k = 2^bits, per tensor)
+log2           log         b-bit sign+exponent codes + 8-bit e_max   ``bits=4``
+q8_0 … q5_1    ggml        blocks of 32: the ggml struct's bytes     (none)
+=============  ==========  ========================================  =====================================
+
+References
+----------
+llama.cpp ``ggml/src/ggml.c: type_traits`` (the table) and ``ggml-common.h`` (block structs).
+Dettmers et al., "QLoRA", NeurIPS 2023, §3 (NF4, double quantization: 4.127 bits per parameter).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from types import MappingProxyType
+from typing import Callable
+
+import numpy as np
+
+from ..core._checks import float_array
+from ..core.qtensor import quantize_tensor
+from ..core.ranges import qrange as as_qrange
+from . import ggml
+from .codebook import CodebookTensor, absmax_scale, codebook_quantize, index_bits
+from .logquant import log_quantize
+from .minifloat import minifloat_codebook, minifloat_format
+from .nf4 import nf4_quantize
+from .weight_sharing import share_weights
+
+SCALE_BITS = 32  # every scale, absmax and codebook entry is stored as float32
+
+
+@dataclass(frozen=True)
+class Format:
+    """One row of the registry."""
+
+    name: str  # the key: "int4", "nf4", "q4_0", ...
+    family: str  # "uniform", "nf4", "minifloat", "kmeans", "log", "ggml"
+    summary: str  # one line for --help and tables
+    defaults: MappingProxyType  # the options it takes and their default values
+    quantize: Callable  # (w (rows, K) float, **options) -> quantized tensor
+    storage_bits: Callable  # (shape (rows, K), **options) -> int, without quantizing
+    reference: str  # paper section or mirrored code
+
+
+def _groups(shape, group_size) -> int:
+    """Number of scales: one per tensor (None), per row (0) or per group of ``group_size`` along K."""
+    rows, k = shape
+    if group_size is None:
+        return 1
+    return rows if group_size == 0 else rows * math.ceil(k / group_size)
+
+
+def _granularity(group_size):
+    """(axis, block_size) of the core's granularity for a registry ``group_size``."""
+    if group_size is None:
+        return None, 0
+    return (0, 0) if group_size == 0 else (1, int(group_size))
+
+
+def _check_group_size(group_size, name="group_size"):
+    if group_size is None:
+        return
+    if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size < 0:
+        raise ValueError(f"{name} must be None (per tensor), 0 (per row) or a positive int, got {group_size!r}")
+
+
+def _uniform(bits: int) -> Format:
+    r = as_qrange(f"int{bits}")
+
+    def q(w, *, group_size=0, symmetric=True, calibration="minmax"):
+        _check_group_size(group_size)
+        axis, block = _granularity(group_size)
+        return quantize_tensor(w, r, symmetric=symmetric, axis=axis, block_size=block, calibration=calibration)
+
+    def bits_of(shape, *, group_size=0, symmetric=True, calibration="minmax"):
+        _check_group_size(group_size)
+        g = _groups(shape, group_size)
+        return shape[0] * shape[1] * bits + g * SCALE_BITS + (0 if symmetric else g * bits)
+
+    return Format(f"int{bits}", "uniform", f"{bits}-bit integers, scale per row / group (round half to even)",
+                  MappingProxyType(dict(group_size=0, symmetric=True, calibration="minmax")), q, bits_of,
+                  "Jacob et al. 2018 §2; Frantar et al. 2023 (GPTQ) §5 for groups")
+
+
+def _minifloat(name: str, fmt: str, default_group) -> Format:
+    f = minifloat_format(fmt)
+    top = float(minifloat_codebook(fmt).max())
+
+    def q(w, *, group_size=default_group):
+        _check_group_size(group_size)
+        axis, block = _granularity(group_size)
+        s = absmax_scale(w, top, axis=axis, block_size=block)  # max|x| lands on the largest finite value
+        idx = codebook_quantize(w, minifloat_codebook(fmt), scale=s, axis=axis, block_size=block)
+        return CodebookTensor(idx, minifloat_codebook(fmt), scale=s, axis=axis, block_size=block, fixed_codebook=True)
+
+    def bits_of(shape, *, group_size=default_group):
+        _check_group_size(group_size)
+        return shape[0] * shape[1] * f.bits + _groups(shape, group_size) * SCALE_BITS
+
+    return Format(name, "minifloat", f"{fmt} codes times an absmax scale per row / group (round to nearest even)",
+                  MappingProxyType(dict(group_size=default_group)), q, bits_of,
+                  "OCP 8-bit Floating Point Specification (OFP8) v1.0; ONNX float8e4m3fn / float4e2m1")
+
+
+def _nf4() -> Format:
+    def bits_of(shape, *, block_size=64, double_quant=False):
+        n = shape[0] * shape[1]
+        nb = math.ceil(n / block_size)
+        return 4 * n + (8 * nb + SCALE_BITS * math.ceil(nb / 256) + SCALE_BITS if double_quant else SCALE_BITS * nb)
+
+    return Format("nf4", "nf4", "4-bit NormalFloat, absmax per block of 64 (bitsandbytes layout)",
+                  MappingProxyType(dict(block_size=64, double_quant=False)),
+                  lambda w, *, block_size=64, double_quant=False: nf4_quantize(w, block_size, double_quant=double_quant),
+                  bits_of, "Dettmers et al. 2023 (QLoRA) §3; bitsandbytes quantize_4bit")
+
+
+def _kmeans() -> Format:
+    def bits_of(shape, *, bits=4):
+        k = 2 ** bits  # an upper bound: fewer distinct values store a smaller codebook
+        return shape[0] * shape[1] * index_bits(k) + SCALE_BITS * k
+
+    return Format("kmeans", "kmeans", "k = 2^bits shared values per tensor (1-D k-means; Deep Compression)",
+                  MappingProxyType(dict(bits=4)), lambda w, *, bits=4: share_weights(w, 2 ** bits), bits_of,
+                  "Han et al. 2016 (Deep Compression) §3")
+
+
+def _log2() -> Format:
+    return Format("log2", "log", "sign and power-of-two exponent per value, one exponent e_max per tensor",
+                  MappingProxyType(dict(bits=4)), lambda w, *, bits=4: log_quantize(w, bits),
+                  lambda shape, *, bits=4: shape[0] * shape[1] * bits + 8,
+                  "Miyashita et al. 2016, 'Convolutional Neural Networks using Logarithmic Data Representation'")
+
+
+def _ggml(qtype: str) -> Format:
+    nbytes = ggml.BLOCK_BYTES[qtype]
+
+    def bits_of(shape):
+        if shape[1] % ggml.QK:
+            raise ValueError(f"w: {qtype} needs rows that are a multiple of {ggml.QK}, got K={shape[1]}")
+        return shape[0] * shape[1] // ggml.QK * nbytes * 8
+
+    return Format(qtype, "ggml", f"llama.cpp {qtype}: blocks of 32, {nbytes} bytes each ({8 * nbytes / 32:g} bits/weight)",
+                  MappingProxyType({}), lambda w: ggml.quantize_tensor(w, qtype), bits_of,
+                  f"ggml-quants.c: quantize_row_{qtype}_ref")
+
+
+def _table() -> dict:
+    rows = [_uniform(b) for b in range(2, 9)]
+    rows += [_nf4(), _minifloat("fp8_e4m3", "float8e4m3fn", 0), _minifloat("fp8_e5m2", "float8e5m2", 0),
+             _minifloat("fp4_e2m1", "float4e2m1", 32), _kmeans(), _log2()]
+    rows += [_ggml(t) for t in ggml.BLOCK_BYTES]
+    return {f.name: f for f in rows}
+
+
+FORMATS = MappingProxyType(_table())  # name -> Format, in a fixed order
+FORMAT_NAMES = tuple(FORMATS)
+
+
+def get_format(name: str) -> Format:
+    """The registry row ``name``; ValueError listing the names otherwise."""
+    if not isinstance(name, str) or name not in FORMATS:
+        raise ValueError(f"format: unknown {name!r}; expected one of {', '.join(FORMAT_NAMES)}")
+    return FORMATS[name]
+
+
+def _options(f: Format, options: dict) -> dict:
+    unknown = set(options) - set(f.defaults)
+    if unknown:
+        takes = ", ".join(f.defaults) or "no options"
+        raise ValueError(f"{sorted(unknown)[0]}: not an option of format {f.name!r} (it takes {takes})")
+    return {**f.defaults, **options}
+
+
+def _shape(shape, name="shape") -> tuple:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"{name}: a weight must be 2-D (rows, K) with rows, K >= 1, got {shape}")
+    return shape
+
+
+def quantize(w, format: str, **options):
+    """Quantize a weight ``w`` (rows, K) in the registry format ``format``.
+
+    Parameters
+    ----------
+    w : ndarray of float, shape (rows, K) — a linear layer's (out, in); finite
+    format : str — a key of :data:`FORMATS`
+    **options : the format's options (see the module table); unknown ones raise ValueError
+
+    Returns
+    -------
+    A quantized tensor with ``.shape``, ``.dequantize()`` and ``.storage_bits()``.
+    """
+    f = get_format(format)
+    opts = _options(f, options)
+    wa = float_array(w, "w")
+    _shape(wa.shape, "w")
+    if not np.all(np.isfinite(wa)):
+        raise ValueError("w must be finite (NaN or Inf found): a weight format has no code for them")
+    return f.quantize(wa, **opts)
+
+
+def storage_bits(format: str, shape, **options) -> int:
+    """Bits that ``format`` stores for a weight of ``shape`` (rows, K), without quantizing anything.
+
+    Equals ``quantize(w, format, **options).storage_bits()`` for every ``w`` of that shape (for
+    ``kmeans`` an upper bound, reached when ``w`` has at least 2^bits distinct values).
+    """
+    f = get_format(format)
+    return int(f.storage_bits(_shape(shape), **_options(f, options)))
+
+
+def bits_per_weight(format: str, shape, **options) -> float:
+    """:func:`storage_bits` divided by the number of weights."""
+    rows, k = _shape(shape)
+    return storage_bits(format, (rows, k), **options) / (rows * k)
