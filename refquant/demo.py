@@ -10,65 +10,28 @@ import os
 import numpy as np
 
 
-def _methods():
-    """(name, function x -> (x_hat, bits per element)). Weights are (out, in): channels along axis 0,
-    groups along axis 1."""
-    from .core.qtensor import quantize_tensor
-    from .formats import ggml as ggml_ops
-    from .formats.codebook import absmax_scale, codebook_fake_quantize
-    from .formats.logquant import log_quantize
-    from .formats.minifloat import minifloat_codebook
-    from .formats.nf4 import nf4_quantize
-    from .formats.weight_sharing import share_weights
-
-    def uniform(qrange, **kw):
-        def f(x):
-            qt = quantize_tensor(x, qrange, **kw)
-            return qt.dequantize(), qt.bits_per_element()
-        return f
-
-    def minifloat(fmt, top, bits, block):
-        def f(x):
-            s = absmax_scale(x, top, axis=1, block_size=block)
-            return (codebook_fake_quantize(x, minifloat_codebook(fmt), scale=s, axis=1, block_size=block),
-                    bits + 32 / block)
-        return f
-
-    def ggml(qt):
-        return lambda x: (ggml_ops.dequantize(ggml_ops.quantize(x, qt), qt), 8 * ggml_ops.BLOCK_BYTES[qt] / 32)
-
-    def nf4(x):
-        t = nf4_quantize(x, 64)
-        return t.dequantize(), t.bits_per_element()
-
-    def log2(x):
-        t = log_quantize(x, 4)
-        return t.dequantize(), t.bits_per_element()
-
-    def kmeans(x):
-        s = share_weights(x, 16)
-        return s.dequantize(), 4 + 32 * 16 / x.size
-
-    return [
-        ("int8 per-tensor affine", uniform("int8")),
-        ("int8 per-channel sym", uniform("int8", symmetric=True, axis=0)),
-        ("int8 per-tensor percentile", uniform("int8", calibration="percentile", percentile=99.99)),
-        ("int4 per-tensor sym", uniform("int4", symmetric=True)),
-        ("int4 per-tensor MSE", uniform("int4", symmetric=True, calibration="mse")),
-        ("int4 per-channel sym", uniform("int4", symmetric=True, axis=0)),
-        ("int4 group-128 sym", uniform("int4", symmetric=True, axis=1, block_size=128)),
-        ("int4 group-32 sym", uniform("int4", symmetric=True, axis=1, block_size=32)),
-        ("int4 group-32 MSE", uniform("int4", symmetric=True, axis=1, block_size=32, calibration="mse")),
-        ("int3 group-32 sym", uniform("int3", symmetric=True, axis=1, block_size=32)),
-        ("log2 4-bit", log2),
-        ("k-means 16 (shared)", kmeans),
-        ("nf4 block-64", nf4),
-        ("fp4 e2m1 block-32", minifloat("float4e2m1", 6.0, 4, 32)),
-        ("fp8 e4m3 block-128", minifloat("float8e4m3fn", 448.0, 8, 128)),
-        ("ggml q4_0", ggml("q4_0")),
-        ("ggml q5_1", ggml("q5_1")),
-        ("ggml q8_0", ggml("q8_0")),
-    ]
+# (label, registry format, options): every row of the tensor table goes through the format registry,
+# so its bits per element are the registry's one accounting (scales, zero points, codebooks included)
+TENSOR_METHODS = (
+    ("int8 per-tensor affine", "int8", dict(group_size=None, symmetric=False)),
+    ("int8 per-channel sym", "int8", {}),
+    ("int8 per-tensor percentile", "int8", dict(group_size=None, symmetric=False, calibration="percentile")),
+    ("int4 per-tensor sym", "int4", dict(group_size=None)),
+    ("int4 per-tensor MSE", "int4", dict(group_size=None, calibration="mse")),
+    ("int4 per-channel sym", "int4", {}),
+    ("int4 group-128 sym", "int4", dict(group_size=128)),
+    ("int4 group-32 sym", "int4", dict(group_size=32)),
+    ("int4 group-32 MSE", "int4", dict(group_size=32, calibration="mse")),
+    ("int3 group-32 sym", "int3", dict(group_size=32)),
+    ("log2 4-bit", "log2", {}),
+    ("k-means 16 (shared)", "kmeans", dict(bits=4)),
+    ("nf4 block-64", "nf4", {}),
+    ("fp4 e2m1 block-32", "fp4_e2m1", {}),
+    ("fp8 e4m3 block-128", "fp8_e4m3", dict(group_size=128)),
+    ("ggml q4_0", "q4_0", {}),
+    ("ggml q5_1", "q5_1", {}),
+    ("ggml q8_0", "q8_0", {}),
+)
 
 
 def run_demo(out_dir: str = "figures") -> list:
@@ -81,13 +44,14 @@ def run_demo(out_dir: str = "figures") -> list:
     from .core import metrics
     from .core.qtensor import quantize_tensor
     from .core.samples import sample_tensors
+    from .formats import registry
 
     rows = []
     tensors = sample_tensors()
-    methods = _methods()
     for tname, x in tensors.items():
-        for mname, fn in methods:
-            xh, bits = fn(x)
+        for mname, fmt, opts in TENSOR_METHODS:
+            t = registry.quantize(x, fmt, **opts)
+            xh, bits = t.dequantize(), t.storage_bits() / x.size
             rows.append({"tensor": tname, "method": mname, "bits_per_element": float(bits),
                          "sqnr_db": metrics.sqnr_db(x, xh), "mse": metrics.mse(x, xh),
                          "cosine": metrics.cosine_similarity(x, xh)})
