@@ -58,7 +58,9 @@ def run_quantize(args) -> int:
         z = np.load(args.weights)
     except Exception as e:  # a file that is not an .npz: one line, no traceback
         raise ValueError(f"--weights: {args.weights!r} is not a readable .npz file ({type(e).__name__})") from None
-    recipe = Recipe(args.method, weight=args.method, bits=bits, group_size=args.group_size)
+    fmt, opts = {"uniform": (f"int{bits}", {"group_size": args.group_size}), "nf4": ("nf4", {}), "fp8": ("fp8_e4m3", {}),
+                 "fp4": ("fp4_e2m1", {}), "kmeans": ("kmeans", {"bits": bits}), "log": ("log2", {"bits": bits})}[args.method]
+    recipe = Recipe(args.method, fmt, opts)
     out, total_in, total_bits = {}, 0, 0
     print(f"{'array':32s} {'shape':>14s} {'bits/elem':>9s} {'SQNR dB':>8s} {'max |err|':>10s}")
     with z:

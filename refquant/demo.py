@@ -105,9 +105,9 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
     for r in rows:
         r["delta_pct"] = 100 * (r["perplexity"] / base - 1)
     families = {
-        "uniform, group 32": [Recipe(f"w{b}-g32", bits=b, group_size=32) for b in (2, 3, 4, 5, 6, 8)],
-        "uniform, per channel": [Recipe(f"w{b}-pc", bits=b) for b in (3, 4, 5, 6, 8)],
-        "k-means (shared)": [Recipe(f"km{b}", weight="kmeans", bits=b) for b in (2, 3, 4, 6, 8)],
+        "uniform, group 32": [Recipe(f"w{b}-g32", f"int{b}", {"group_size": 32}) for b in (2, 3, 4, 5, 6, 8)],
+        "uniform, per channel": [Recipe(f"w{b}-pc", f"int{b}") for b in (3, 4, 5, 6, 8)],
+        "k-means (shared)": [Recipe(f"km{b}", "kmeans", {"bits": b}) for b in (2, 3, 4, 6, 8)],
     }
     curves = {}
     for fam, recipes in families.items():
@@ -125,7 +125,7 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "00-demo-ppl-vs-bits.png"), dpi=100)
     plt.close(fig)
-    attrib = layer_attribution(p, cfg, Recipe("w3-g32", bits=3, group_size=32), val, n_windows=n_windows)
+    attrib = layer_attribution(p, cfg, Recipe("w3-g32", "int3", {"group_size": 32}), val, n_windows=n_windows)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     plotting.plot_layer_attribution(ax, attrib, base)
     ax.set_title("which layer hurts: W3 group-32 on one layer at a time")

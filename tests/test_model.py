@@ -81,9 +81,9 @@ def test_shipped_checkpoint_is_small_and_reproduces_its_metrics(shipped):
 def test_recipes_on_the_shipped_model(shipped):
     p, cfg, _, val = shipped
     rows = {r.name: run_recipe(p, cfg, r, val, [val[5000:5000 + 4 * 64].reshape(4, 64).astype(np.int64)])
-            for r in [Recipe("float", weight=None), Recipe("w8", bits=8), Recipe("w8a8-dynamic", bits=8, activation="dynamic"),
-                      Recipe("w4-g32", bits=4, group_size=32), Recipe("w2-g32", bits=2, group_size=32),
-                      Recipe("w8a8-static", bits=8, activation="static")]}
+            for r in [Recipe("float", None), Recipe("w8", "int8"), Recipe("w8a8-dynamic", "int8", activation="dynamic"),
+                      Recipe("w4-g32", "int4", {"group_size": 32}), Recipe("w2-g32", "int2", {"group_size": 32}),
+                      Recipe("w8a8-static", "int8", activation="static")]}
     base = rows["float"]["perplexity"]
     assert rows["float"]["bits_per_weight"] == 32
     assert rows["w8a8-dynamic"]["perplexity"] < base * 1.01
@@ -91,21 +91,23 @@ def test_recipes_on_the_shipped_model(shipped):
     assert rows["w4-g32"]["perplexity"] < base * 1.05
     assert rows["w2-g32"]["perplexity"] > rows["w4-g32"]["perplexity"]  # damage is visible
     assert rows["w4-g32"]["bits_per_weight"] == 5.0  # 4 + 32 / 32
-    q, size = apply_weights(p, cfg, Recipe("none", weight=None))
+    q, size = apply_weights(p, cfg, Recipe("none", None))
     assert size == 4 * sum(v.size for v in p.values()) and all(q[k] is p[k] for k in p)
 
 
 def test_quantize_weight_formats_keep_shape_and_count_bits():
     w = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
-    for fmt, bits, expect in [("uniform", 4, 4 * 512 + 32 * 8), ("nf4", 4, 4.5 * 512), ("fp8", 8, 8 * 512 + 32 * 8),
-                              ("kmeans", 3, 3 * 512 + 32 * 8), ("log", 4, 4 * 512 + 8)]:
-        w_hat, nbits = quantize_weight(w, Recipe(fmt, weight=fmt, bits=bits))
+    # hand counts on 512 weights (8 rows): codes + float32 scales / codebooks / the log2 exponent
+    for fmt, opts, expect in [("int4", {}, 4 * 512 + 32 * 8), ("nf4", {}, 4.5 * 512), ("fp8_e4m3", {}, 8 * 512 + 32 * 8),
+                              ("kmeans", {"bits": 3}, 3 * 512 + 32 * 8), ("log2", {"bits": 4}, 4 * 512 + 8)]:
+        w_hat, nbits = quantize_weight(w, Recipe(fmt, fmt, opts))
         assert w_hat.shape == w.shape and nbits == expect, fmt
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(weight="int3"), "weight: unknown format"), (dict(activation="static-kl"), "activation: unknown"),
-    (dict(bits=1), "bits must be"), (dict(group_size=-1), "group_size must be"),
+    (dict(weight_format="int9"), "format: unknown 'int9'"), (dict(activation="static-kl"), "activation: unknown"),
+    (dict(weight_format="int4", weight_options={"bits": 4}), "bits: not an option of format 'int4'"),
+    (dict(weight_format=None, weight_options={"group_size": 32}), "weight_options: float weights"),
 ])
 def test_recipe_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -193,6 +193,11 @@ def get_format(name: str) -> Format:
     return FORMATS[name]
 
 
+def check_options(format: str, options) -> dict:
+    """The options of ``format`` merged over its defaults; ValueError naming an unknown option."""
+    return _options(get_format(format), dict(options))
+
+
 def _options(f: Format, options: dict) -> dict:
     unknown = set(options) - set(f.defaults)
     if unknown:

@@ -21,71 +21,50 @@ weight-only baselines, group size 128). Dettmers et al., "LLM.int8()", NeurIPS 2
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 
-from ..formats.codebook import absmax_scale, codebook_fake_quantize
-from ..formats.logquant import log_quantize
-from ..core.metrics import sqnr_db
-from ..formats.minifloat import minifloat_codebook
 from ..models.gpt import GPTConfig, affine, forward, linear_names
-from ..formats.nf4 import nf4_quantize
 from ..core.observers import calibrate
-from ..core.qtensor import quantize_tensor
+from ..formats import registry
 from ..core.uniform import fake_quantize
-from ..formats.weight_sharing import share_weights
 
-WEIGHT_FORMATS = (None, "uniform", "nf4", "fp8", "fp4", "kmeans", "log")
 ACTIVATION_MODES = (None, "dynamic", "static")
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """Which format every linear weight gets, and how the linear layers' inputs are quantized."""
+
     name: str  # label in tables and plots
-    weight: str | None = "uniform"  # one of WEIGHT_FORMATS; None keeps float32 weights
-    bits: int = 8  # weight bits (uniform, kmeans: log2 of the codebook size, log)
-    group_size: int = 0  # uniform: 0 = per output channel, else groups along the input dimension
-    symmetric: bool = True  # uniform weights: symmetric (no zero point) or affine
-    calibration: str = "minmax"  # uniform weights: minmax, percentile, mse
+    weight_format: str | None = "int8"  # a key of refquant.formats.registry.FORMATS; None keeps float32
+    weight_options: Mapping = field(default_factory=dict)  # the format's options, e.g. {"group_size": 32}
     activation: str | None = None  # one of ACTIVATION_MODES
     act_calibration: str = "minmax"  # static activations: minmax, percentile, mse, kl
     layers: tuple | None = None  # quantize only these linear layers (None: all)
 
     def __post_init__(self):
-        if self.weight not in WEIGHT_FORMATS:
-            raise ValueError(f"weight: unknown format {self.weight!r}; expected one of {WEIGHT_FORMATS}")
+        opts = MappingProxyType(dict(self.weight_options))
+        if self.weight_format is not None:
+            registry.check_options(self.weight_format, opts)
+        elif opts:
+            raise ValueError(f"weight_options: float weights (weight_format=None) take none, got {dict(opts)}")
+        object.__setattr__(self, "weight_options", opts)
         if self.activation not in ACTIVATION_MODES:
             raise ValueError(f"activation: unknown mode {self.activation!r}; expected one of {ACTIVATION_MODES}")
-        if not 2 <= self.bits <= 16:
-            raise ValueError(f"bits must be in [2, 16], got {self.bits}")
-        if self.group_size < 0:
-            raise ValueError(f"group_size must be >= 0, got {self.group_size}")
 
 
 def quantize_weight(w: np.ndarray, r: Recipe):
-    """Fake-quantize one (out, in) weight matrix: returns ``(w_hat float32, storage bits)``."""
-    n = w.size
-    if r.weight is None:
-        return w, 32 * n
-    if r.weight == "uniform":
-        axis, block = (0, 0) if r.group_size == 0 else (1, r.group_size)
-        qt = quantize_tensor(w, f"int{r.bits}", symmetric=r.symmetric, axis=axis, block_size=block, calibration=r.calibration)
-        return qt.dequantize().astype(np.float32), qt.storage_bits()
-    if r.weight == "nf4":
-        t = nf4_quantize(w, 64)
-        return t.dequantize(), round(t.bits_per_element() * n)
-    if r.weight in ("fp8", "fp4"):
-        fmt, top, bits = ("float8e4m3fn", 448.0, 8) if r.weight == "fp8" else ("float4e2m1", 6.0, 4)
-        axis, block = (0, 0) if r.weight == "fp8" else (1, 32)
-        s = absmax_scale(w, top, axis=axis, block_size=block)
-        return (codebook_fake_quantize(w, minifloat_codebook(fmt), scale=s, axis=axis, block_size=block)
-                .astype(np.float32), bits * n + 32 * s.size)
-    if r.weight == "kmeans":
-        sw = share_weights(w, 2 ** r.bits)
-        return sw.dequantize(), r.bits * n + 32 * sw.codebook.size
-    t = log_quantize(w, r.bits)  # "log"
-    return t.dequantize().astype(np.float32), r.bits * n + 8  # one exponent per tensor
+    """Fake-quantize one (out, in) weight matrix through the format registry:
+    ``(w_hat float32, storage bits)`` — bits as the registry counts them (scales, zero points,
+    codebooks and exponents included)."""
+    if r.weight_format is None:
+        return w, 32 * w.size
+    t = registry.quantize(w, r.weight_format, **r.weight_options)
+    return t.dequantize().astype(np.float32), t.storage_bits()
 
 
 def _targets(cfg: GPTConfig, r: Recipe):
@@ -167,18 +146,18 @@ def run_recipe(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, calib_batche
 def standard_recipes() -> list:
     """The recipes of the demo table (issue 6): weight-only uniform, W8A8, and the non-uniform formats."""
     return [
-        Recipe("float", weight=None),
-        Recipe("w8-per-channel", bits=8),
-        Recipe("w4-g128", bits=4, group_size=128),
-        Recipe("w4-g32", bits=4, group_size=32),
-        Recipe("w3-g32", bits=3, group_size=32),
-        Recipe("w4-g32-mse", bits=4, group_size=32, calibration="mse"),
-        Recipe("w8a8-static", bits=8, activation="static", act_calibration="minmax"),
-        Recipe("w8a8-static-pct", bits=8, activation="static", act_calibration="percentile"),
-        Recipe("w8a8-dynamic", bits=8, activation="dynamic"),
-        Recipe("nf4", weight="nf4", bits=4),
-        Recipe("fp8-e4m3", weight="fp8", bits=8),
-        Recipe("fp4-e2m1-g32", weight="fp4", bits=4),
-        Recipe("kmeans-16", weight="kmeans", bits=4),
-        Recipe("log2-4bit", weight="log", bits=4),
+        Recipe("float", None),
+        Recipe("w8-per-channel", "int8"),
+        Recipe("w4-g128", "int4", {"group_size": 128}),
+        Recipe("w4-g32", "int4", {"group_size": 32}),
+        Recipe("w3-g32", "int3", {"group_size": 32}),
+        Recipe("w4-g32-mse", "int4", {"group_size": 32, "calibration": "mse"}),
+        Recipe("w8a8-static", "int8", activation="static", act_calibration="minmax"),
+        Recipe("w8a8-static-pct", "int8", activation="static", act_calibration="percentile"),
+        Recipe("w8a8-dynamic", "int8", activation="dynamic"),
+        Recipe("nf4", "nf4"),
+        Recipe("fp8-e4m3", "fp8_e4m3"),
+        Recipe("fp4-e2m1-g32", "fp4_e2m1"),
+        Recipe("kmeans-16", "kmeans", {"bits": 4}),
+        Recipe("log2-4bit", "log2", {"bits": 4}),
     ]
