@@ -30,6 +30,7 @@ import numpy as np
 from ..models.gpt import GPTConfig, affine, forward, linear_names
 from ..core.observers import calibrate
 from ..formats import registry
+from ..core.dynamic import fake_quantize_per_token
 from ..core.uniform import fake_quantize
 
 ACTIVATION_MODES = (None, "dynamic", "static")
@@ -119,10 +120,8 @@ def linear_hook(r: Recipe, act_qparams: dict | None = None, targets=None):
     def hook(name, x, w, b):
         if targets is not None and name not in targets:
             return affine(x, w, b)
-        if r.activation == "dynamic":
-            x2 = x.reshape(-1, x.shape[-1])  # one symmetric int8 scale per token (row)
-            s = np.maximum(np.abs(x2).max(axis=1), np.float32(1e-8)) / np.float32(127)
-            xq = fake_quantize(x2, s.astype(np.float32), 0, "int8", axis=0).reshape(x.shape)
+        if r.activation == "dynamic":  # one symmetric int8 scale per token (row), chosen at run time
+            xq = fake_quantize_per_token(x, "int8")
         else:  # static: the calibrated per-tensor affine parameters
             s, z = act_qparams[name]
             xq = fake_quantize(x, s.astype(x.dtype), z, "int8")
