@@ -12,7 +12,7 @@ object each, registered under both names).
 """
 import sys as _sys
 
-from .formats import ggml as ggml_ops
+from .formats import ggml as ggml_ops, registry
 from .mirrors import onnx_ops, torch_ops
 from .formats.codebook import CodebookTensor, codebook_dequantize, codebook_quantize, uniform_codebook
 from .integer.fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
@@ -30,6 +30,7 @@ from .core.packing import bits_per_element, pack, storage_bits, unpack
 from .core.qtensor import QTensor, quantize_tensor
 from .core.ranges import QRange, qrange
 from .core.rounding import ROUNDING_MODES, round_array
+from .core.dynamic import fake_quantize_per_token, quantize_per_token
 from .core.uniform import dequantize, fake_quantize, qparams_from_range, quantize, quantize_ref
 from .formats.weight_sharing import share_weights
 
@@ -50,5 +51,6 @@ __all__ = [
     "kmeans_codebook", "kmeans_sse", "share_weights",
     "quantize_multiplier", "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
     "multiply_by_quantized_multiplier", "int_matmul", "prepack", "requantize", "fully_connected",
+    "quantize_per_token", "fake_quantize_per_token", "registry",
     "onnx_ops", "torch_ops", "ggml_ops",
 ]
