@@ -135,3 +135,76 @@ def test_first_token_attends_only_to_itself():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------- one quantizer: layers and the integer GPT use the core's
+def test_linear_layer_weights_and_bias_golden():
+    w = np.array([[127, -63.5, 0.5, 1.5],  # max|w| 127: scale 1; -63.5 -> -64, 0.5 -> 0, 1.5 -> 2 (ties to even)
+                  [0, 0, 0, 0]], np.float32)  # all zero: qparams_from_range's guard, scale eps = 2^-23, codes 0
+    layer = quantize_linear_layer(w, np.array([1.25, 0.5]), 0.5, 0, 0.25)
+    assert layer.weight.dtype == np.int8 and layer.weight.tolist() == [[127, -64, 0, 2], [0, 0, 0, 0]]
+    assert layer.weight_scale.dtype == np.float32 and layer.weight_scale.tolist() == [1.0, 2.0**-23]
+    # bias at x_scale · w_scale: 1.25 / 0.5 = 2.5 -> 2 (tie to even); 0.5 / (0.5 · 2^-23) = 2^23
+    assert layer.bias.tolist() == [2, 2**23]
+    # x = 0: channel 0 is 2 · (0.5 / 0.25) = 4; the all-zero channel is its bias alone, 2^23 · 2^-24 / 0.25 = 2
+    assert layer(np.zeros((1, 4), np.int8)).tolist() == [[4, 2]]
+
+
+@given(hnp.arrays(np.float32, (3, 5), elements=st.floats(-4, 4, width=32)))
+@example(np.array([[1e-6, 0, 0, 0, 0], [0] * 5, [-4, 4, 2.5, 0.5, 1]], np.float32))  # a row under the guard
+def test_linear_layer_weights_are_the_narrow_int8_quantizer(w):
+    layer = quantize_linear_layer(w, None, 0.1, 0, 0.1)
+    # the TFLite int8 weight recipe written out: scale max(max|w_c| / 127, eps) in float64, stored in float32,
+    # codes clamp(round_half_even(w / scale), -127, 127)
+    s = np.maximum(np.abs(w).max(axis=1).astype(np.float64) / 127, 2.0**-23).astype(np.float32)
+    assert np.array_equal(layer.weight_scale, s)
+    assert np.array_equal(layer.weight, np.clip(np.rint(w.astype(np.float64) / s[:, None]), -127, 127))
+
+
+def test_linear_layer_bias_that_does_not_fit_int32():
+    # an all-zero row has scale eps: bias 1000 at 0.5 · 2^-23 is 1000 · 2^24 > 2^31 - 1
+    with pytest.raises(ValueError, match="b: the bias does not fit in int32"):
+        quantize_linear_layer(np.zeros((1, 3)), np.array([1e3]), 0.5, 0, 1.0)
+
+
+def test_int_gpt_requantizations_golden():
+    from refquant.ptq.intgpt import R_MAX, _to_int8, _to_residual
+
+    # M = 1/4 = 2^30 · 2^(-1-31): 1000 / 4 = 250 saturates to 127 and -250 to -127 (narrow: never -128);
+    # ±6 / 4 = ±1.5 -> ±2 (rounding divide by a power of two: ties away from zero)
+    y = _to_int8(np.array([1000, -1000, 6, -6], np.int32), 1.0, 4.0)
+    assert y.dtype == np.int8 and y.tolist() == [127, -127, 2, -2]
+    # M = 1.5 = 0.75 · 2^31 · 2^(1-31): (2^30 - 1) · 1.5 saturates to ±R_MAX = ±(2^30 - 1); ±2 · 1.5 = ±3
+    x = np.array([2**30 - 1, -(2**30 - 1), 2, -2], np.int32)
+    assert _to_residual(x, 1.5, 1.0).tolist() == [R_MAX, -R_MAX, 3, -3]
+
+
+def test_int_gpt_activation_scales_are_absmax_over_127():
+    from refquant.models.gpt import GPTConfig, init_params
+    from refquant.ptq.intgpt import _calibrate_ranges, build_int_gpt
+
+    cfg = GPTConfig(vocab_size=11, context_length=6, n_layer=1, n_head=2, n_embd=8)
+    p = init_params(cfg, 1)
+    calib = [np.arange(12).reshape(2, 6) % 11]
+    m = build_int_gpt(p, cfg, calib, headroom=1.25)
+    amax = _calibrate_ranges(p, cfg, calib)
+    # symmetric narrow int8 with headroom: 1.25 · max|x| / 127 (qparams_from_range in float64, above its eps floor)
+    assert m.s_act == {k: 1.25 * v / 127 for k, v in amax.items() if k != "res"}
+    assert all(np.abs(layer.weight).max() <= 127 for layer in m.layers.values())
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: quantize_linear_layer(np.array([[1.0, np.inf]]), None, 0.1, 0, 0.1), "w must be finite"),
+    (lambda: quantize_linear_layer(np.ones((2, 0)), None, 0.1, 0, 0.1), "w must be 2-D"),
+    (lambda: quantize_linear_layer(np.ones((1, 2)), np.array([1e308]), 0.1, 0, 0.1), "b: the bias does not fit"),
+    (lambda: quantize_linear_layer(np.ones((1, 2)), None, "0.1", 0, 0.1), "x_scale: expected a real scalar"),
+    (lambda: quantize_linear_layer(np.ones((1, 2)), None, 0.1, 0.5, 0.1), "x_zero_point: expected an integer"),
+    # multiplier 0.1 · (1/127) / 1e-20 > 2^30: no int32 shift applies it
+    (lambda: quantize_linear_layer(np.ones((1, 2)), None, 0.1, 0, 1e-20), "x_scale · w_scale / y_scale"),
+    (lambda: int_attention(*[np.ones((2, 4), np.int8)] * 3, 1.0, 1e300, 1.0, 1.0), "q_scale · k_scale"),
+    (lambda: int_attention(*[np.ones((2, 4), np.int8)] * 3, 1.0, 1.0, 1.0, 1e-300), "out_scale"),
+    (lambda: int_attention(*[np.ones((2, 4), np.int8)] * 3, 1.0, 1.0, np.ones(3), 1.0), "v_scale: expected a real"),
+])
+def test_layer_arguments_are_named(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

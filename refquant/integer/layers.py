@@ -5,6 +5,18 @@ integer GEMM (:mod:`refquant.kernels`), fixed-point requantization (:mod:`refqua
 and integer nonlinearities (:mod:`refquant.intops`) touch the tensors. Floats appear once, when a
 layer is built from float weights (scales, multipliers, int32 bias).
 
+Building a linear layer uses the core quantizer, nothing hand-written::
+
+    w_scale_c = qparams_from_range(−max|w_c|, max|w_c|, "int8_narrow", symmetric=True)   = max(max|w_c| / 127, eps)
+    W_q       = quantize(w, w_scale, 0, "int8_narrow", axis=0)   = clamp(round_half_even(w / w_scale), −127, 127)
+    bias_q    = round_half_even(b / (x_scale · w_scale_c))       int32; ValueError if it does not fit
+
+The one guard for all-zero ranges is ``qparams_from_range``'s floor ``scale >= eps`` (float32 machine
+epsilon, 2^-23): an all-zero weight row gets ``w_scale = eps`` and codes 0, so its output is its bias
+alone — which must then fit in int32 at scale ``x_scale · eps`` (|b| ≲ 2^31 · x_scale · 1.2e-7).
+The int32 bias is rounded with :func:`refquant.core.rounding.round_array` and range-checked rather
+than saturated, because the core quantizer's ranges stop at 16 bits.
+
 Attention head, for int8 q, k, v of shape (T, d) with symmetric scales s_q, s_k, s_v::
 
     scores = q @ kᵀ                      int32, scale s_q·s_k/√d   (the 1/√d folded into the scale)
@@ -26,10 +38,12 @@ import math
 import numpy as np
 
 from ..core._checks import float_array, int_array
+from ..core.ranges import qrange as as_qrange
+from ..core.rounding import round_array
+from ..core.uniform import qparams_from_range, quantize
 from .fixedpoint import quantize_multiplier
 from .nonlinear import int_softmax
 from .gemm import PackedMatrix, fully_connected, int_matmul, prepack, requantize
-from ..core.ranges import qrange as as_qrange
 
 
 @dataclass(frozen=True)
@@ -53,32 +67,63 @@ class QuantizedLinear:
                                self.y_zero_point, "int8")
 
 
+def _real(v, name: str, integer: bool = False):
+    """A real scalar argument as a Python float (or int): TypeError naming it otherwise."""
+    a = np.asarray(v) if not isinstance(v, (str, bytes)) else None
+    if a is None or a.ndim != 0 or a.dtype.kind not in ("iu" if integer else "iuf"):
+        raise TypeError(f"{name}: expected {'an integer' if integer else 'a real'} scalar, got {v!r}")
+    return int(a) if integer else float(a)
+
+
+def _scale(v, name: str) -> float:
+    s = _real(v, name)
+    if not (s > 0 and math.isfinite(s)):
+        raise ValueError(f"{name} must be finite and > 0, got {v!r}")
+    return s
+
+
+def _multiplier(num, den, what: str):
+    """``quantize_multiplier(num / den)``, its errors naming the arguments ``what`` the ratio comes from."""
+    with np.errstate(over="ignore", under="ignore"):  # inf is refused by quantize_multiplier, 0 is exact
+        r = np.asarray(num, np.float64) / den
+    try:
+        return quantize_multiplier(r)
+    except ValueError as e:
+        raise ValueError(f"{what} is out of the fixed-point multiplier's range: {e}") from None
+
+
 def quantize_linear_layer(w, b, x_scale: float, x_zero_point: int, y_scale: float, y_zero_point: int = 0
                           ) -> QuantizedLinear:
     """Build a :class:`QuantizedLinear` from float weights ``w`` (n_out, n_in) and bias ``b`` (n_out,).
 
-    Weights: symmetric per-channel int8 on [−127, 127] (TFLite's convention), scale ``max|w_c| / 127``;
-    bias: ``round(b / (x_scale · w_scale))`` in int32; multiplier: ``x_scale · w_scale / y_scale``.
+    Weights: symmetric per-channel int8 on [−127, 127] (TFLite's convention), scale
+    ``max(max|w_c| / 127, eps)`` (computed in float64, stored in float32; the module docstring's guard);
+    bias: ``round_half_even(b / (x_scale · w_scale))`` in int32; multiplier: ``x_scale · w_scale / y_scale``.
     """
     wa = float_array(w, "w").astype(np.float64)
-    if wa.ndim != 2:
-        raise ValueError(f"w must be 2-D (n_out, n_in), got shape {wa.shape}")
+    if wa.ndim != 2 or wa.shape[1] == 0:
+        raise ValueError(f"w must be 2-D (n_out, n_in) with n_in >= 1, got shape {wa.shape}")
+    if not np.all(np.isfinite(wa)):
+        raise ValueError("w must be finite (got ±Inf)")
     ba = np.zeros(wa.shape[0]) if b is None else float_array(b, "b").astype(np.float64)
     if ba.shape != (wa.shape[0],):
         raise ValueError(f"b must have shape ({wa.shape[0]},), got {ba.shape}")
-    for name, v in (("x_scale", x_scale), ("y_scale", y_scale)):
-        if not (v > 0 and math.isfinite(v)):
-            raise ValueError(f"{name} must be finite and > 0, got {v!r}")
-    amax = np.abs(wa).max(axis=1)
-    w_scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
-    wq = np.clip(np.rint(wa / w_scale[:, None]), -127, 127).astype(np.int8)
+    x_scale, y_scale = _scale(x_scale, "x_scale"), _scale(y_scale, "y_scale")
+    x_zero_point, y_zero_point = _real(x_zero_point, "x_zero_point", True), _real(y_zero_point, "y_zero_point", True)
+    amax = np.abs(wa).max(axis=1)  # (n_out,)
+    w_scale = qparams_from_range(-amax, amax, "int8_narrow", symmetric=True, dtype=np.float64)[0]
+    if np.any(w_scale > np.finfo(np.float32).max):
+        raise ValueError("w: max|w| / 127 overflows the float32 weight scale")
+    w_scale = w_scale.astype(np.float32)
+    wq = quantize(wa, w_scale, 0, "int8_narrow", axis=0)  # (n_out, n_in) int8, x / s in float64
     acc_scale = x_scale * w_scale.astype(np.float64)
-    bias = np.rint(ba / acc_scale)
-    if np.any(np.abs(bias) > 2**31 - 1):
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # refused below, not warned
+        bias = round_array(ba / acc_scale, "half_even")
+    if not np.all(np.abs(bias) <= 2**31 - 1):  # also false for inf / NaN
         raise ValueError("b: the bias does not fit in int32 at scale x_scale · w_scale")
-    m, s = quantize_multiplier(acc_scale / y_scale)
-    return QuantizedLinear(wq, prepack(wq.T), w_scale, bias.astype(np.int32), m, s, float(x_scale),
-                           int(x_zero_point), float(y_scale), int(y_zero_point))
+    m, s = _multiplier(acc_scale, y_scale, "x_scale · w_scale / y_scale (w_scale = max|w| / 127 per row of w)")
+    return QuantizedLinear(wq, prepack(wq.T), w_scale, bias.astype(np.int32), m, s, x_scale, x_zero_point,
+                           y_scale, y_zero_point)
 
 
 def int_attention(q, k, v, q_scale: float, k_scale: float, v_scale: float, out_scale: float, *, causal: bool = True):
@@ -90,6 +135,8 @@ def int_attention(q, k, v, q_scale: float, k_scale: float, v_scale: float, out_s
             raise ValueError(f"{name}: expected an int8 (..., T, d) array, got {t.dtype} of shape {t.shape}")
     if not (qa.shape[-1] == ka.shape[-1] and ka.shape == va.shape and qa.shape[:-2] == ka.shape[:-2]):
         raise ValueError(f"q, k, v: shapes {qa.shape}, {ka.shape}, {va.shape} do not agree")
+    q_scale, k_scale, v_scale, out_scale = (_scale(x, n) for x, n in ((q_scale, "q_scale"), (k_scale, "k_scale"),
+                                                                       (v_scale, "v_scale"), (out_scale, "out_scale")))
     d = qa.shape[-1]
     scores = int_matmul(qa, np.ascontiguousarray(np.swapaxes(ka, -1, -2))).astype(np.int64)  # (..., Tq, Tk)
     s_scores = q_scale * k_scale / math.sqrt(d)
@@ -97,8 +144,11 @@ def int_attention(q, k, v, q_scale: float, k_scale: float, v_scale: float, out_s
         tq, tk = scores.shape[-2:]
         mask = np.arange(tk)[None, :] > np.arange(tq)[:, None] + (tk - tq)
         scores[..., mask] = -(2**40)  # far below the 2^-30 underflow of i-exp: probability 0
-    p, s_p = int_softmax(scores, s_scores, out_bits=8)
+    try:
+        p, s_p = int_softmax(scores, s_scores, out_bits=8)
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"q_scale · k_scale / √d = {s_scores!r} is out of i-softmax's range: {e}") from None
     p = np.minimum(p, 255).astype(np.uint8)  # 2^8 (a certain token) saturates to 255/256
     o = int_matmul(p, va)  # (Tq, d) int32, scale s_p · v_scale
-    m, s = quantize_multiplier(s_p * v_scale / out_scale)
+    m, s = _multiplier(s_p * v_scale, out_scale, "v_scale / 256 / out_scale")
     return requantize(o, m, s, 0, as_qrange("int8"))  # (..., Tq, d)

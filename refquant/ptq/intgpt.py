@@ -5,8 +5,15 @@ token ids and the output logits.
 Built once from a float checkpoint and calibration batches (scales, int8 weights, int32 biases).
 At run time floats appear only as scalars: the fixed-point multipliers of the requantizations after
 each integer LayerNorm are derived per call, because its output scale carries a power of two that
-depends on the input (``intops._to_int32``); no tensor is ever float. Every activation scale is static and symmetric, ``max|x| / 127`` over the
-calibration batches (int8) or ``max|x| / (2^30 − 1)`` for the int32 residual stream.
+depends on the input (``intops._to_int32``); no tensor is ever float.
+
+Every activation scale is static and symmetric over the calibration batches, widened by ``headroom``:
+int8 scales are the core's ``qparams_from_range(−a, a, "int8_narrow", symmetric=True)`` =
+``max(a / 127, eps)`` with ``a = headroom · max|x|`` — its eps floor (float32 epsilon) is the one guard
+for an all-zero range — and every requantization to int8 is :func:`refquant.integer.gemm.requantize`
+on [−127, 127]. The int32 residual stream uses ``s_res = headroom · max|r| / (2^30 − 1)`` and clamps to
+±(2^30 − 1) by hand (embeddings: ``clamp(round_half_even(wte / s_res))``), because the core's integer
+ranges stop at 16 bits.
 
 Pipeline of one block (``→`` is a fixed-point requantization, ``multiply_by_quantized_multiplier``)::
 
@@ -25,7 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.uniform import qparams_from_range
 from ..integer.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from ..integer.gemm import requantize
 from ..integer.layers import int_attention, quantize_linear_layer
 from ..integer.nonlinear import int_gelu, int_layernorm
 from ..models.gpt import GPTConfig, affine, forward
@@ -33,11 +42,18 @@ from ..models.gpt import GPTConfig, affine, forward
 R_MAX = 2**30 - 1  # the residual stream's int32 range (headroom for one addition)
 
 
-def _rescale(q, s_from, s_to, qmax):
-    """Integer requantization from scale(s) ``s_from`` (scalar or per-channel along the last axis)
-    to ``s_to``, clamped to ±qmax: ``clamp(q · M)`` with ``M = s_from / s_to`` in fixed point."""
+def _to_int8(q, s_from, s_to):
+    """int32 ``q`` at scale(s) ``s_from`` (scalar or per-channel along the last axis) requantized to int8
+    at ``s_to`` on [−127, 127]: ``requantize(q, M)`` with ``M = s_from / s_to`` in fixed point."""
     m, sh = quantize_multiplier(np.asarray(s_from, np.float64) / s_to)
-    return np.clip(multiply_by_quantized_multiplier(q, m, sh), -qmax, qmax)
+    return requantize(q, m, sh, 0, "int8_narrow")
+
+
+def _to_residual(q, s_from, s_res):
+    """int32 ``q`` at scale ``s_from`` requantized to the residual scale, clamped to ±R_MAX by hand: a
+    31-bit range is wider than the core's ranges (<= 16 bits), so ``requantize`` cannot clamp it."""
+    m, sh = quantize_multiplier(np.asarray(s_from, np.float64) / s_res)
+    return np.clip(multiply_by_quantized_multiplier(q, m, sh), -R_MAX, R_MAX)
 
 
 @dataclass(frozen=True)
@@ -83,11 +99,14 @@ def build_int_gpt(p: dict, cfg: GPTConfig, calib_batches, *, headroom: float = 1
         raise ValueError(f"headroom must be >= 1, got {headroom!r}")
     amax = _calibrate_ranges(p, cfg, calib_batches)
     s_res = headroom * amax["res"] / R_MAX
-    s8 = {k: headroom * v / 127 for k, v in amax.items() if k != "res"}
+    names = [k for k in amax if k != "res"]
+    a = headroom * np.array([amax[k] for k in names])
+    s8 = dict(zip(names, qparams_from_range(-a, a, "int8_narrow", symmetric=True, dtype=np.float64)[0].tolist()))
     layers = {}
     for name in [n for n in p if n.endswith(".w") and (".attn." in n or ".mlp." in n or n == "lm_head.w")]:
         layers[name] = quantize_linear_layer(p[name], p.get(name[:-2] + ".b"), s8[name + ":in"], 0, s8[name + ":out"])
     ln = {k[:-2]: (p[k], p[k[:-2] + ".b"]) for k in p if k.endswith(".g")}
+    # by hand: ±R_MAX is a 31-bit range and the core's quantize stops at 16 bits (module docstring)
     wte = np.clip(np.rint(p["wte"] / s_res), -R_MAX, R_MAX).astype(np.int32)
     wpe = np.clip(np.rint(p["wpe"] / s_res), -R_MAX, R_MAX).astype(np.int32)
     return IntGPT(cfg, wte, wpe, float(s_res), ln, s8, layers, s8["lm_head.w:out"])
@@ -96,7 +115,7 @@ def build_int_gpt(p: dict, cfg: GPTConfig, calib_batches, *, headroom: float = 1
 def _norm_to_int8(m: IntGPT, r, ln_name, s_in):
     g, b = m.ln[ln_name]
     q, s_ch = int_layernorm(r, m.s_res, g, b)  # int32, per-channel scale
-    return _rescale(q, s_ch, s_in, 127).astype(np.int8)
+    return _to_int8(q, s_ch, s_in)
 
 
 def int_forward(m: IntGPT, idx: np.ndarray) -> np.ndarray:
@@ -118,12 +137,12 @@ def int_forward(m: IntGPT, idx: np.ndarray) -> np.ndarray:
                    for j in range(3))  # (B, nh, T, hs) each
         y = int_attention(q, k, v, s_qkv, s_qkv, s_qkv, s_y).transpose(0, 2, 1, 3).reshape(B, T, C)
         o = L[h + "attn.c_proj.w"](flat(y)).reshape(B, T, C)
-        r = r + _rescale(o.astype(np.int32), m.s_act[h + "attn.c_proj.w:out"], m.s_res, R_MAX)
+        r = r + _to_residual(o.astype(np.int32), m.s_act[h + "attn.c_proj.w:out"], m.s_res)
         mm = _norm_to_int8(m, r, h + "ln_2", m.s_act[h + "mlp.c_fc.w:in"])
         u = L[h + "mlp.c_fc.w"](flat(mm))  # int8 at s_u
         gq, s_g = int_gelu(u.astype(np.int32), m.s_act[h + "mlp.c_fc.w:out"])
-        g8 = _rescale(gq, s_g, m.s_act[h + "mlp.c_proj.w:in"], 127).astype(np.int8)
+        g8 = _to_int8(gq, s_g, m.s_act[h + "mlp.c_proj.w:in"])
         o = L[h + "mlp.c_proj.w"](g8).reshape(B, T, C)
-        r = r + _rescale(o.astype(np.int32), m.s_act[h + "mlp.c_proj.w:out"], m.s_res, R_MAX)
+        r = r + _to_residual(o.astype(np.int32), m.s_act[h + "mlp.c_proj.w:out"], m.s_res)
     xf = _norm_to_int8(m, r, "ln_f", m.s_act["lm_head.w:in"])
     return m.layers["lm_head.w"](flat(xf)).reshape(B, T, -1)
