@@ -16,7 +16,7 @@ both = pytest.mark.parametrize("fn", [quantize_per_token, quantize_per_token_ref
 # ---------------------------------------------------------------- golden values
 @both
 def test_symmetric_int8_golden(fn):
-    x = np.array([[63.5, 0.25, -0.75, 1.25],  # scale 63.5 / 127 = 0.5: 127, 0.5 -> 0, -1.5 -> -2, 2.5 -> 2 (ties to even)
+    x = np.array([[63.5, 0.25, -0.75, 1.25],  # scale 63.5 / 127 = 0.5: 127, 0.5 -> 0, -1.5 -> -2, 2.5 -> 2 (to even)
                   [-127, 3.5, -0.5, 2.5],     # scale 127 / 127 = 1: -127, 3.5 -> 4, -0.5 -> 0, 2.5 -> 2
                   [0, 0, 0, 0]], F32)         # all zero: the guard, scale = eps = 2^-23, codes 0
     q, s, z = fn(x)
@@ -42,7 +42,8 @@ def test_affine_golden(fn):
 
 @both
 def test_symmetric_unsigned_and_half_range_golden(fn):
-    # uint8 symmetric: zero point 128, divisor 255 - 128 = 127; amax 127 -> scale 1; -127 -> 1, 63.5 -> 64 (tie to even) + 128
+    # uint8 symmetric: zero point 128, divisor 255 - 128 = 127; amax 127 -> scale 1;
+    # codes -127 + 128 = 1 and 63.5 -> 64 (tie to even) + 128 = 192
     q, s, z = fn(np.array([[-127, 63.5]], F32), "uint8")
     assert q.tolist() == [[1, 192]] and s.tolist() == [1.0] and z.tolist() == [128]
     # half_range divisor (PyTorch observers): 127.5 / 127.5 = 1; 127.5 -> 128 (tie to even) saturates to 127
