@@ -66,14 +66,37 @@ def _rows(x):
     return xa.reshape(-1, xa.shape[-1]), xa.shape[:-1]
 
 
+def _options(qrange, symmetric_divisor, eps, dtype):
+    """Checked ``(QRange, eps, float dtype)``; every error names its argument."""
+    try:
+        r = as_qrange(qrange)
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith("qrange") else f"qrange: {e}") from None
+    if symmetric_divisor not in SYMMETRIC_DIVISORS:
+        raise ValueError(f"symmetric_divisor: unknown {symmetric_divisor!r}; expected one of {SYMMETRIC_DIVISORS}")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected a float dtype, got {dtype!r}") from None
+    if dt.kind != "f":
+        raise TypeError(f"dtype: expected a float dtype, got {dt}")
+    e = np.asarray(eps) if not isinstance(eps, (str, bytes)) else np.asarray(None)
+    if e.ndim != 0 or e.dtype.kind not in "iuf":
+        raise TypeError(f"eps: expected a real scalar, got {eps!r}")
+    if not 0 < float(e) <= float(np.finfo(dt).max):
+        raise ValueError(f"eps must be finite and > 0 in {dt}, got {eps!r}")
+    return r, float(e), dt
+
+
 def _qparams(x2, qrange, symmetric, symmetric_divisor, eps, dtype):
     """(scale, zero_point) of shape (N,) for the rows of ``x2`` (N, K)."""
+    qrange, eps, dtype = _options(qrange, symmetric_divisor, eps, dtype)
     lo = x2.min(axis=1) if x2.shape[0] else np.zeros(0, x2.dtype)  # (N,)
     hi = x2.max(axis=1) if x2.shape[0] else np.zeros(0, x2.dtype)
     try:
         with np.errstate(over="ignore"):  # float64 ranges beyond the scale's dtype become inf: refused
             return qparams_from_range(lo, hi, qrange, symmetric=symmetric,
-                                      symmetric_divisor=symmetric_divisor, eps=eps, dtype=dtype)
+                                      symmetric_divisor=symmetric_divisor, eps=eps, dtype=dtype.type)
     except ValueError as e:
         if str(e).startswith("lo, hi"):  # the rows' ranges are the user's x
             raise ValueError(f"x: a token's range does not give a finite scale in {np.dtype(dtype).name}") from e
@@ -151,13 +174,9 @@ def quantize_per_token_ref(x, qrange="int8", *, symmetric: bool = True, symmetri
     """Loop twin of :func:`quantize_per_token`: one token at a time, the row range found by a Python loop,
     the parameters written out in scalar ``dtype`` arithmetic, and :func:`refquant.core.uniform.quantize_ref`
     (exact rational rounding) for the codes. Shares only argument checking with the vectorised code."""
-    r = as_qrange(qrange)
-    if symmetric_divisor not in SYMMETRIC_DIVISORS:
-        raise ValueError(f"symmetric_divisor: unknown {symmetric_divisor!r}; expected one of {SYMMETRIC_DIVISORS}")
-    if not (eps > 0 and np.isfinite(eps)):
-        raise ValueError(f"eps must be finite and > 0, got {eps!r}")
+    r, eps, dtype = _options(qrange, symmetric_divisor, eps, dtype)
     x2, lead = _rows(x)
-    f = np.dtype(dtype).type
+    f = dtype.type
     n = x2.shape[0]
     q = np.empty(x2.shape, r.dtype)
     scale = np.empty(n, dtype)
