@@ -294,3 +294,125 @@ def test_chat_prompt_equals_the_jinja_template(conv, gen):
     jinja2 = pytest.importorskip("jinja2")
     ref = jinja2.Environment().from_string(SMOLLM2_TEMPLATE).render(messages=conv, add_generation_prompt=gen)
     assert L.chat_prompt(conv, add_generation_prompt=gen) == ref
+
+
+# ---------------------------------------------------------------- evaluation protocol (models.lm_eval, io.evaltext)
+from hypothesis import given, strategies as st  # noqa: E402
+import hypothesis.extra.numpy as hnp  # noqa: E402
+
+from refquant.io import evaltext  # noqa: E402
+from refquant.models import lm_eval  # noqa: E402
+
+LN3 = math.log(3)
+
+
+def test_log_softmax_and_score_window_goldens():
+    # softmax([0, ln 3]) = (1/4, 3/4)
+    np.testing.assert_allclose(lm_eval.log_softmax([[0.0, LN3]]), [[math.log(0.25), math.log(0.75)]], rtol=1e-7)
+    logits = np.array([[0.0, LN3], [LN3, 0.0], [5.0, 5.0]], np.float32)
+    s = lm_eval.score_window(logits, np.array([0, 1, 1]))
+    # t=0 predicts ids[1] = 1 with p 3/4: nll −ln 0.75 = 0.28768207; argmax 1 = right
+    # t=1 predicts ids[2] = 1 with p 1/4: nll ln 4 = 1.38629436; argmax 0 = wrong; row 2 predicts nothing
+    np.testing.assert_allclose(s["nll"], [0.2876820724517809, 1.3862943611198906], rtol=1e-6)
+    assert s["top1"].tolist() == [True, False]
+
+
+def test_kl_golden():
+    # base (1/2, 1/2), model (1/4, 3/4): KL = ½ ln(0.5/0.25) + ½ ln(0.5/0.75) = ½ ln(4/3) = 0.14384104
+    base = np.array([[0.0, 0.0], [0.0, 0.0]], np.float32)
+    model = np.array([[0.0, LN3], [0.0, 0.0]], np.float32)
+    s = lm_eval.score_window(model, np.array([1, 1]), base)
+    np.testing.assert_allclose(s["kl"], [0.14384103622589045], rtol=1e-6)
+    assert s["same_top"].tolist() == [False]  # argmax 1 vs the first of the tied base maxima, 0
+
+
+@given(hnp.arrays(np.float32, (6, 5), elements=st.floats(-20, 20, width=32)),
+       hnp.arrays(np.float32, (6, 5), elements=st.floats(-20, 20, width=32)))
+def test_kl_is_nonnegative_and_zero_on_itself(a, b):
+    ids = np.arange(6) % 5
+    assert np.all(lm_eval.score_window(a, ids, b)["kl"] >= -1e-12)
+    np.testing.assert_allclose(lm_eval.score_window(a, ids, a)["kl"], 0, atol=1e-12)
+
+
+def test_summarize_conventions_golden():
+    # n_ctx 4: predictions t = 0, 1, 2; llama.cpp scores t >= n_ctx/2 = 2 only (n_ctx − first − 1 = 1 per window)
+    w = [{"nll": np.array([1.0, 2.0, 3.0]), "top1": np.array([True, False, False])},
+         {"nll": np.array([3.0, 3.0, 5.0]), "top1": np.array([True, True, True])}]
+    s = lm_eval.summarize(w, 4)
+    assert s["perplexity"] == pytest.approx(math.exp(17 / 6)) and s["perplexity_llamacpp"] == pytest.approx(math.exp(4))
+    assert s["top1"] == pytest.approx(4 / 6) and s["top1_llamacpp"] == 0.5
+    assert (s["tokens"], s["tokens_llamacpp"]) == (6, 2)
+
+
+def _ppl_llamacpp_ref(logits, tokens, n_ctx):
+    """perplexity.cpp perplexity(), statement by statement (one sequence per batch, no BOS)."""
+    nll, count, first = 0.0, 0, n_ctx // 2
+    for i in range(len(tokens) // n_ctx):
+        start = i * n_ctx
+        for j in range(first, n_ctx - 1):  # process_logits over n_ctx − 1 − first tokens
+            z = logits[start + j].astype(np.float32)
+            mx = z.max()
+            sum_exp = float(np.sum(np.exp(z - mx), dtype=np.float64))
+            nll += -(float(z[tokens[start + j + 1]] - mx) - math.log(sum_exp))
+            count += 1
+    return math.exp(nll / count)
+
+
+def _ppl_gptq_ref(logits, tokens, seqlen):
+    """GPTQ llama_eval: CrossEntropy over shift_logits[:, :-1] per window, × seqlen, exp(Σ / (n · seqlen))."""
+    n = len(tokens) // seqlen
+    nlls = []
+    for i in range(n):
+        z = logits[i * seqlen:(i + 1) * seqlen - 1].astype(np.float64)
+        lab = tokens[i * seqlen + 1:(i + 1) * seqlen]
+        lp = z - z.max(1, keepdims=True)
+        lp -= np.log(np.exp(lp).sum(1, keepdims=True))
+        nlls.append(-lp[np.arange(len(lab)), lab].mean() * seqlen)
+    return math.exp(sum(nlls) / (n * seqlen))
+
+
+def test_perplexity_conventions_equal_their_reference_loops():
+    rng = np.random.default_rng(0)
+    n_ctx, V = 16, 11
+    tokens = rng.integers(0, V, 3 * n_ctx)
+    logits = (rng.standard_normal((3 * n_ctx, V)) * 3).astype(np.float32)
+    s = lm_eval.summarize([lm_eval.score_window(logits[i:i + n_ctx], tokens[i:i + n_ctx]) for i in range(0, 3 * n_ctx, n_ctx)], n_ctx)
+    assert s["perplexity_llamacpp"] == pytest.approx(_ppl_llamacpp_ref(logits, tokens, n_ctx), rel=1e-12)
+    assert s["perplexity"] == pytest.approx(_ppl_gptq_ref(logits, tokens, n_ctx), rel=1e-6)
+
+
+def test_evaluate_runs_windows_and_checks():
+    rng = np.random.default_rng(1)
+    windows = rng.integers(0, 7, (3, 8))
+    table = rng.standard_normal((7, 7)).astype(np.float32)  # a bigram "model"
+    seen = []
+    s = lm_eval.evaluate(lambda w: table[w], windows, base_logits_fn=lambda w: table[w], progress=lambda i, n: seen.append(i))
+    assert seen == [1, 2, 3] and s["kl_divergence"] == pytest.approx(0, abs=1e-12) and s["same_top"] == 1.0
+    assert s["tokens"] == 21 and s["tokens_llamacpp"] == 9
+    with pytest.raises(ValueError, match="ids"):
+        lm_eval.score_window(table[[0, 1]], np.array([0, 7]))
+    with pytest.raises(ValueError, match="finite"):
+        lm_eval.score_window(np.full((2, 7), np.nan), np.array([0, 1]))
+
+
+def test_eval_and_calibration_texts_are_disjoint_and_fixed():
+    t = evaltext.topics()
+    keys = sorted(t)
+    ev, ca = evaltext.eval_text(), evaltext.calibration_text()
+    assert len(ev) == len(ca) == evaltext.EVAL_CHARS
+    assert ev.startswith(t[keys[0]] + "\n\n" + t[keys[2]][:20]) and ca.startswith(t[keys[1]])
+    assert t[keys[1]][:200] not in ev and t[keys[0]][:200] not in ca
+    d = evaltext.describe()
+    assert d["text"] == "pydoc-topics/1" and d["chars"] == 40_000 and len(d["sha256"]) == 64
+    assert evaltext.eval_text(100) == ev[:100]
+    with pytest.raises(ValueError, match="n_chars"):
+        evaltext.eval_text(0)
+
+
+def test_token_windows():
+    assert evaltext.token_windows(np.arange(10), 4).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert evaltext.token_windows(list(range(10)), 3, 2).tolist() == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(ValueError, match="n_windows"):
+        evaltext.token_windows(np.arange(10), 4, 3)
+    with pytest.raises(ValueError, match="ids"):
+        evaltext.token_windows(np.zeros((2, 5), int), 2)

@@ -1,0 +1,126 @@
+"""Language-model metrics from logits: perplexity in the two conventions the quantization literature
+uses, next-token top-1 accuracy, and the KL divergence of a quantized model's next-token distribution
+from the float model's.
+
+A window of T tokens gives T − 1 predictions: logits[t] predicts ids[t + 1], t = 0 … T − 2.
+``nll[t] = −log softmax(logits[t])[ids[t + 1]]``, with ``log Σ exp`` taken as llama.cpp does:
+``max + log Σ_v exp(z_v − max)``, exp in float32, the sum in float64.
+
+* **GPTQ / AWQ convention** (``perplexity``): every prediction of every window counts;
+  ``ppl = exp(Σ nll / count)``. GPTQ's ``llama_eval`` averages the windows' mean losses, which is the
+  same number for windows of equal length (seqlen 2048 there; 512 in our tables).
+* **llama.cpp convention** (``perplexity_llamacpp``): ``tools/perplexity/perplexity.cpp:
+  perplexity()`` scores only the second half of each window of ``n_ctx`` tokens, so that every
+  scored token has at least ``n_ctx/2`` tokens of context: ``first = n_ctx/2``, predictions
+  t = first … n_ctx − 2, i.e. ``n_ctx − first − 1`` = 255 per window of 512.
+* **KL divergence** (llama.cpp ``--kl-divergence``): ``KL(P_base ‖ P) = Σ_v p_base,v (log p_base,v −
+  log p_v)`` per prediction, averaged. llama.cpp stores the base log-probabilities as 16-bit
+  codes and skips terms with log p_base ≤ −16; here they are exact float64 — differences of ~1e-6.
+  ``same_top``: the fraction of predictions where both models' argmax agree (llama.cpp "Same top p").
+* **top-1**: the fraction of predictions whose argmax is the actual next token.
+
+Every metric is reported over both position sets (suffix ``_llamacpp`` for the second halves).
+
+References
+----------
+Frantar et al., "GPTQ", ICLR 2023, §5 and ``llama.py: llama_eval`` (IST-DASLab/gptq).
+llama.cpp ``tools/perplexity/perplexity.cpp``: ``perplexity``, ``log_softmax``, ``kl_divergence``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_ROWS = 64  # rows of (T, V) logits processed at a time: bounds the float64 temporaries
+
+
+def _check(logits, ids):
+    z = np.asarray(logits)
+    ids = np.asarray(ids)
+    if z.ndim != 2 or ids.ndim != 1 or len(ids) != len(z):
+        raise ValueError(f"logits (T, V) and ids (T,) expected, got {z.shape} and {ids.shape}")
+    if len(ids) < 2:
+        raise ValueError("ids: a window needs at least 2 tokens")
+    if ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= z.shape[1]:
+        raise ValueError(f"ids: token ids must be integers in [0, {z.shape[1]})")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits must be finite")
+    return z, ids
+
+
+def log_softmax(z) -> np.ndarray:
+    """``z − max − log Σ exp(z − max)`` over the last axis, float64 (exp in float32, sum in float64)."""
+    z = np.asarray(z, np.float32)
+    m = z.max(-1, keepdims=True)
+    d = z - m
+    lse = np.log(np.exp(d).sum(-1, keepdims=True, dtype=np.float64))
+    return d.astype(np.float64) - lse
+
+
+def score_window(logits, ids, base_logits=None) -> dict:
+    """Per-prediction scores of one window: logits (T, V) float, ids (T,) int.
+
+    Returns arrays of length T − 1 (prediction t is of ids[t + 1]): ``nll`` (float64), ``top1`` (bool);
+    with ``base_logits`` (T, V) of the reference model also ``kl`` (float64, KL(P_base ‖ P)) and
+    ``same_top`` (bool).
+    """
+    z, ids = _check(logits, ids)
+    if base_logits is not None:
+        zb, _ = _check(base_logits, ids)
+        if zb.shape != z.shape:
+            raise ValueError(f"base_logits: shape {zb.shape} differs from logits {z.shape}")
+    T = len(ids)
+    out = {"nll": np.empty(T - 1), "top1": np.empty(T - 1, bool)}
+    if base_logits is not None:
+        out["kl"], out["same_top"] = np.empty(T - 1), np.empty(T - 1, bool)
+    for r0 in range(0, T - 1, _ROWS):
+        r = np.arange(r0, min(T - 1, r0 + _ROWS))
+        lp = log_softmax(z[r])  # (rows, V)
+        out["nll"][r] = -lp[np.arange(len(r)), ids[r + 1]]
+        top = z[r].argmax(-1)
+        out["top1"][r] = top == ids[r + 1]
+        if base_logits is not None:
+            lpb = log_softmax(zb[r])
+            out["kl"][r] = (np.exp(lpb) * (lpb - lp)).sum(-1)
+            out["same_top"][r] = top == zb[r].argmax(-1)
+    return out
+
+
+def summarize(scores, n_ctx: int) -> dict:
+    """Aggregate :func:`score_window` results of windows of ``n_ctx`` tokens, both conventions.
+
+    Keys: ``perplexity`` / ``perplexity_llamacpp``, ``top1`` / ``top1_llamacpp``, ``tokens`` /
+    ``tokens_llamacpp`` (predictions counted), and when scored against a base model ``kl_divergence``
+    / ``kl_divergence_llamacpp``, ``same_top`` / ``same_top_llamacpp``.
+    """
+    scores = list(scores)
+    if not scores:
+        raise ValueError("scores: no windows")
+    if any(len(s["nll"]) != n_ctx - 1 for s in scores):
+        raise ValueError(f"scores: every window must have n_ctx − 1 = {n_ctx - 1} predictions")
+    first = n_ctx // 2  # llama.cpp: predictions from position n_ctx/2 on
+    out = {}
+    for suffix, sl in (("", slice(0, None)), ("_llamacpp", slice(first, None))):
+        cat = {k: np.concatenate([s[k][sl] for s in scores]) for k in scores[0]}
+        out["perplexity" + suffix] = float(np.exp(cat["nll"].mean()))
+        out["top1" + suffix] = float(cat["top1"].mean())
+        out["tokens" + suffix] = int(cat["nll"].size)
+        if "kl" in cat:
+            out["kl_divergence" + suffix] = float(cat["kl"].mean())
+            out["same_top" + suffix] = float(cat["same_top"].mean())
+    return out
+
+
+def evaluate(logits_fn, windows, base_logits_fn=None, progress=None) -> dict:
+    """Score a model on token windows (n, n_ctx): ``logits_fn(w)`` maps one window (1, n_ctx) to its
+    logits (1, n_ctx, V). ``base_logits_fn``: the reference model, for KL and same-top. ``progress(i,
+    n)`` is called after each window. Returns :func:`summarize`'s dict."""
+    windows = np.asarray(windows)
+    if windows.ndim != 2:
+        raise ValueError(f"windows: expected (n, n_ctx) token ids, got shape {windows.shape}")
+    scores = []
+    for i, w in enumerate(windows):
+        base = None if base_logits_fn is None else base_logits_fn(w[None])[0]
+        scores.append(score_window(logits_fn(w[None])[0], w, base))
+        if progress is not None:
+            progress(i + 1, len(windows))
+    return summarize(scores, windows.shape[1])
