@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from refquant.models import gpt, llama
+from refquant.models import gpt, llama, lm
 from refquant.ptq import hessian as hs
 
 
@@ -156,21 +156,6 @@ def test_collect_statistics_bad_names():
 
 
 # ---------------------------------------------------------------- groups and the sequential driver
-def test_sequential_groups():
-    cfg = gpt.GPTConfig(n_layer=2)
-    assert hs.sequential_groups(gpt.linear_names(cfg)) == [[n] for n in gpt.linear_names(cfg)]
-    lcfg = llama.LlamaConfig(vocab_size=16, context_length=8, n_layer=2, n_embd=8, n_ff=16, n_head=2, n_kv_head=1,
-                             rope_dim=4)
-    groups = hs.sequential_groups(llama.linear_names(lcfg), hs.LLAMA_TRUE_SEQUENTIAL)
-    b = "blk.{}."
-    expect = []
-    for i in range(2):
-        expect += [[b.format(i) + n for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")],
-                   [b.format(i) + "attn_output.weight"],
-                   [b.format(i) + "ffn_gate.weight", b.format(i) + "ffn_up.weight"], [b.format(i) + "ffn_down.weight"]]
-    assert groups == expect + [["output.weight"]]
-
-
 def _round_half(name, w, stats):
     return np.round(w * 2) / 2  # a stand-in quantizer: multiples of 0.5
 
@@ -203,9 +188,9 @@ def test_quantize_sequential_llama_tied_head():
     cfg = llama.LlamaConfig(vocab_size=16, context_length=8, n_layer=1, n_embd=8, n_ff=16, n_head=2, n_kv_head=1,
                             rope_dim=4)
     p = llama.init_params(cfg, seed=0, tied=True)
-    groups = hs.sequential_groups(llama.linear_names(cfg), hs.LLAMA_TRUE_SEQUENTIAL)
+    model = lm.llama_lm(cfg)
     batches = [np.random.default_rng(7).integers(0, 16, (2, 8))]
-    q, results = hs.quantize_sequential(partial(llama.forward, cfg=cfg), p, batches, groups, _round_half)
+    q, results = hs.quantize_sequential(model.forward, p, batches, model.sequential_groups, _round_half)
     assert "output.weight" not in p and np.array_equal(q["output.weight"], np.round(p["token_embd.weight"] * 2) / 2)
     assert np.array_equal(q["token_embd.weight"], p["token_embd.weight"])  # the embedding itself stays float
     assert set(results) == set(llama.linear_names(cfg))

@@ -39,9 +39,6 @@ from ..core._checks import float_array
 from ..models.gpt import affine
 
 COUNTS = ("sequences", "tokens")
-# LLaMA's "true sequential" order inside a block (IST-DASLab llama.py), as GGUF names the weights
-LLAMA_TRUE_SEQUENTIAL = (("attn_q.weight", "attn_k.weight", "attn_v.weight"), ("attn_output.weight",),
-                         ("ffn_gate.weight", "ffn_up.weight"), ("ffn_down.weight",))
 
 
 def _frozen(a):
@@ -175,26 +172,6 @@ def collect_statistics(forward, params: dict, batches, names=None, *, weights=No
     return stats
 
 
-def sequential_groups(names, order=None) -> list:
-    """The linear layers in groups to quantize one after another, in forward order.
-
-    ``names``: linear layer names in forward order. ``order``: for each group inside a block, the
-    name endings of its layers (e.g. :data:`LLAMA_TRUE_SEQUENTIAL`: q,k,v → o → gate,up → down);
-    a name matching no ending is a group by itself. ``order=None``: every layer is its own group
-    (for the tiny GPT this *is* the true-sequential order: c_attn → attn.c_proj → c_fc → mlp.c_proj).
-    """
-    groups: dict = {}
-    for name in names:
-        key = (name,)
-        for gi, endings in enumerate(order or ()):
-            end = next((e for e in endings if name.endswith(e)), None)
-            if end is not None:
-                key = (name[: len(name) - len(end)], gi)
-                break
-        groups.setdefault(key, []).append(name)
-    return list(groups.values())
-
-
 def quantize_sequential(forward, params: dict, batches, groups, quantize, *, stop_early: bool = True,
                         count: str = "sequences"):
     """Quantize a model group by group, each group on inputs from the already-quantized model.
@@ -207,8 +184,12 @@ def quantize_sequential(forward, params: dict, batches, groups, quantize, *, sto
     come from the quantized blocks before it and, with ``--true-sequential``, from its quantized
     earlier groups).
 
+    The model descriptions of :mod:`refquant.models.lm` give both arguments: ``lm.forward`` and
+    ``lm.sequential_groups`` — for the tiny GPT c_attn → attn.c_proj → c_fc → mlp.c_proj per block,
+    for LLaMA the "true sequential" (q, k, v) → o → (gate, up) → down; each followed by the head.
+
     Cost: one (possibly early-stopped) forward pass over the calibration batches per group — for
-    the tiny GPT 9 groups; for a LLaMA with L blocks and :data:`LLAMA_TRUE_SEQUENTIAL`, 4·L + 1.
+    the tiny GPT 9 groups; for a LLaMA with L blocks 4·L + 1.
     The reference instead caches each block's inputs and runs one block at a time (L block passes
     per group); re-running the prefix keeps this driver model-agnostic at the price of ~L/2 times
     more forward compute (``stop_early`` skips the layers after the group, the logits included).
@@ -216,7 +197,7 @@ def quantize_sequential(forward, params: dict, batches, groups, quantize, *, sto
     Parameters
     ----------
     forward, params, batches, count : see :func:`collect_statistics`.
-    groups : sequence of sequences of str (see :func:`sequential_groups`).
+    groups : sequence of sequences of str, in forward order.
     quantize : callable ``(name, w (out, in), InputStats) -> result``; ``result`` is the quantized
         weight (ndarray) or an object with a ``w_hat`` attribute (e.g. a GPTQ result).
 
