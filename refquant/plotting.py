@@ -160,30 +160,44 @@ def plot_family_curves(ax, curves: dict, points: dict | None = None, *, xlabel: 
     return ax
 
 
-def plot_ppl_vs_bits(ax, curves: dict, points: dict, base: float, *, legend: bool = True):
+def plot_ppl_vs_bits(ax, curves: dict, points: dict, base: float, *, zoom_ax=None,
+                     zoom: tuple = (-0.25, 2.5), legend: bool = True):
     """Perplexity change against float, ``100·(ppl / base − 1)`` %, on a linear axis, against bits per
     weight (scales and codebooks included).
 
     ``curves`` maps a label to ``(family, bits per weight, perplexities)`` — one recipe family swept
     over bit widths; ``points`` maps a label to ``(family, bits per weight, perplexity)`` — single
     recipes. ``family`` may be the recipe's ``weight_format`` (see :func:`family_of`); it fixes the
-    colour (:data:`FAMILY_COLORS`). The
-    float model is the line Δ = 0. A percentage axis shows the differences the recipe tables quote
-    (0.1 % vs 2 %) where a log perplexity axis would flatten them; to see them next to a recipe that
-    breaks, draw the same data twice and zoom one axes with ``set_ylim``.
+    colour (:data:`FAMILY_COLORS`). The float model is the line Δ = 0.
+
+    A percentage axis shows the differences the recipe tables quote (0.1 % vs 2 %) where a log
+    perplexity axis would flatten them. Recipes that break (+100 %) and recipes that differ by tenths
+    of a percent do not fit one linear axis, so with ``zoom_ax`` the same data are drawn there too,
+    limited to ``zoom`` (Δ %, and the bit widths of the points inside it); the one legend then goes
+    beside ``zoom_ax``.
     """
     base = float(base)
     if not base > 0:
         raise ValueError(f"base: the float perplexity must be > 0, got {base}")
+    lo, hi = (float(v) for v in zoom)
+    if not lo < hi:
+        raise ValueError(f"zoom: expected (low, high) with low < high, got {zoom}")
 
     def delta(v):
         return 100.0 * (np.asarray(v, dtype=np.float64) / base - 1.0)
 
-    ax.axhline(0.0, color="k", lw=0.8, label=f"float32 (perplexity {base:.4g})", zorder=1)
-    plot_family_curves(ax, {k: (f, xs, delta(ys)) for k, (f, xs, ys) in curves.items()},
-                       {k: (f, x, float(delta(y))) for k, (f, x, y) in points.items()},
-                       xlabel="bits per weight (scales included)", ylabel="perplexity vs float32 (%)",
-                       legend=legend)
+    lines = {k: (f, np.asarray(xs, dtype=np.float64), delta(ys)) for k, (f, xs, ys) in curves.items()}
+    dots = {k: (f, float(x), float(delta(y))) for k, (f, x, y) in points.items()}
+    for a, leg in [(ax, legend and zoom_ax is None)] + ([(zoom_ax, legend)] if zoom_ax is not None else []):
+        a.axhline(0.0, color="k", lw=0.8, label=f"float32 (perplexity {base:.4g})", zorder=1)
+        plot_family_curves(a, lines, dots, xlabel="bits per weight (scales included)",
+                           ylabel="perplexity vs float32 (%)", legend=leg)
+    if zoom_ax is not None:
+        xs = np.concatenate([xs[(d >= lo) & (d <= hi)] for _, xs, d in lines.values()]
+                            + [np.array([x for _, x, d in dots.values() if lo <= d <= hi])])
+        if xs.size:
+            zoom_ax.set_xlim(xs.min() - 0.3, xs.max() + 0.3)
+        zoom_ax.set_ylim(lo, hi)
     return ax
 
 

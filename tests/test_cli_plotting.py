@@ -191,3 +191,18 @@ def test_code_histogram_has_one_bin_per_code():
     with pytest.raises(TypeError, match="codes"):
         plotting.plot_code_histogram(ax, np.array([0.5, 1.0]))
     plt.close(fig)
+
+
+def test_ppl_vs_bits_zoom_axes_gets_the_same_data_limits_and_the_one_legend():
+    fig, (ax, zx) = plt.subplots(1, 2)
+    curves = {"int g32": ("int4", [3.0, 4.0, 5.0], [4.0, 2.02, 2.0])}  # +100 %, +1 %, 0 %
+    plotting.plot_ppl_vs_bits(ax, curves, {"nf4": ("nf4", 4.5, 2.01)}, 2.0, zoom_ax=zx, zoom=(-0.5, 2.0))
+    assert zx.get_ylim() == (-0.5, 2.0)
+    assert zx.get_xlim() == pytest.approx((3.7, 5.3))  # bit widths with Δ in the zoom: 4, 4.5, 5; ± 0.3
+    assert ax.get_ylim()[1] > 100
+    assert ax.get_legend() is None and zx.get_legend() is not None
+    [zoomed] = [line for line in zx.lines if line.get_label() == "int g32"]
+    assert list(zoomed.get_ydata()) == pytest.approx([100.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="zoom"):
+        plotting.plot_ppl_vs_bits(ax, curves, {}, 2.0, zoom_ax=zx, zoom=(2.0, 1.0))
+    plt.close(fig)
