@@ -205,3 +205,18 @@ def test_quantize_sequential_bad_groups():
         hs.quantize_sequential(_chain, p, xs, [[]], _round_half)
     with pytest.raises(ValueError, match="quantize: returned shape"):
         hs.quantize_sequential(_chain, p, xs, [["a"]], lambda n, w, s: w[:1])
+
+
+def test_layers_reading_one_input_share_its_statistics():
+    # q, k, v (and gate, up) multiply the same array: its statistics are computed once per pass
+    def fork(params, x, linear):
+        h = np.tanh(x)
+        return linear("q", h, params["q"], None) + linear("k", h, params["k"], None) + linear("v", x, params["v"], None)
+
+    rng = np.random.default_rng(8)
+    p = {k: rng.standard_normal((3, 4)) for k in "qkv"}
+    xs = [rng.standard_normal((5, 4)), rng.standard_normal((2, 4))]
+    stats = hs.collect_statistics(fork, p, xs)
+    assert stats["q"] is stats["k"] and stats["v"] is not stats["q"]
+    np.testing.assert_allclose(stats["k"].H, hs.hessian_ref([np.tanh(x) for x in xs]), rtol=1e-12)
+    np.testing.assert_allclose(stats["v"].H, hs.hessian_ref(xs), rtol=1e-12)

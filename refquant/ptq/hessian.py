@@ -122,11 +122,15 @@ def _run(forward, params, batches, names, weights, stop_early, count):
     stats, seen_w = {}, {}
     for bi, batch in enumerate(batches):
         left = set(wanted) if wanted is not None else set()
+        done = []  # (state before, x, state after) of this pass: q, k, v (gate, up) share one input array
 
         def hook(name, x, w, b):
             w = weights.get(name, w)
             if wanted is None or name in wanted:
-                stats[name] = update(stats.get(name), x, count=count)
+                prev = stats.get(name)
+                new = next((a for p, xx, a in done if p is prev and xx is x), None)
+                stats[name] = update(prev, x, count=count) if new is None else new
+                done.append((prev, x, stats[name]))
                 seen_w.setdefault(name, w)
                 left.discard(name)
                 if stop_early and not left:
