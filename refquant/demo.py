@@ -113,22 +113,25 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
     for fam, recipes in families.items():
         pts = [run_recipe(p, cfg, r, val, n_windows=n_windows) for r in recipes]
         curves[fam] = ([q["bits_per_weight"] for q in pts], [q["perplexity"] for q in pts])
-    fig, ax = plt.subplots(figsize=(8, 5))
-    plotting.plot_curves(ax, curves, ylabel="validation perplexity")
-    for r in rows[1:]:
-        if not r["method"].startswith(("w4-g", "w3-g", "w8-per")):
-            ax.scatter([r["bits_per_weight"]], [r["perplexity"]], s=30, zorder=3, label=r["method"], marker="D")
-    ax.axhline(base, color="k", lw=0.8, ls="--", label="float32")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("tiny GPT: perplexity vs bits per weight (scales included)")
+    # weight-only rows as points, except those already on a curve; the W8A8 rows have w8's bits and
+    # differ from it by 0.02 %: the table shows them
+    on_curves = {"w8-per-channel", "w4-g32", "w3-g32", "kmeans-16"}
+    points = {r["method"]: (rec.weight_format, r["bits_per_weight"], r["perplexity"])
+              for rec, r in zip(standard_recipes(), rows)
+              if rec.weight_format is not None and rec.activation is None and r["method"] not in on_curves}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    plotting.plot_ppl_vs_bits(axes[0], {f: (families[f][0].weight_format, *curves[f]) for f in curves}, points, base,
+                              zoom_ax=axes[1], zoom=(-0.25, 2.5))
+    axes[0].set_title("all widths")
+    axes[1].set_title("zoom: within 2.5 % of float")
+    fig.suptitle("tiny GPT, weight-only recipes: perplexity vs bits per weight")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "00-demo-ppl-vs-bits.png"), dpi=100)
     plt.close(fig)
     attrib = layer_attribution(p, cfg, Recipe("w3-g32", "int3", {"group_size": 32}), val, n_windows=n_windows)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    plotting.plot_layer_attribution(ax, attrib, base)
-    ax.set_title("which layer hurts: W3 group-32 on one layer at a time")
+    fig, (ax, sqnr_ax) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True, gridspec_kw=dict(height_ratios=[1.6, 1]))
+    plotting.plot_layer_attribution(ax, attrib, base, sqnr_ax=sqnr_ax)
+    ax.set_title("which layer hurts: W3 group-32 on one layer at a time, in forward order")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "00-demo-layer-attribution.png"), dpi=100)
     plt.close(fig)
