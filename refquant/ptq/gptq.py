@@ -273,7 +273,8 @@ def gptq_quantize(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric
     group_size : int
         Columns per (scale, zero) group; 0: one per row (the references' −1).
     symmetric, act_order, static_groups, percdamp, block_size : as IST-DASLab ``fasterquant``
-        (``--sym``, ``--act-order``, ``--static-groups``, ``--percdamp``, ``blocksize``).
+        (``--sym``, ``--act-order``, ``--static-groups``, ``--percdamp``, ``blocksize``);
+        ``static_groups`` has no effect with ``group_size=0``, as in the reference.
     mse, norm, grid, max_shrink : the quantizer's range search (``Quantizer.configure``).
     symmetric_nonnegative_clip, group_params_from, damp_auto_increment : see the module docstring.
 
