@@ -36,3 +36,90 @@ def test_tied_head_resolves_to_the_embedding():
     assert weight(lm, p, "output.weight") is p["token_embd.weight"]
     with pytest.raises(ValueError, match="no weight 'blk.9.attn_q.weight'"):
         weight(lm, p, "blk.9.attn_q.weight")
+
+
+# ---------------------------------------------------------------- scale folds (AWQ, SmoothQuant)
+from refquant.models.lm import ScaleFold, fold_scale  # noqa: E402
+
+LCFG_MHA = llama.LlamaConfig(vocab_size=13, context_length=16, n_layer=1, n_embd=8, n_ff=12, n_head=2, n_kv_head=2,
+                             rope_dim=4)
+MODELS = [(tiny_gpt(GCFG), gpt.init_params(GCFG)), (llama_lm(LCFG), llama.init_params(LCFG)),
+          (llama_lm(LCFG_MHA), llama.init_params(LCFG_MHA, tied=False))]
+
+
+def _randomised(p, seed=3):
+    """Norm gains and biases away from 1 and 0, so that a fold that forgets one of them shows."""
+    rng = np.random.default_rng(seed)
+    return {k: (v + 0.3 * rng.standard_normal(v.shape)).astype(v.dtype) if v.ndim == 1 else v for k, v in p.items()}
+
+
+@pytest.mark.parametrize("lm,p", MODELS, ids=["tiny-gpt", "llama-gqa", "llama-mha"])
+def test_every_fold_leaves_the_float_model_unchanged(lm, p):
+    p = _randomised(p)
+    before = {k: v.copy() for k, v in p.items()}
+    idx = np.arange(7).reshape(1, 7) % 11
+    ref = lm.forward(p, idx).astype(np.float64)
+    rng = np.random.default_rng(0)
+    q = dict(p)
+    for fold in lm.scale_folds:
+        K = weight(lm, p, fold.linears[0]).shape[1]
+        s = np.exp(rng.uniform(-1.5, 1.5, K))  # scales from 0.22 to 4.5
+        one = fold_scale(lm, p, fold, s)
+        changed = [k for k in p if k not in one or one[k] is not p[k]] + [k for k in one if k not in p]
+        assert changed, fold
+        np.testing.assert_allclose(lm.forward(one, idx), ref, rtol=1e-4, atol=1e-5)
+        q = fold_scale(lm, q, fold, s)  # all folds at once, each on the already-folded parameters
+    np.testing.assert_allclose(lm.forward(q, idx), ref, rtol=1e-4, atol=1e-5)
+    for k, v in before.items():  # the input parameters are not mutated
+        np.testing.assert_array_equal(p[k], v)
+
+
+@pytest.mark.parametrize("lm,p", MODELS, ids=["tiny-gpt", "llama-gqa", "llama-mha"])
+def test_the_linears_of_a_fold_read_one_input_and_inspect_comes_after_them(lm, p):
+    seen = {}
+
+    def hook(name, x, w, b):
+        seen[name] = x
+        return x @ w.T if b is None else x @ w.T + b
+
+    lm.forward(p, np.zeros((1, 3), np.int64), linear=hook)
+    order = list(lm.linear_names)
+    for fold in lm.scale_folds:
+        first = seen[fold.linears[0]]
+        assert all(seen[n] is first for n in fold.linears)
+        assert order.index(fold.inspect) >= max(order.index(n) for n in fold.linears)
+        for name, a, b in fold.prev:
+            assert b - a == first.shape[-1] and b <= p[name].shape[0]
+
+
+def test_fold_lists_by_hand():
+    g = tiny_gpt(GCFG)  # C = 8: V rows of c_attn are 16:24
+    assert g.scale_folds[1] == ScaleFold(("h0.attn.c_proj.w",), (("h0.attn.c_attn.w", 16, 24),
+                                                                 ("h0.attn.c_attn.b", 16, 24)), "h0.attn.c_proj.w")
+    assert len(g.scale_folds) == 3 * 2 + 1  # mlp.c_proj (after the GELU) has none
+    assert g.qk_rows == (("h0.attn.c_attn.w", 0, 16), ("h1.attn.c_attn.w", 0, 16))
+    lq = llama_lm(LCFG)  # GQA (2 heads, 1 kv head): no v → o fold
+    assert [f.linears for f in lq.scale_folds[:3]] == [
+        ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight"),
+        ("blk.0.ffn_gate.weight", "blk.0.ffn_up.weight"), ("blk.0.ffn_down.weight",)]
+    assert lq.qk_rows[:2] == (("blk.0.attn_q.weight", 0, 8), ("blk.0.attn_k.weight", 0, 4))
+    lm_ = llama_lm(LCFG_MHA)
+    assert lm_.scale_folds[1] == ScaleFold(("blk.0.attn_output.weight",), (("blk.0.attn_v.weight", 0, 8),),
+                                           "blk.0.attn_output.weight")
+
+
+def test_fold_into_a_tied_head_unties_it_and_keeps_the_embedding():
+    lm, p = llama_lm(LCFG), llama.init_params(LCFG)
+    s = np.linspace(0.5, 2.0, 8)
+    q = fold_scale(lm, p, lm.scale_folds[-1], s)
+    np.testing.assert_array_equal(q["token_embd.weight"], p["token_embd.weight"])
+    np.testing.assert_array_equal(q["output.weight"], p["token_embd.weight"] * s.astype(np.float32))
+    np.testing.assert_array_equal(q["output_norm.weight"], p["output_norm.weight"] / s.astype(np.float32))
+
+
+def test_fold_scale_refuses_bad_scales():
+    lm, p = tiny_gpt(GCFG), gpt.init_params(GCFG)
+    with pytest.raises(ValueError, match="s: expected a 1-D array of finite scales > 0"):
+        fold_scale(lm, p, lm.scale_folds[0], np.r_[np.ones(7), 0.0])
+    with pytest.raises(ValueError, match="s: 7 scales for 8 rows of 'h0.ln_1.g'"):
+        fold_scale(lm, p, lm.scale_folds[0], np.ones(7))
