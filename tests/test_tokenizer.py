@@ -81,6 +81,8 @@ def test_bpe_symbol_without_token_falls_back_to_its_ascii_bytes():
 def test_merges_first_rank_wins_and_bad_merge_rejected():
     tok = tiny(["a b", "c d", "a b"])
     assert tok.ranks[("a", "b")] == 0 and tok.ranks[("c", "d")] == 1
+    assert tok.token_to_id["ab"] == 258                  # "ab" at 256 and 258: llama.cpp's map keeps the last
+    assert repr(tok) == "Tokenizer(bos_id=None, eos_id=None, add_bos=False, add_eos=False)"
     with pytest.raises(ValueError, match="merges"):
         make_tokenizer(list(B), ["ab"])
 

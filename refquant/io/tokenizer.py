@@ -46,7 +46,7 @@ import operator
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
@@ -54,7 +54,8 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # GGUF 
 SMOLLM_PRE = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva")
 
 # unicode-data.cpp's unicode_set_whitespace (PropList.txt White_Space)
-WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+              + "\u2028\u2029\u202f\u205f\u3000")
 # Letters and numbers of Unicode 15.0 / 15.1 that Python 3.11's Unicode 14.0 database still calls Cn
 # (read off llama.cpp's table, code point by code point; tests/data/llamacpp_unicode_ranges.npz).
 _ADDED_IN_15 = {
@@ -168,17 +169,19 @@ def bytes_to_unicode() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Tokenizer:
-    tokens: tuple[str, ...]                 # token texts, in byte-level characters (id = index)
-    token_types: tuple[int, ...]            # GGUF token types: NORMAL, CONTROL, USER_DEFINED, …
-    token_to_id: Mapping[str, int]          # first id of each text
-    ranks: Mapping[tuple[str, str], int]    # merge (left, right) → rank = index in tokenizer.ggml.merges
-    special: tuple[tuple[str, int], ...]    # (text, id) of CONTROL / UNKNOWN / USER_DEFINED, longest first
-    byte_encoder: tuple[str, ...]           # byte → character (bytes_to_unicode)
-    bos_id: int | None
-    eos_id: int | None
-    add_bos: bool                           # tokenizer.ggml.add_bos_token (absent: False)
-    add_eos: bool                           # tokenizer.ggml.add_eos_token (absent: False)
-    chat_template: str | None = None        # tokenizer.chat_template (Jinja)
+    """A GGUF ``gpt2`` vocabulary ready to tokenize: build with :func:`load_tokenizer` / :func:`make_tokenizer`."""
+
+    tokens: tuple[str, ...] = field(repr=False)            # texts in byte-level characters (id = index)
+    token_types: tuple[int, ...] = field(repr=False)       # GGUF token types: NORMAL, CONTROL, USER_DEFINED, …
+    token_to_id: Mapping[str, int] = field(repr=False)     # text → id (a repeated text: its last id, as llama.cpp)
+    ranks: Mapping[tuple[str, str], int] = field(repr=False)  # (left, right) → rank = index in the merges
+    special: tuple[tuple[str, int], ...] = field(repr=False)  # (text, id), CONTROL/UNKNOWN/USER_DEFINED, longest first
+    byte_encoder: tuple[str, ...] = field(repr=False)      # byte → character (bytes_to_unicode)
+    bos_id: int | None = None
+    eos_id: int | None = None
+    add_bos: bool = False                                  # tokenizer.ggml.add_bos_token (absent: False)
+    add_eos: bool = False                                  # tokenizer.ggml.add_eos_token (absent: False)
+    chat_template: str | None = field(default=None, repr=False)  # tokenizer.chat_template (Jinja)
 
     @property
     def n_vocab(self) -> int:
@@ -195,9 +198,7 @@ def make_tokenizer(tokens: Sequence[str], merges: Sequence[str], token_types: Se
     types = tuple(NORMAL for _ in tokens) if token_types is None else tuple(int(t) for t in token_types)
     if len(types) != len(tokens):
         raise ValueError(f"token_types has {len(types)} entries for {len(tokens)} tokens")
-    token_to_id: dict[str, int] = {}
-    for i, t in enumerate(tokens):
-        token_to_id.setdefault(t, i)
+    token_to_id = {t: i for i, t in enumerate(tokens)}
     ranks: dict[tuple[str, str], int] = {}
     for r, m in enumerate(merges):
         cut = m.find(" ", 1)                # llama.cpp: word.find(' ', 1); the first rank of a pair wins
@@ -344,8 +345,8 @@ def encode(tok: Tokenizer, text: str, *, add_bos: bool | None = None, add_eos: b
 def decode(tok: Tokenizer, ids, *, special: bool = True) -> str:
     """The text of token ids (``llama_detokenize`` without space cleaning, which smollm turns off).
 
-    Special tokens render as their text (``special=False``: as nothing); a byte sequence that is not
-    valid UTF-8 becomes U+FFFD.
+    Special tokens render as their text (``special=False``: as nothing), UNUSED and BYTE tokens as nothing
+    (llama.cpp's ``token_to_piece``); a byte sequence that is not valid UTF-8 becomes U+FFFD.
     """
     byte_of = {c: b for b, c in enumerate(tok.byte_encoder)}
     out = bytearray()
