@@ -34,8 +34,9 @@ TENSOR_METHODS = (
 )
 
 
-def run_demo(out_dir: str = "figures") -> list:
-    """Quantize the sample tensors with every method; return table rows and write figures."""
+def run_demo(out_dir: str = "figures", *, quick: bool = False, progress=None) -> list:
+    """Quantize the sample tensors with every method; return table rows and write figures
+    (``quick``: the same rows, no figures). ``progress(message)``, if given, is called before each step."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -48,7 +49,8 @@ def run_demo(out_dir: str = "figures") -> list:
 
     rows = []
     tensors = sample_tensors()
-    for tname, x in tensors.items():
+    for i, (tname, x) in enumerate(tensors.items()):
+        _report(progress, f"sample tensor {i + 1}/{len(tensors)}: {tname}, {len(TENSOR_METHODS)} formats")
         for mname, fmt, opts in TENSOR_METHODS:
             t = registry.quantize(x, fmt, **opts)
             xh, bits = t.dequantize(), t.storage_bits() / x.size
@@ -56,6 +58,9 @@ def run_demo(out_dir: str = "figures") -> list:
                          "sqnr_db": metrics.sqnr_db(x, xh), "mse": metrics.mse(x, xh),
                          "cosine": metrics.cosine_similarity(x, xh)})
 
+    if quick:
+        return rows
+    _report(progress, "figure: SQNR vs storage")
     os.makedirs(out_dir, exist_ok=True)
     # SQNR vs bits on the outlier-channel weights: granularity matters more than bits
     w = tensors["outlier-channel weights"]
@@ -81,9 +86,12 @@ def run_demo(out_dir: str = "figures") -> list:
     return rows
 
 
-def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
+def run_model_demo(out_dir: str, *, n_windows: int = 64, quick: bool = False, progress=None) -> tuple:
     """Every standard recipe on the shipped tiny GPT; figures of perplexity vs bits and of per-layer
-    attribution. Returns (rows, attribution rows, float perplexity)."""
+    attribution. Returns (rows, attribution rows, float perplexity).
+
+    ``quick``: the recipes and the attribution only — no perplexity-vs-bits curves, no figures (pass a
+    smaller ``n_windows`` too for a run of seconds). ``progress(message)`` is called before each step."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -100,10 +108,17 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
     calib_rng = np.random.default_rng(1234)
     held_out = val[len(val) // 2:]  # calibration batches never overlap the evaluation windows
     calib = [get_batch(held_out, 16, cfg.context_length, calib_rng)[0] for _ in range(4)]
-    rows = [run_recipe(p, cfg, r, val, calib, n_windows=n_windows) for r in standard_recipes()]
+    rows, recipes = [], standard_recipes()
+    for i, r in enumerate(recipes):
+        _report(progress, f"recipe {i + 1}/{len(recipes)}: {r.name} ({n_windows} windows)")
+        rows.append(run_recipe(p, cfg, r, val, calib, n_windows=n_windows))
     base = rows[0]["perplexity"]
     for r in rows:
         r["delta_pct"] = 100 * (r["perplexity"] / base - 1)
+    w3 = Recipe("w3-g32", "int3", {"group_size": 32})
+    if quick:
+        _report(progress, f"layer attribution: {w3.name} on one layer at a time")
+        return rows, layer_attribution(p, cfg, w3, val, n_windows=n_windows), base
     families = {
         "uniform, group 32": [Recipe(f"w{b}-g32", f"int{b}", {"group_size": 32}) for b in (2, 3, 4, 5, 6, 8)],
         "uniform, per channel": [Recipe(f"w{b}-pc", f"int{b}") for b in (3, 4, 5, 6, 8)],
@@ -111,6 +126,7 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
     }
     curves = {}
     for fam, recipes in families.items():
+        _report(progress, f"curve: {fam}, {len(recipes)} recipes")
         pts = [run_recipe(p, cfg, r, val, n_windows=n_windows) for r in recipes]
         curves[fam] = ([q["bits_per_weight"] for q in pts], [q["perplexity"] for q in pts])
     # weight-only rows as points, except those already on a curve; the W8A8 rows have w8's bits and
@@ -128,7 +144,8 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "00-demo-ppl-vs-bits.png"), dpi=100)
     plt.close(fig)
-    attrib = layer_attribution(p, cfg, Recipe("w3-g32", "int3", {"group_size": 32}), val, n_windows=n_windows)
+    _report(progress, f"layer attribution: {w3.name} on one layer at a time")
+    attrib = layer_attribution(p, cfg, w3, val, n_windows=n_windows)
     fig, (ax, sqnr_ax) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True, gridspec_kw=dict(height_ratios=[1.6, 1]))
     plotting.plot_layer_attribution(ax, attrib, base, sqnr_ax=sqnr_ax)
     ax.set_title("which layer hurts: W3 group-32 on one layer at a time, in forward order")
@@ -136,6 +153,11 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64) -> tuple:
     fig.savefig(os.path.join(out_dir, "00-demo-layer-attribution.png"), dpi=100)
     plt.close(fig)
     return rows, attrib, base
+
+
+def _report(progress, message: str) -> None:
+    if progress is not None:
+        progress(message)
 
 
 def print_model_table(rows, attrib, base):
