@@ -267,6 +267,18 @@ def test_smollm2_strings_equal_llamacpp(smollm2):
     assert decode(smollm2, encode(smollm2, "a\U00080000b")) == "a\ufffd\ufffd\ufffdb"   # F2 dropped, 3 × 80
 
 
+@pytest.mark.parametrize("which", ["eval", "calib"])
+def test_smollm2_evaluation_texts_equal_llamacpp(smollm2, which):
+    """refquant.io.evaltext's evaluation and calibration texts, as recorded (Python 3.11.7's pydoc_data)."""
+    from refquant.io import evaltext
+    z = np.load(os.path.join(DATA, "llamacpp_tokens.npz"))
+    text = z[f"{which}_utf8"].tobytes().decode("utf-8")
+    assert np.array_equal(np.asarray(encode(smollm2, text), np.uint16), z[f"{which}_ids"])
+    here = (evaltext.eval_text if which == "eval" else evaltext.calibration_text)()
+    if here != text:
+        pytest.skip(f"this Python's pydoc_data gives another {which} text than the recorded one")
+
+
 def test_smollm2_corpus_equals_llamacpp(smollm2):
     z = np.load(os.path.join(DATA, "llamacpp_tokens.npz"))
     text = z["corpus_utf8"].tobytes().decode("utf-8")     # pydoc_data.topics of Python 3.11.7, joined by "\n\n"

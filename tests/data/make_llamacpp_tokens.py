@@ -19,7 +19,8 @@ strtol(s, e, b); }`` and its three siblings (``vsscanf`` for ``sscanf``). Tokeni
 numbers, so the shim changes nothing it computes.
 
 Written: ``llamacpp_tokens.npz`` — the corpus (every ``pydoc_data.topics`` value joined with two
-newlines, UTF-8 bytes), its token ids (uint16) and SHA-256, and llama.cpp's Unicode table as ranges
+newlines, UTF-8 bytes), its token ids (uint16) and SHA-256; the same for ``refquant.io.evaltext``'s
+evaluation and calibration texts (``eval_*``, ``calib_*``); and llama.cpp's Unicode table as ranges
 (start code point, flags & 0x1FF: category bits and WHITESPACE); ``llamacpp_tokens.json`` — hard and
 random strings with their ids (``parse_special`` true, and false too when the string has a ``<``).
 """
@@ -118,7 +119,11 @@ def main():
     flags = np.array([flags_of(c) & 0x1FF for c in range(0x110000)], dtype=np.uint16)
     starts = np.concatenate([[0], np.nonzero(np.diff(flags))[0] + 1]).astype(np.uint32)
 
-    np.savez_compressed(os.path.join(HERE, "llamacpp_tokens.npz"),
+    from refquant.io.evaltext import calibration_text, eval_text   # the evaluation protocol's two texts
+    texts = {"eval": eval_text(), "calib": calibration_text()}
+    extra = {f"{k}_{what}": v for k, t in texts.items() for what, v in
+             (("utf8", np.frombuffer(t.encode("utf-8"), dtype=np.uint8)), ("ids", np.array(tokenize(t), np.uint16)))}
+    np.savez_compressed(os.path.join(HERE, "llamacpp_tokens.npz"), **extra,
                         corpus_utf8=np.frombuffer(corpus.encode("utf-8"), dtype=np.uint8), corpus_ids=ids,
                         corpus_sha256=hashlib.sha256(corpus.encode("utf-8")).hexdigest(),
                         unicode_starts=starts, unicode_flags=flags[starts],
@@ -130,7 +135,8 @@ def main():
     head = {"oracle": ORACLE, "model": os.path.basename(GGUF)}
     with open(os.path.join(HERE, "llamacpp_tokens.json"), "w", encoding="ascii") as f:  # one case per line
         f.write(json.dumps(head)[:-1] + ', "cases": [\n' + ",\n".join(map(json.dumps, cases)) + "\n]}\n")
-    print(f"corpus: {len(corpus)} characters, {len(ids)} tokens; {len(cases)} strings")
+    print(f"corpus: {len(corpus)} characters, {len(ids)} tokens; eval {len(extra['eval_ids'])}, calibration "
+          f"{len(extra['calib_ids'])} tokens; {len(cases)} strings")
 
 
 if __name__ == "__main__":
