@@ -4,7 +4,8 @@
 
 1. **Special tokens** (``tokenizer_st_partition``): the texts of the CONTROL / UNKNOWN tokens (with
    ``parse_special``) and of the USER_DEFINED tokens (always) are cut out of the text as whole strings,
-   longest first, before anything else; the text between them is tokenized piece by piece.
+   longest first, before anything else; the text between them is tokenized piece by piece. (The
+   LSTRIP / RSTRIP attributes llama.cpp sets by model name for a few models, not SmolLM2, are not mirrored.)
 2. **Pre-tokenizer** (``unicode_regex_split`` with the ``smollm`` list, which it shares with starcoder,
    refact, command-r, codeshell, exaone, minerva): first ``\\p{N}`` — every number character becomes its
    own piece — then, inside each piece, GPT-2's
