@@ -1,28 +1,123 @@
-"""Command line: ``python -m refquant demo`` (``--help`` for options)."""
+"""Command line: ``refquant demo | train | quantize`` (or ``python -m refquant …``; ``--help`` for options).
+
+Output policy: results (tables, the final line of ``train``) go to stdout; progress of the long
+commands and errors go to stderr, so ``refquant demo > table.txt`` still shows what is happening.
+An error is one line ``error: …`` naming the argument, exit status 2 (1: a file could not be written).
+
+BLAS threads: the tiny GPT's matmuls are small — (4096, 96) · (96, 384) for 64 windows of 64
+characters — and OpenBLAS threads cost more than they give there, ruinously so when other processes
+compete for the cores. Measured on 2 cores shared with other jobs (load average ~5): five perplexity
+evaluations took 1.9–2.5 s with one BLAS thread and 11–21 s with two; the whole demo 27–40 s against
+81–129 s, printing the same numbers. The long commands (demo, train, quantize) therefore run with
+BLAS limited to one thread by ``threadpoolctl`` (a scikit-learn dependency), inside the command only
+— importing refquant changes nothing. Override with the environment variable
+``REFQUANT_BLAS_THREADS``: a number N ≥ 1, or ``0`` / ``auto`` for the BLAS library's own default
+(which honours ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``).
+"""
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 import json
 import os
 import sys
+import time
 
-import numpy as np
+from ._version import __version__
+from .cli_quantize import add_quantize_arguments, run_quantize
+
+BLAS_ENV = "REFQUANT_BLAS_THREADS"
+DEMO_QUICK_WINDOWS = 16  # --quick: evaluation windows per recipe (the full demo: 64)
 
 
+def blas_threads(env=None) -> int | None:
+    """BLAS threads for the long commands: ``REFQUANT_BLAS_THREADS`` (default 1); None: no limit."""
+    raw = (os.environ if env is None else env).get(BLAS_ENV, "1").strip().lower()
+    if raw in ("0", "auto"):
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{BLAS_ENV} must be a number of threads >= 1, or 0 / auto for the BLAS default, got {raw!r}")
+    return int(raw)
 
-def run_train(args) -> int:
-    import time
 
+def _progress(command: str):
+    """A callback that writes ``refquant <command> [elapsed] message`` to stderr."""
+    t0 = time.perf_counter()
+
+    def report(message: str) -> None:
+        print(f"refquant {command} [{time.perf_counter() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+    return report
+
+
+def _long_command(run, args) -> int:
+    """Run ``run(args, progress)`` with the BLAS thread policy of the module docstring."""
+    n = blas_threads()
+    if n is None:
+        limit = nullcontext()
+    else:
+        from threadpoolctl import threadpool_limits
+        limit = threadpool_limits(limits=n, user_api="blas")
+    with limit:
+        return run(args, _progress(args.command))
+
+
+def run_demo_command(args, progress) -> int:
+    from .demo import print_model_table, print_table, run_demo, run_model_demo
+
+    if not args.quick:
+        try:  # before the work, not after a minute of it
+            os.makedirs(args.out_dir, exist_ok=True)
+        except OSError as e:
+            print(f"error: cannot write figures to {args.out_dir!r}: {e.strerror}", file=sys.stderr)
+            return 1
+    windows = DEMO_QUICK_WINDOWS if args.quick else 64
+    try:
+        rows = run_demo(args.out_dir, quick=args.quick, progress=progress)
+        model_rows, attrib, base = run_model_demo(args.out_dir, n_windows=windows, quick=args.quick, progress=progress)
+    except OSError as e:
+        print(f"error: cannot write figures to {args.out_dir!r}: {e.strerror}", file=sys.stderr)
+        return 1
+    print_table(rows)
+    print_model_table(model_rows, attrib, base)
+    if args.quick:
+        print(f"quick: {windows} evaluation windows per recipe (full demo: 64), no curves, no figures — "
+              "the perplexities differ from the full demo's")
+    else:
+        print(f"figures written to {args.out_dir}/")
+    if args.json:
+        keys = ("method", "bits_per_weight", "size_bytes", "perplexity", "delta_pct")
+        print(json.dumps([{k: r[k] for k in keys} for r in model_rows]))
+    return 0
+
+
+def _inside(path: str, directory: str) -> bool:
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def run_train_command(args, progress) -> int:
+    from .io.checkpoint import save_checkpoint
     from .models.corpus import ALPHABET, train_val_split
     from .models.gpt import GPTConfig
-    from .io.checkpoint import save_checkpoint
     from .models.train import evaluate, train
 
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if not args.out.endswith(".npz"):
+        raise ValueError(f"--out: a checkpoint is an .npz file, got {args.out!r}")
+    package = os.path.dirname(os.path.abspath(__file__))
+    if _inside(args.out, package) and not args.force:
+        raise ValueError(f"--out: {args.out!r} is inside the installed refquant package ({package}); write elsewhere "
+                         "(default: ./tiny_gpt.npz) or add --force to replace the shipped checkpoint")
+    d = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(d) or not os.access(d, os.W_OK):
+        raise ValueError(f"--out: directory {d!r} does not exist or is not writable")
     cfg = GPTConfig(vocab_size=len(ALPHABET))
     tr, va = train_val_split(args.seed)
-    t0 = time.time()
-    log = lambda step, loss: print(f"step {step:5d}/{args.steps}  loss {loss:.4f}  {time.time() - t0:6.1f} s", flush=True)  # noqa: E731
-    p = train(cfg, tr, steps=args.steps, seed=args.seed, log=log)
+    progress(f"training the tiny GPT for {args.steps} steps (seed {args.seed}), writing {args.out}")
+    p = train(cfg, tr, steps=args.steps, seed=args.seed,
+              log=lambda step, loss: progress(f"step {step + 1:5d}/{args.steps}  loss {loss:.4f}"))
+    progress("evaluating on the validation text")
     ppl, acc = evaluate(p, va, cfg)
     meta = {"steps": args.steps, "seed": args.seed, "val_perplexity": ppl, "val_accuracy": acc}
     try:
@@ -34,102 +129,49 @@ def run_train(args) -> int:
     return 0
 
 
-QUANTIZE_METHODS = ("uniform", "nf4", "fp8", "fp4", "kmeans", "log")
-
-
-def run_quantize(args) -> int:
-    """Quantize every array of an .npz with one method; print per-array error; optionally save."""
-    from .core import metrics
-    from .ptq.recipes import Recipe, quantize_weight
-
-    if args.method not in QUANTIZE_METHODS:
-        raise ValueError(f"--method: unknown {args.method!r}; expected one of {', '.join(QUANTIZE_METHODS)}")
-    bits = args.bits if args.bits is not None else {"uniform": 8, "nf4": 4, "fp8": 8, "fp4": 4, "kmeans": 4, "log": 4}[args.method]
-    fixed = {"nf4": 4, "fp8": 8, "fp4": 4}
-    if args.method in fixed and bits != fixed[args.method]:
-        raise ValueError(f"--bits: {args.method} is a {fixed[args.method]}-bit format, got {bits}")
-    if not 2 <= bits <= 16 or (args.method == "kmeans" and bits > 12):
-        raise ValueError(f"--bits must be in [2, 16] (kmeans: [2, 12]), got {bits}")
-    if args.group_size < 0:
-        raise ValueError(f"--group-size must be >= 0, got {args.group_size}")
-    if not os.path.exists(args.weights):
-        raise FileNotFoundError(f"--weights: file {args.weights!r} not found")
-    try:
-        z = np.load(args.weights)
-    except Exception as e:  # a file that is not an .npz: one line, no traceback
-        raise ValueError(f"--weights: {args.weights!r} is not a readable .npz file ({type(e).__name__})") from None
-    fmt, opts = {"uniform": (f"int{bits}", {"group_size": args.group_size}), "nf4": ("nf4", {}), "fp8": ("fp8_e4m3", {}),
-                 "fp4": ("fp4_e2m1", {}), "kmeans": ("kmeans", {"bits": bits}), "log": ("log2", {"bits": bits})}[args.method]
-    recipe = Recipe(args.method, fmt, opts)
-    out, total_in, total_bits = {}, 0, 0
-    print(f"{'array':32s} {'shape':>14s} {'bits/elem':>9s} {'SQNR dB':>8s} {'max |err|':>10s}")
-    with z:
-        for name in z.files:
-            a = z[name]
-            if a.dtype.kind != "f" or a.ndim == 0 or a.size < 2:
-                out[name] = a
-                print(f"{name:32s} {str(a.shape):>14s}   skipped (not a float array with >= 2 elements)")
-                continue
-            w = a.astype(np.float32).reshape(a.shape[0] if a.ndim > 1 else 1, -1)  # (out, in) view
-            if not np.all(np.isfinite(w)):
-                raise ValueError(f"array {name!r} contains NaN or Inf")
-            w_hat, nbits = quantize_weight(w, recipe)
-            out[name] = w_hat.reshape(a.shape).astype(a.dtype)
-            total_in, total_bits = total_in + a.size, total_bits + nbits
-            err = np.abs(w_hat - w).max()
-            print(f"{name:32s} {str(a.shape):>14s} {nbits / a.size:9.3f} {metrics.sqnr_db(w, w_hat):8.2f} {err:10.3g}")
-    if total_in:
-        print(f"total: {total_in} values, {total_bits / total_in:.3f} bits per value including scales")
-    if args.out:
-        np.savez_compressed(args.out, **out)
-        print(f"wrote the dequantized arrays to {args.out}")
-    return 0
+def build_parser(prog: str = "refquant") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=prog, description="refquant: reference quantization in NumPy",
+        epilog=f"Progress goes to stderr, results to stdout. BLAS runs one thread in these commands; set "
+               f"{BLAS_ENV}=N (or 0 / auto for the BLAS default) to change it.")
+    ap.add_argument("--version", action="version", version=f"refquant {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{demo,train,quantize}")
+    d = sub.add_parser("demo", help="quantize sample tensors with every format and the tiny GPT with every recipe; "
+                                    "print the tables, write figures")
+    d.add_argument("--out-dir", default="figures", help="where figures are written (default: figures)")
+    d.add_argument("--json", action="store_true", help="make the last line of stdout a JSON list of the model rows")
+    d.add_argument("--quick", action="store_true",
+                   help=f"seconds, not a minute: {DEMO_QUICK_WINDOWS} evaluation windows instead of 64, no "
+                        "perplexity-vs-bits curves, no figures (so the perplexities differ from the full demo)")
+    t = sub.add_parser("train", help="train the tiny GPT on the grammar corpus and write a checkpoint",
+                       description="Train the tiny GPT (2000 steps: about 4 minutes on 2 cores). Writes into the "
+                                   "working directory by default, never into the installed package unless --force.")
+    t.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
+    t.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and batches (default: 0)")
+    t.add_argument("--out", default="tiny_gpt.npz", help="checkpoint path, .npz (default: ./tiny_gpt.npz)")
+    t.add_argument("--force", action="store_true",
+                   help="allow --out inside the installed package (to regenerate refquant/data/tiny_gpt.npz)")
+    add_quantize_arguments(sub)
+    return ap
 
 
 def main(argv=None) -> int:
-    from .demo import print_model_table, print_table, run_demo, run_model_demo
-    from .io.checkpoint import CHECKPOINT
-
-    ap = argparse.ArgumentParser(prog="python -m refquant", description="refquant: reference quantization in NumPy")
-    sub = ap.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="quantize sample tensors with every method, print an error table, write figures")
-    d.add_argument("--out-dir", default="figures", help="where figures are written (default: figures)")
-    d.add_argument("--json", action="store_true", help="make the last line of stdout a JSON list of the rows")
-    t = sub.add_parser("train", help="train the tiny GPT on the grammar corpus and write a checkpoint")
-    t.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
-    t.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and batches (default: 0)")
-    t.add_argument("--out", default=CHECKPOINT, help="checkpoint path (default: the one shipped in the package)")
-    qz = sub.add_parser("quantize", help="quantize every float array of an .npz file and report the error per array")
-    qz.add_argument("--weights", required=True, help="input .npz file")
-    qz.add_argument("--method", required=True, help=f"weight format: {', '.join(QUANTIZE_METHODS)}")
-    qz.add_argument("--bits", type=int, default=None, help="bits (uniform, kmeans, log; fixed for nf4/fp8/fp4)")
-    qz.add_argument("--group-size", type=int, default=0, help="uniform: group size along axis 1 (0: per row)")
-    qz.add_argument("--out", default=None, help="write the dequantized arrays to this .npz")
+    prog = "python -m refquant" if sys.argv[0].endswith("__main__.py") else "refquant"
+    ap = build_parser(prog)
     args = ap.parse_args(argv)
-    if args.command == "quantize":
-        try:
-            return run_quantize(args)
-        except (ValueError, FileNotFoundError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    if args.command == "train":
-        if args.steps < 1:
-            ap.error("--steps must be >= 1")
-        return run_train(args)
-    if args.command == "demo":
-        try:
-            rows = run_demo(args.out_dir)
-            model_rows, attrib, base = run_model_demo(args.out_dir)
-        except OSError as e:
-            print(f"error: cannot write figures to {args.out_dir!r}: {e.strerror}", file=sys.stderr)
-            return 1
-        print_table(rows)
-        print_model_table(model_rows, attrib, base)
-        print(f"figures written to {args.out_dir}/")
-        if args.json:
-            keys = ("method", "bits_per_weight", "size_bytes", "perplexity", "delta_pct")
-            print(json.dumps([{k: r[k] for k in keys} for r in model_rows]))
-    return 0
+    run = {"demo": run_demo_command, "train": run_train_command, "quantize": run_quantize}[args.command]
+    try:
+        blas_threads()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.command == "demo":  # no user input to blame: a ValueError there is a bug, shown with its traceback
+        return _long_command(run, args)
+    try:
+        return _long_command(run, args)
+    except (ValueError, FileNotFoundError) as e:  # bad arguments or input files: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """The tiny GPT: gradients against finite differences, corpus, training smoke test, checkpoint,
-recipes, and the CLI's train / quantize commands."""
+and recipes (the CLI's train / quantize commands: tests/test_cli.py)."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -119,33 +117,6 @@ def test_recipe_unknown_layer(shipped):
     with pytest.raises(ValueError, match="unknown linear layers"):
         apply_weights(p, cfg, Recipe("x", layers=("h9.mlp.c_fc.w",)))
     assert len(linear_names(cfg)) == 4 * cfg.n_layer + 1
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "refquant", *args], capture_output=True, text=True)
-
-
-def test_cli_quantize_and_its_errors(tmp_path):
-    src = tmp_path / "w.npz"
-    np.savez(src, a=np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32), ids=np.arange(4))
-    r = _cli("quantize", "--weights", str(src), "--method", "uniform", "--bits", "4", "--group-size", "32",
-             "--out", str(tmp_path / "o.npz"))
-    assert r.returncode == 0, r.stderr
-    assert "a " in r.stdout and "skipped" in r.stdout and "5.000" in r.stdout  # 4 + 32/32 bits
-    assert np.load(tmp_path / "o.npz")["a"].shape == (16, 64)
-    for args, msg in [(("--weights", str(tmp_path / "nope.npz"), "--method", "nf4"), "not found"),
-                      (("--weights", str(src), "--method", "uniform", "--bits", "1"), "--bits must be"),
-                      (("--weights", str(src), "--method", "nf4", "--bits", "8"), "4-bit format"),
-                      (("--weights", str(src), "--method", "int4"), "--method: unknown 'int4'")]:
-        r = _cli("quantize", *args)
-        assert r.returncode != 0 and "Traceback" not in r.stderr and msg in r.stderr, (args, r.stderr)
-        assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line
-    assert "usage" in _cli("train", "--help").stdout
-
-
-def test_cli_train_steps_error():
-    r = _cli("train", "--steps", "0")
-    assert r.returncode != 0 and "--steps must be >= 1" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_generate_shows_the_shipped_model_learned_the_grammar(shipped):
