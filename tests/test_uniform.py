@@ -4,9 +4,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from hypothesis import example, given, strategies as st
+from hypothesis.extra import numpy as hnp
 
 from refquant import dequantize, fake_quantize, qparams_from_range, quantize, quantize_ref, qrange
 from refquant.core.ranges import QRange
+from refquant.core.uniform import dequantize_ref
 from strategies import arrays, data_with_zero_point, granular_case, modes, qranges
 
 F32 = np.float32
@@ -346,3 +348,64 @@ def test_dequantize_wide_int32_codes_exactly():
     # 2^30 + 1 is not a float32; q - zp = 2^30 + 1 - 1 = 2^30 is, and the product 2^30 * 0.5 is exact
     q = np.array([2**30 + 1], np.int32)
     assert dequantize(q, np.float32(0.5), 1)[0] == F32(2.0**29)
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+def test_uint64_zero_point_is_range_checked_not_wrapped():
+    # np.uint64(2^64 - 1).astype(int64) == -1, which lies in int8: it must be refused, not read as -1
+    with pytest.raises(ValueError, match="zero_point must lie in"):
+        quantize(np.ones(3, F32), 0.1, np.uint64(2**64 - 1), "int8")
+    with pytest.raises(ValueError, match="zero_point must lie in"):
+        quantize(np.ones(3, F32), 0.1, np.int64(-2**63), "int8")
+
+
+@pytest.mark.parametrize("eps", [1e-50, 1e-46])
+def test_eps_that_underflows_in_float32_raises(eps):
+    # 1e-50 > 0 as a Python float but float32(1e-50) == 0: the scale floor would be 0
+    assert np.float32(eps) == 0
+    with pytest.raises(ValueError, match="eps must be finite and > 0 in float32"):
+        qparams_from_range(0.0, 0.0, "int8", eps=eps)
+
+
+def test_python_float_scale_that_underflows_in_float32_raises():
+    # a Python float scale takes x's dtype (float32), where 1e-300 is 0
+    with pytest.raises(ValueError, match="scale must be > 0.*underflows"):
+        quantize(np.ones(3, F32), 1e-300)
+
+
+def test_dequantize_rounds_once_beyond_2_24():
+    # q - zp = 2^25 + 1 (not a float32) times 1.5: exact 50331649.5, which lies between the float32
+    # neighbours 50331648 and 50331652 (spacing 4 above 2^25): nearest is 50331648.
+    # Rounding q first gives 2^25 (ties to even), times 1.5 = 50331648 as well; use 2^25 + 3 instead:
+    # exact (2^25 + 3) * 1.5 = 50331652.5 -> nearest float32 50331652; q rounded first is 2^25 + 4,
+    # times 1.5 = 50331654 -> rounds to 50331656 (ties to even): one ulp off.
+    q = np.array([2**25 + 3], np.int32)
+    assert dequantize(q, F32(1.5))[0] == F32(50331652)
+    assert F32(F32(2**25 + 3) * F32(1.5)) == F32(50331656)  # what rounding twice gives
+
+
+@given(st.sampled_from([np.int32, np.int64, np.uint32, np.uint64]), st.sampled_from([np.float16, np.float32, np.float64]),
+       st.data())
+def test_dequantize_wide_codes_equals_exact_ref(qdt, sdt, data):
+    info = np.iinfo(qdt)
+    q = data.draw(hnp.arrays(qdt, st.integers(1, 8), elements=st.integers(int(info.min), int(info.max))))
+    exp = data.draw(st.integers(-70, 10) if sdt != np.float16 else st.integers(-24, -10))
+    s = sdt(data.draw(st.floats(1, 2, exclude_max=True)) * 2.0**exp)
+    z = data.draw(st.integers(-1000, 1000))
+    try:
+        got = dequantize(q, s, z)
+    except ValueError as e:
+        assert "overflows" in str(e)
+        return
+    assert np.array_equal(got, dequantize_ref(q, s, z))
+
+
+def test_dequantize_uint64_codes_are_not_wrapped():
+    q = np.array([2**64 - 1], np.uint64)
+    assert dequantize(q, np.float64(1.0))[0] == 2.0**64  # 2^64 - 1 rounds to 2^64, never -1
+    assert dequantize(np.array([-2**63]), np.float32(1.0), 2**62)[0] == F32(-1.5 * 2.0**63)
+
+
+def test_dequantize_overflow_raises():
+    with pytest.raises(ValueError, match="overflows float16"):
+        dequantize(np.array([30000], np.int16), np.float16(10.0))

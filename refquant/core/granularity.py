@@ -25,30 +25,36 @@ import numpy as np
 from ._checks import axis_index, block_size_value
 
 
-def param_shape(shape: tuple, axis: int | None, block_size: int = 0) -> tuple:
-    """Shape that ``scale`` and ``zero_point`` must have for data of ``shape``."""
+def param_shape(shape: tuple, axis: int | None, block_size: int = 0, *, data: str = "shape") -> tuple:
+    """Shape that ``scale`` and ``zero_point`` must have for data of ``shape``.
+
+    ``data`` names the data in error messages (the caller's argument, e.g. ``"x"``).
+    """
     block_size = block_size_value(block_size)
+    if not isinstance(shape, tuple) or not all(isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
+                                               and n >= 0 for n in shape):
+        raise ValueError(f"{data}: expected a shape (a tuple of ints >= 0), got {shape!r}")
     if axis is None:
         if block_size:
             raise ValueError("block_size: blocked quantization needs an axis (got axis=None)")
         return ()
-    a = axis_index(axis, len(shape))
+    a = axis_index(axis, len(shape), data=data)
     if block_size == 0:
         return (shape[a],)
     return shape[:a] + (-(-shape[a] // block_size),) + shape[a + 1:]
 
 
-def check_param(p, shape: tuple, axis: int | None, block_size: int, name: str) -> np.ndarray:
+def check_param(p, shape: tuple, axis: int | None, block_size: int, name: str, data: str = "x") -> np.ndarray:
     """``p`` as an array of exactly :func:`param_shape` (a size-1 value counts as per-tensor only
-    when ``axis`` is None)."""
+    when ``axis`` is None). Errors name ``name`` and the data argument ``data``."""
     p = np.asarray(p)
-    want = param_shape(shape, axis, block_size)
+    want = param_shape(shape, axis, block_size, data=data)
     if axis is None and p.size == 1 and p.ndim <= 1:
         return p.reshape(())
     if p.shape != want:
         kind = "per-tensor" if axis is None else ("per-channel" if not block_size else "blocked")
         raise ValueError(
-            f"{name} has shape {p.shape}, but {kind} quantization of an array of shape {shape} "
+            f"{name} has shape {p.shape}, but {kind} quantization of {data} with shape {shape} "
             f"(axis={axis}, block_size={block_size}) needs shape {want}")
     return p
 
@@ -76,7 +82,7 @@ def align(x: np.ndarray, params: list, axis: int | None, block_size: int):
     return x, [p if p.ndim == 0 else np.take(p, np.arange(n) // block_size, axis=a) for p in params]
 
 
-def to_groups(x: np.ndarray, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+def to_groups(x: np.ndarray, axis: int | None = None, block_size: int = 0, data: str = "x") -> np.ndarray:
     """Rearrange ``x`` into rows, one row per parameter: ``(n_params, group_len)``.
 
     Rows of a partial last block are padded with NaN (inputs never contain NaN, so calibrators
@@ -87,7 +93,7 @@ def to_groups(x: np.ndarray, axis: int | None = None, block_size: int = 0) -> np
         if block_size:
             raise ValueError("block_size: blocked quantization needs an axis (got axis=None)")
         return x.reshape(1, -1)
-    a = axis_index(axis, x.ndim)
+    a = axis_index(axis, x.ndim, data=data)
     if not block_size:
         return np.moveaxis(x, a, 0).reshape(x.shape[a], -1)
     xm = np.moveaxis(x, a, -1)  # (..., n)

@@ -51,14 +51,20 @@ class QRange:
     limits: tuple | None = None
 
     def __post_init__(self):
-        if not isinstance(self.bits, (int, np.integer)) or isinstance(self.bits, bool):
+        if not isinstance(self.bits, (int, np.integer)) or isinstance(self.bits, (bool, np.bool_)):
             raise ValueError(f"bits must be an int, got {self.bits!r}")
         if not 2 <= self.bits <= 16:
             raise ValueError(f"bits must be in [2, 16], got {self.bits}")
+        for name in ("signed", "narrow"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.limits is not None:
-            lo, hi = self.limits
+            if not (isinstance(self.limits, tuple) and len(self.limits) == 2 and all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in self.limits)):
+                raise ValueError(f"limits must be None or a pair of ints (qmin, qmax), got {self.limits!r}")
+            lo, hi = int(self.limits[0]), int(self.limits[1])
             if lo > hi:
-                raise ValueError(f"qmin > qmax: limits ({lo}, {hi}) are empty")
+                raise ValueError(f"limits: qmin > qmax, ({lo}, {hi}) is empty")
             tlo = -(1 << (self.bits - 1)) if self.signed else 0
             thi = (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
             if lo < tlo or hi > thi:
@@ -126,23 +132,28 @@ def qrange(spec="int8", *, narrow: bool | None = None) -> QRange:
         r = spec
     elif isinstance(spec, tuple) and len(spec) == 2:
         lo, hi = spec
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in spec):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in spec):
             raise ValueError(f"qrange: (qmin, qmax) must be ints, got {spec!r}")
+        lo, hi = int(lo), int(hi)
         if lo > hi:
-            raise ValueError(f"qmin > qmax: ({lo}, {hi})")
+            raise ValueError(f"qrange: qmin > qmax, ({lo}, {hi}) is empty")
         signed = lo < 0
         bits = next((b for b in range(2, 17) if (-(1 << (b - 1)) <= lo and hi < (1 << (b - 1)) if signed
                                                   else hi < (1 << b))), None)
         if bits is None:
             raise ValueError(f"qrange: ({lo}, {hi}) does not fit in 16 bits")
-        r = QRange(bits, signed, False, (int(lo), int(hi)))
+        r = QRange(bits, signed, False, (lo, hi))
     elif isinstance(spec, str):
         m = _NAME.match(spec)
         if m is None:
             raise ValueError(f"qrange: unknown integer type name {spec!r}; expected e.g. 'int8', 'uint4', 'int8_narrow'")
+        if not 2 <= int(m.group(2)) <= 16:
+            raise ValueError(f"qrange: {spec!r}: bits must be in [2, 16], got {int(m.group(2))}")
         r = QRange(int(m.group(2)), signed=m.group(1) == "", narrow=m.group(3) is not None)
     else:
         raise ValueError(f"qrange: expected a type name, (qmin, qmax) or QRange, got {spec!r}")
+    if narrow is not None and not isinstance(narrow, (bool, np.bool_)):
+        raise ValueError(f"narrow must be None or a bool, got {narrow!r}")
     if narrow is not None and narrow != r.narrow and r.limits is None:
         r = QRange(r.bits, r.signed, narrow)
     return r

@@ -29,6 +29,8 @@ import math
 
 import numpy as np
 
+from ._checks import float_array, real_value
+
 ROUNDING_MODES = ("half_even", "half_away", "half_up", "floor", "stochastic")
 
 
@@ -64,9 +66,13 @@ def round_array(v: np.ndarray, mode: str = "half_even", rng: np.random.Generator
     -------
     ndarray of the same shape and dtype as ``v``. ±Inf stays ±Inf.
     """
-    v = np.asarray(v)
+    if not isinstance(mode, str) or mode not in ROUNDING_MODES:
+        raise ValueError(f"mode: unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
+    v = float_array(v, "v", check_nan=False)  # NaN rounds to NaN: a primitive, not a quantizer
     if out is None:
         out = np.empty_like(v)
+    elif not isinstance(out, np.ndarray) or out.shape != v.shape or out.dtype != v.dtype or not out.flags.writeable:
+        raise ValueError(f"out: expected a writeable array of shape {v.shape} and dtype {v.dtype}")
     if mode == "half_even":
         return np.rint(v, out=out)
     if mode in ("half_away", "half_up"):
@@ -91,8 +97,11 @@ def round_scalar_ref(v, mode: str = "half_even", draw: float | None = None) -> i
     floating-point shortcut with the vectorised code. Returns a Python int (or ±inf).
     For ``"stochastic"``, ``draw`` is the uniform [0, 1) number for this element.
     """
+    if not isinstance(mode, str) or mode not in ROUNDING_MODES:
+        raise ValueError(f"mode: unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
+    v = real_value(v, "v", finite=False)
     if math.isinf(v):
-        return float(v)
+        return v
     r = Fraction(float(v))
     fl = math.floor(r)
     frac = r - fl  # exact, in [0, 1)

@@ -37,9 +37,12 @@ FBGEMM ``include/fbgemm/QuantUtils.h: Quantize`` (reciprocal scale, LEGACY zero-
 """
 from __future__ import annotations
 
+from fractions import Fraction
+import math
+
 import numpy as np
 
-from ._checks import float_array, int_array, positive_scale
+from ._checks import choice, finite_array, float_array, int_array, positive_scale, real_value
 from .granularity import align, check_param
 from .ranges import QRange, qrange as as_qrange
 from .rounding import ROUNDING_MODES, round_array, round_scalar_ref
@@ -93,18 +96,21 @@ def qparams_from_range(lo, hi, qrange="int8", *, symmetric: bool = False, symmet
     PyTorch ``torch/ao/quantization/observer.py: UniformQuantizationObserverBase._calculate_qparams``.
     """
     r = as_qrange(qrange)
-    lo = float_array(lo, "lo").astype(dtype)
-    hi = float_array(hi, "hi").astype(dtype)
+    if not isinstance(dtype, (type, np.dtype, str)) or np.dtype(dtype).type not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"dtype must be float16, float32 or float64, got {dtype!r}")
+    dtype = np.dtype(dtype).type
+    lo = finite_array(lo, "lo", dtype, "the range must be finite")
+    hi = finite_array(hi, "hi", dtype, "the range must be finite")
     if lo.shape != hi.shape:
         raise ValueError(f"lo and hi must have the same shape, got {lo.shape} and {hi.shape}")
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-        raise ValueError("lo, hi: the range must be finite")
     if np.any(lo > hi):
         raise ValueError("lo, hi: lo must be <= hi everywhere")
-    if symmetric_divisor not in SYMMETRIC_DIVISORS:
-        raise ValueError(f"symmetric_divisor: unknown {symmetric_divisor!r}; expected one of {SYMMETRIC_DIVISORS}")
-    if not (eps > 0 and np.isfinite(eps)):
-        raise ValueError(f"eps must be finite and > 0, got {eps!r}")
+    choice(symmetric_divisor, "symmetric_divisor", SYMMETRIC_DIVISORS)
+    # eps is checked in the dtype it is used in: 1e-50 is > 0 as a Python float but 0 in float32
+    e = real_value(eps, "eps")
+    with np.errstate(over="ignore", under="ignore"):
+        if not (np.isfinite(dtype(e)) and dtype(e) > 0):
+            raise ValueError(f"eps must be finite and > 0 in {np.dtype(dtype).name}, got {eps!r}")
     lo0 = np.minimum(lo, dtype(0))
     hi0 = np.maximum(hi, dtype(0))
     with np.errstate(over="ignore"):
@@ -112,10 +118,10 @@ def qparams_from_range(lo, hi, qrange="int8", *, symmetric: bool = False, symmet
             z = 0 if r.signed else (r.qmin + r.qmax + 1) // 2
             amax = np.maximum(-lo0, hi0)
             div = (r.qmax - z) if symmetric_divisor == "qmax" else (r.qmax - r.qmin) / 2
-            scale = np.maximum(amax / dtype(div), dtype(eps))
+            scale = np.maximum(amax / dtype(div), dtype(e))
             zero_point = np.full(lo.shape, z, dtype=np.int32)
         else:
-            scale = np.maximum((hi0 - lo0) / dtype(r.qmax - r.qmin), dtype(eps))
+            scale = np.maximum((hi0 - lo0) / dtype(r.qmax - r.qmin), dtype(e))
             zero_point = np.clip(r.qmin - np.rint(lo0 / scale), r.qmin, r.qmax).astype(np.int32)
     if not np.all(np.isfinite(scale)):
         raise ValueError("lo, hi: the range is too wide for a finite scale in " + np.dtype(dtype).name)
@@ -123,8 +129,7 @@ def qparams_from_range(lo, hi, qrange="int8", *, symmetric: bool = False, symmet
 
 
 def _check_choice(value, choices, name):
-    if value not in choices:
-        raise ValueError(f"{name}: unknown {value!r}; expected one of {choices}")
+    choice(value, name, choices)
 
 
 def _working_dtype(xa: np.ndarray, scale) -> np.dtype:
@@ -134,19 +139,24 @@ def _working_dtype(xa: np.ndarray, scale) -> np.dtype:
     return np.result_type(xa.dtype, sd) if sd.kind == "f" else xa.dtype
 
 
-def _zero_point(zero_point, shape, axis, block_size, r: QRange | None = None) -> np.ndarray:
-    """Zero point as int64: 0-d when shared by all elements, else of the parameter shape."""
+def _zero_point(zero_point, shape, axis, block_size, r: QRange | None = None, data: str = "x") -> np.ndarray:
+    """Zero point as int64: 0-d when shared by all elements, else of the parameter shape.
+
+    The range check compares exact integers before the cast, so no value wraps (uint64 2^64 − 1
+    is refused, not read as −1): inside ``r`` when given, else inside int64.
+    """
     zp = np.asarray(0 if zero_point is None else zero_point)
     if zp.dtype.kind not in "iu":
         raise ValueError(f"zero_point: expected an integer, got dtype {zp.dtype}")
     if zp.ndim == 0 or (axis is None and zp.size == 1):
         zp = zp.reshape(())
     else:
-        zp = check_param(zp, shape, axis, block_size, "zero_point")
-    zp = zp.astype(np.int64)
-    if r is not None and zp.size and (zp.min() < r.qmin or zp.max() > r.qmax):
-        raise ValueError(f"zero_point must lie in {r}, got values in [{zp.min()}, {zp.max()}]")
-    return zp
+        zp = check_param(zp, shape, axis, block_size, "zero_point", data)
+    if r is not None:
+        int_array(zp, "zero_point", r.qmin, r.qmax, f" (qrange {r})")
+    else:
+        int_array(zp, "zero_point", -2**63, 2**63 - 1, " (int64)")
+    return zp.astype(np.int64)
 
 
 def _prepare(x, scale, zero_point, qrange, axis, block_size, rounding, rng, scale_op, zero_point_order):
@@ -158,7 +168,7 @@ def _prepare(x, scale, zero_point, qrange, axis, block_size, rounding, rng, scal
         raise ValueError("rng: stochastic rounding needs an explicit numpy.random.Generator")
     xa = float_array(x, "x", check_nan=False)
     wd = _working_dtype(xa, scale)
-    s = check_param(positive_scale(scale, "scale", wd), xa.shape, axis, block_size, "scale")
+    s = check_param(positive_scale(scale, "scale", wd), xa.shape, axis, block_size, "scale", "x")
     zp = _zero_point(zero_point, xa.shape, axis, block_size, r)
     if scale_op == "multiply_reciprocal":
         with np.errstate(over="ignore"):
@@ -273,39 +283,126 @@ def quantize_ref(x, scale, zero_point=0, qrange="int8", *, axis: int | None = No
 
 
 def dequantize(q, scale, zero_point=0, *, axis: int | None = None, block_size: int = 0) -> np.ndarray:
-    """Dequantize: ``x̂ = scale · (q − zero_point)`` (equation (1)).
+    """Dequantize: ``x̂ = scale · (q − zero_point)`` (equation (1)), rounded once.
 
-    ``q - zero_point`` is formed in int64 (no wrap-around), then multiplied by the scale and
-    rounded once to the scale's dtype (a Python float scale means float32): the result is the
-    exact product correctly rounded, whatever the dtype.
+    The result is the exact product ``scale · (q − zero_point)`` correctly rounded (to nearest,
+    ties to even) to the scale's dtype (a Python float scale means float32), whatever the codes'
+    width. The bounds of ``d = q − zero_point`` are computed as Python integers first; then, with p
+    the significand bits of the dtype (11, 24, 53) and d formed exactly in int64:
+
+    * |d| <= 2^p: d is exact in the dtype and the dtype's multiply rounds the product once;
+    * float16 / float32 with |d| < 2^58: ``d = a·2^29 + c`` (0 <= c < 2^29, |a| < 2^29) makes
+      both partial products exact in float64 (at most 29 + 24 significant bits); their sum is
+      formed exactly as ``S + E`` (TwoSum), rounded to odd in 53 bits (S moved one ulp toward E
+      when E != 0 and S is even), then rounded to the dtype. Rounding to odd at p + 2 or more bits
+      followed by rounding to nearest at p bits equals one rounding to nearest (Boldo & Melquiond
+      2008, Theorem 1);
+    * otherwise (float64 with |d| > 2^53, or |d| >= 2^58, uint64 codes included): element by
+      element on Python integers, ``d · m · 2^e`` for the scale ``m · 2^e``, rounded by hand.
+
+    A product beyond the dtype's range raises ValueError (it would be ±Inf).
 
     Parameters
     ----------
     q : integer ndarray, any shape (float arrays are refused)
-    scale : float or ndarray of the parameter shape
+    scale : float or ndarray of the parameter shape, finite and > 0 in its dtype
     zero_point : int or integer ndarray of the parameter shape
     axis, block_size : granularity, as in :func:`quantize`
 
     Returns
     -------
     ndarray of the scale's float dtype, shape of ``q``
+
+    References
+    ----------
+    Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using
+    rounding to odd", IEEE Trans. Computers 57(4), 2008. Knuth, TAOCP vol. 2, §4.2.2 (TwoSum).
     """
     qa = int_array(q, "q")
     sd = np.float32 if type(scale) in (float, int) else None
-    s = check_param(positive_scale(scale, "scale", sd), qa.shape, axis, block_size, "scale")
-    zp = _zero_point(zero_point, qa.shape, axis, block_size)
-    # float32 holds every code of <= 16 bits and every difference of two exactly, and its correctly
-    # rounded product equals the exact product rounded once; other dtypes go through float64.
-    cd = np.float32 if s.dtype == np.float32 else np.float64
-    exact_in_cd = qa.dtype.itemsize <= 2
+    s = check_param(positive_scale(scale, "scale", sd), qa.shape, axis, block_size, "scale", "q")
+    zp = _zero_point(zero_point, qa.shape, axis, block_size, data="q")
     out = np.empty(qa.shape, dtype=s.dtype)
+    if qa.size == 0:
+        return out
+    dlo, dhi = int(qa.min()) - int(zp.max()), int(qa.max()) - int(zp.min())  # exact bounds of q - zero_point
+    big = max(-dlo, dhi)
+    p = np.finfo(s.dtype).nmant + 1
     for qc, oc, (sc, zc) in _chunks(qa, out, [s, zp], axis, block_size):
-        if exact_in_cd:
-            d = np.subtract(qc, zc, dtype=cd)
-        else:  # wide codes (int32): form the difference exactly in int64 first
-            d = np.subtract(qc, zc, dtype=np.int64).astype(cd)
-        np.multiply(d, sc, out=d, dtype=cd)
-        np.copyto(oc, d, casting="same_kind")
+        if big >= 2**63 or (s.dtype == np.float64 and big > 2**p) or big >= 2**58:
+            for idx, (qi, zi, si) in zip(np.ndindex(qc.shape), np.broadcast(qc, zc, sc)):
+                oc[idx] = _round_product(int(qi) - int(zi), float(si), s.dtype)
+            continue
+        # int64 arithmetic is modular: uint64 codes >= 2^63 wrap in the cast and wrap back in the
+        # subtraction, and the true difference fits (|d| < 2^58 here), so d is exact
+        d = np.subtract(qc.astype(np.int64), zc, dtype=np.int64)
+        with np.errstate(over="ignore"):
+            if big <= 2**p:
+                np.multiply(d.astype(s.dtype), sc, out=oc)
+            else:
+                oc[...] = _round_to_odd_product(d, sc).astype(s.dtype)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"q, scale: scale · (q - zero_point) overflows {s.dtype.name}")
+    return out
+
+
+def _round_to_odd_product(d: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``d · s`` (int64 |d| < 2^58, float16/32 s) rounded to odd in float64 (see :func:`dequantize`)."""
+    with np.errstate(over="ignore", under="ignore"):
+        a = d >> 29  # floor: c = d - a·2^29 in [0, 2^29)
+        c = d - (a << 29)
+        s64 = s.astype(np.float64)
+        p1 = a.astype(np.float64) * s64 * 2.0**29  # exact: <= 29 + 24 bits, times a power of two
+        p2 = c.astype(np.float64) * s64  # exact
+        hi = p1 + p2
+        bb = hi - p1
+        err = (p1 - (hi - bb)) + (p2 - bb)  # TwoSum: hi + err == p1 + p2 exactly
+        even = (hi.view(np.uint64) & 1) == 0
+        move = (err != 0) & even
+        return np.where(move, np.nextafter(hi, np.where(err > 0, np.inf, -np.inf)), hi)
+
+
+def _round_product(d: int, s: float, dtype) -> float:
+    """``d · s`` rounded once, to nearest even, to ``dtype``, on Python integers (any d)."""
+    m, e = math.frexp(s)
+    n, e = d * int(m * 2**53), e - 53  # d · s = n · 2^e exactly
+    if n == 0:
+        return 0.0
+    fi = np.finfo(dtype)
+    p, sign, n = fi.nmant + 1, (-1 if n < 0 else 1), abs(n)
+    quantum = max(n.bit_length() - 1 + e, fi.minexp) - (p - 1)  # exponent of the last kept bit
+    if quantum > e:
+        sh = quantum - e
+        k, rem = n >> sh, n & ((1 << sh) - 1)
+        if rem > 1 << (sh - 1) or (rem == 1 << (sh - 1) and k & 1):
+            k += 1
+        n, e = k, quantum
+    if n.bit_length() - 1 + e > fi.maxexp - 1:
+        return sign * math.inf
+    return sign * math.ldexp(n, e)
+
+
+def dequantize_ref(q, scale, zero_point=0, *, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+    """Loop twin of :func:`dequantize`: the exact rational product, rounded by comparing it with the
+    two nearest values of the dtype (``fractions.Fraction``; ties to the even significand)."""
+    qa = int_array(q, "q")
+    sd = np.float32 if type(scale) in (float, int) else None
+    s = check_param(positive_scale(scale, "scale", sd), qa.shape, axis, block_size, "scale", "q")
+    zp = np.asarray(0 if zero_point is None else zero_point)
+    dt = s.dtype.type
+    out = np.empty(qa.shape, dtype=s.dtype)
+    a = None if axis is None else axis % qa.ndim
+    for idx in np.ndindex(qa.shape):
+        pidx = () if a is None else ((idx[a],) if not block_size else idx[:a] + (idx[a] // block_size,) + idx[a + 1:])
+        zi = int(zp[pidx]) if zp.ndim else int(zp)
+        exact = Fraction(int(qa[idx]) - zi) * Fraction(float(s[pidx] if s.ndim else s))
+        with np.errstate(over="ignore"):
+            c = dt(float(exact))
+            cands = [np.nextafter(c, dt(-np.inf)), c, np.nextafter(c, dt(np.inf))]
+        cands = [v for v in cands if np.isfinite(v)]
+        best = min(abs(Fraction(float(v)) - exact) for v in cands)
+        ties = [v for v in cands if abs(Fraction(float(v)) - exact) == best]
+        out[idx] = ties[0] if len(ties) == 1 else next(v for v in ties if int(v.view(f"u{v.itemsize}")) % 2 == 0)
     return out
 
 
