@@ -75,11 +75,11 @@ def _options(qrange, symmetric_divisor, eps, dtype):
     if symmetric_divisor not in SYMMETRIC_DIVISORS:
         raise ValueError(f"symmetric_divisor: unknown {symmetric_divisor!r}; expected one of {SYMMETRIC_DIVISORS}")
     try:
-        dt = np.dtype(dtype)
+        dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) would silently mean float64
     except TypeError:
         raise TypeError(f"dtype: expected a float dtype, got {dtype!r}") from None
-    if dt.kind != "f":
-        raise TypeError(f"dtype: expected a float dtype, got {dt}")
+    if dt is None or dt.kind != "f":
+        raise TypeError(f"dtype: expected a float dtype, got {dtype!r}")
     e = np.asarray(eps) if not isinstance(eps, (str, bytes)) else np.asarray(None)
     if e.ndim != 0 or e.dtype.kind not in "iuf":
         raise TypeError(f"eps: expected a real scalar, got {eps!r}")
@@ -98,8 +98,8 @@ def _qparams(x2, qrange, symmetric, symmetric_divisor, eps, dtype):
             return qparams_from_range(lo, hi, qrange, symmetric=symmetric,
                                       symmetric_divisor=symmetric_divisor, eps=eps, dtype=dtype.type)
     except ValueError as e:
-        if str(e).startswith("lo, hi"):  # the rows' ranges are the user's x
-            raise ValueError(f"x: a token's range does not give a finite scale in {np.dtype(dtype).name}") from e
+        if str(e).startswith(("lo", "hi")):  # the rows' ranges are the user's x
+            raise ValueError(f"x: a token's range does not give a finite scale in {dtype.name} ({e})") from None
         raise
 
 

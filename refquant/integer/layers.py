@@ -94,7 +94,8 @@ def _multiplier(num, den, what: str):
 
 def quantize_linear_layer(w, b, x_scale: float, x_zero_point: int, y_scale: float, y_zero_point: int = 0
                           ) -> QuantizedLinear:
-    """Build a :class:`QuantizedLinear` from float weights ``w`` (n_out, n_in) and bias ``b`` (n_out,).
+    """Build a :class:`QuantizedLinear` from float weights ``w`` (n_out, n_in) and bias ``b`` (n_out,)
+    or ``None`` (no bias: an int32 bias of zeros).
 
     Weights: symmetric per-channel int8 on [−127, 127] (TFLite's convention), scale
     ``max(max|w_c| / 127, eps)`` (computed in float64, stored in float32; the module docstring's guard);
