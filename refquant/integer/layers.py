@@ -1,8 +1,8 @@
 """Integer-only building blocks of a transformer: an int8 linear layer and an attention head.
 
 Both take int8 tensors with their scales and return int8 tensors with theirs; inside, only the
-integer GEMM (:mod:`refquant.kernels`), fixed-point requantization (:mod:`refquant.fixedpoint`)
-and integer nonlinearities (:mod:`refquant.intops`) touch the tensors. Floats appear once, when a
+integer GEMM (:mod:`refquant.integer.gemm`), fixed-point requantization (:mod:`refquant.integer.fixedpoint`)
+and integer nonlinearities (:mod:`refquant.integer.nonlinear`) touch the tensors. Floats appear once, when a
 layer is built from float weights (scales, multipliers, int32 bias).
 
 Building a linear layer uses the core quantizer, nothing hand-written::

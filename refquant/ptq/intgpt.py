@@ -5,7 +5,7 @@ token ids and the output logits.
 Built once from a float checkpoint and calibration batches (scales, int8 weights, int32 biases).
 At run time floats appear only as scalars: the fixed-point multipliers of the requantizations after
 each integer LayerNorm are derived per call, because its output scale carries a power of two that
-depends on the input (``intops._to_int32``); no tensor is ever float.
+depends on the input (``refquant.integer.nonlinear._to_int32``); no tensor is ever float.
 
 Every activation scale is static and symmetric over the calibration batches, widened by ``headroom``:
 int8 scales are the core's ``qparams_from_range(−a, a, "int8_narrow", symmetric=True)`` =
@@ -66,7 +66,7 @@ class IntGPT:
     s_res: float  # residual stream scale
     ln: dict  # name -> (gamma, beta) float (folded into integer biases / scales by int_layernorm)
     s_act: dict  # name -> int8 scale of each linear layer's input, and of its output
-    layers: dict  # name -> refquant.intlayers.QuantizedLinear
+    layers: dict  # name -> refquant.integer.layers.QuantizedLinear
     s_logits: float
 
 
