@@ -109,3 +109,20 @@ def test_calibration_does_not_mutate_input():
     for m in ["minmax", "percentile", "mse", "kl"]:
         calibrate(x, "int8", m, axis=0, block_size=4)
     assert np.array_equal(x, c)
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+@pytest.mark.parametrize("call, match", [
+    (lambda x: mse_range(x, n_grid=10**30), "n_grid must be in"),  # used to loop for ever
+    (lambda x: mse_range(x, n_grid=True), "n_grid must be an int"),
+    (lambda x: kl_range(x, n_bins=2**64 - 1), "n_bins must be in"),  # used to fail inside np.histogram
+    (lambda x: percentile_range(x, percentile="99"), "percentile must be a real number"),
+    (lambda x: moving_average_update(None, x, momentum=None), "momentum must be a real number"),
+    (lambda x: calibrate(x, calibration=["minmax"]), "calibration: unknown"),
+    (lambda x: calibrate(x.astype(np.float64) * 1e300), r"x \(its range\) has values beyond the float32 range"),
+    (lambda x: minmax_range(x, axis=0, block_size=10**30), "block_size must be <= 2"),
+    (lambda x: minmax_update(object(), x), "state: expected None or a MinMaxState"),
+])
+def test_bad_parameters_raise_naming_them(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8))

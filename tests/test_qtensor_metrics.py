@@ -64,3 +64,38 @@ def test_sqnr_grows_about_6db_per_bit():
     s4 = sqnr_db(x, quantize_tensor(x, "int4").dequantize())
     s8 = sqnr_db(x, quantize_tensor(x, "int8").dequantize())
     assert 22 < s8 - s4 < 26  # 4 bits * 6.02 dB
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+@pytest.mark.parametrize("kw, match", [
+    (dict(scale=np.array([0.0, 0.1], F32)), "scale must be > 0"),
+    (dict(scale=np.array([np.nan, 0.1], F32)), "scale must be finite"),
+    (dict(scale=np.array([np.inf, 0.1], F32)), "scale must be finite"),
+    (dict(zero_point=np.array([2**64 - 1, 0], np.uint64)), "zero_point must lie in"),  # not read as -1
+    (dict(zero_point=np.array([0.5, 0.0])), "zero_point: expected an integer"),
+    (dict(values=np.array([[2**64 - 1, 0]], np.uint64)), "values outside"),
+])
+def test_qtensor_validates_what_it_holds(kw, match):
+    args = dict(values=np.zeros((1, 2), np.int8), scale=np.array([0.1, 0.2], F32),
+                zero_point=np.array([0, 1], np.int8), qrange=qrange("int8"), axis=1)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        QTensor(**args)
+
+
+@pytest.mark.parametrize("fn", [mse, sqnr_db, cosine_similarity])
+@pytest.mark.parametrize("which", ["x", "x_hat"])
+def test_metrics_refuse_infinite_inputs_naming_the_argument(fn, which):
+    # sqnr_db used to return NaN for x = [inf, ...] (inf - inf in the noise sum)
+    x, x_hat = np.array([1.0, 2.0]), np.array([1.0, 2.5])
+    bad = dict(x=x, x_hat=x_hat)
+    bad[which] = np.array([np.inf, 2.0])
+    with pytest.raises(ValueError, match=rf"^{which}: "):
+        fn(**bad)
+
+
+def test_metrics_do_not_overflow_near_the_float64_limit():
+    # (1e308 - (-1e308))^2 overflows float64; the ratio metrics are formed on x / 2^1024 instead
+    x, x_hat = np.array([1e308, -1e308, 3.0]), np.array([-1e308, 1e308, 2.0])
+    assert cosine_similarity(x, x_hat) == pytest.approx(-1.0)
+    assert sqnr_db(x, x_hat) == pytest.approx(10 * np.log10(1 / 4))  # noise = (2x)^2 = 4 x^2

@@ -101,3 +101,24 @@ def test_size_accounting():
     assert storage_bits(100, "uint8", n_scales=1, n_zero_points=1) == 840
     with pytest.raises(ValueError, match="n_elements must be > 0"):
         bits_per_element(0, "int8")
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+@pytest.mark.parametrize("call, match", [
+    (lambda: qrange("int17"), r"qrange: 'int17': bits must be in \[2, 16\]"),
+    (lambda: qrange((5, 3)), "qrange: qmin > qmax"),
+    (lambda: QRange(8, limits="int8"), "limits must be None or a pair of ints"),
+    (lambda: QRange(8, signed="yes"), "signed must be a bool"),
+    (lambda: pack(np.array([2**64 - 1], np.uint64), "int8"), "outside int8"),  # not wrapped to -1
+    (lambda: unpack(np.zeros(4, np.uint8), "int3", 2.0), "count must be an int"),
+    (lambda: unpack(np.zeros(4, np.uint8), "int3", 2**64 - 1), "need .* bytes of packed"),
+    (lambda: storage_bits(64.5, "int4"), "n_elements must be an int"),
+    (lambda: storage_bits(64, "int4", scale_bits="32"), "scale_bits must be an int"),
+    (lambda: round_array(np.ones(3, np.float32), "bogus"), "mode: unknown rounding mode"),
+    (lambda: round_array(np.ones(3, np.complex64)), "v: expected a real floating-point array"),
+    (lambda: round_scalar_ref(float("nan")), "v must be a number"),
+    (lambda: round_scalar_ref(2.7, "bogus"), "mode: unknown rounding mode"),  # used to return 3
+])
+def test_bad_input_raises_naming_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import float_array
+from ._checks import choice, float_array, int_value, real_value, to_float
 from .granularity import from_groups, to_groups
 from .ranges import qrange as as_qrange
 from .uniform import fake_quantize, qparams_from_range
@@ -81,8 +81,7 @@ def moving_average_update(state: MinMaxState | None, x, *, momentum: float = 0.0
     ``lo ← lo + c·(min x − lo)``, ``hi ← hi + c·(max x − hi)`` with ``c = momentum``; the first
     batch sets the range. ``momentum`` in (0, 1]; 1 keeps only the latest batch.
     """
-    if not 0 < momentum <= 1:
-        raise ValueError(f"momentum must be in (0, 1], got {momentum!r}")
+    momentum = real_value(momentum, "momentum", 0, 1, lo_open=True)
     lo, hi = minmax_range(x, axis=axis, block_size=block_size)
     if state is None:
         return MinMaxState(lo, hi, 1)
@@ -91,7 +90,14 @@ def moving_average_update(state: MinMaxState | None, x, *, momentum: float = 0.0
     return MinMaxState(state.lo + c * (lo - state.lo), state.hi + c * (hi - state.hi), state.batches + 1)
 
 
+def _fits_float32(v):
+    """The range of x must be a float32 range: the scales are float32."""
+    to_float(np.asarray(v), np.float32, "x (its range)")
+
+
 def _check_state(state, lo):
+    if not isinstance(state, MinMaxState):
+        raise ValueError(f"state: expected None or a MinMaxState, got {type(state).__name__}")
     if np.shape(state.lo) != lo.shape:
         raise ValueError(f"state: range of shape {np.shape(state.lo)} cannot be updated with a batch "
                          f"whose range has shape {lo.shape} (granularity changed?)")
@@ -99,8 +105,7 @@ def _check_state(state, lo):
 
 def percentile_range(x, percentile: float = 99.99, *, axis: int | None = None, block_size: int = 0):
     """``(P_{100−p}(x), P_p(x))``: clip the rarest ``100 − p`` % at each end (linear interpolation)."""
-    if not 50 < percentile <= 100:
-        raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+    percentile = real_value(percentile, "percentile", 50, 100, lo_open=True)
     a, g = _groups(x, axis, block_size)
     lo, hi = np.nanpercentile(g, [100 - percentile, percentile], axis=1)
     return from_groups(lo, a.shape, axis, block_size), from_groups(hi, a.shape, axis, block_size)
@@ -115,9 +120,10 @@ def mse_range(x, qrange="int8", *, symmetric: bool = False, symmetric_divisor: s
     result is never worse than min-max (α = 1 is a candidate). With ``symmetric=True`` the range
     searched, and returned, is ``α·(−amax, amax)`` (``α·(0, amax)`` for non-negative rows).
     """
-    if not isinstance(n_grid, (int, np.integer)) or n_grid < 1:
-        raise ValueError(f"n_grid must be an int >= 1, got {n_grid!r}")
+    n_grid = int_value(n_grid, "n_grid", 1, 100_000)
+    choice(symmetric_divisor, "symmetric_divisor", ("qmax", "half_range"))
     a, g = _groups(x, axis, block_size)
+    _fits_float32(g)
     pad = np.isnan(g)
     g0 = np.where(pad, 0, g)  # padding contributes 0 error: it is masked below
     lo, hi = np.nanmin(g, axis=1), np.nanmax(g, axis=1)
@@ -190,8 +196,7 @@ def kl_range(x, qrange="int8", *, n_bins: int = 2048, axis: int | None = None, b
     small NumPy passes (~0.1 s), and a histogram of a 32-element group says little.
     """
     r = as_qrange(qrange)
-    if not isinstance(n_bins, (int, np.integer)) or n_bins < 2:
-        raise ValueError(f"n_bins must be an int >= 2, got {n_bins!r}")
+    n_bins = int_value(n_bins, "n_bins", 2, 1 << 20)
     a, g = _groups(x, axis, block_size)
     t = np.empty(len(g))
     nonneg = np.empty(len(g), dtype=bool)
@@ -224,8 +229,7 @@ def calibrate(x, qrange="int8", calibration: str = "minmax", *, symmetric: bool 
     -------
     scale : ndarray of float32, zero_point : ndarray of int32 (parameter shape)
     """
-    if calibration not in CALIBRATORS:
-        raise ValueError(f"calibration: unknown {calibration!r}; expected one of {tuple(CALIBRATORS)}")
+    choice(calibration, "calibration", tuple(CALIBRATORS))
     kw = dict(axis=axis, block_size=block_size, **options)
     if calibration == "mse":
         kw.update(symmetric=symmetric, symmetric_divisor=symmetric_divisor)
@@ -233,4 +237,5 @@ def calibrate(x, qrange="int8", calibration: str = "minmax", *, symmetric: bool 
         lo, hi = CALIBRATORS[calibration](x, qrange, **kw)
     else:
         lo, hi = CALIBRATORS[calibration](x, **kw)
+    _fits_float32(lo), _fits_float32(hi)
     return qparams_from_range(lo, hi, qrange, symmetric=symmetric, symmetric_divisor=symmetric_divisor)

@@ -15,8 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import int_array
+from ._checks import int_array, int_value
 from .ranges import qrange as as_qrange
+
+
+def _codes(q, r) -> np.ndarray:
+    qa = int_array(q, "q").reshape(-1)
+    if qa.size and (int(qa.min()) < r.qmin or int(qa.max()) > r.qmax):  # exact ints: no uint64 wrap
+        raise ValueError(f"q has values in [{qa.min()}, {qa.max()}], outside {r} (the qrange)")
+    return qa
 
 
 def pack(q, qrange) -> np.ndarray:
@@ -32,9 +39,7 @@ def pack(q, qrange) -> np.ndarray:
     ndarray of uint8, shape ``(ceil(q.size · bits / 8),)``
     """
     r = as_qrange(qrange)
-    qa = int_array(q, "q").reshape(-1)
-    if qa.size and (qa.min() < r.qmin or qa.max() > r.qmax):
-        raise ValueError(f"q has values in [{qa.min()}, {qa.max()}], outside {r}")
+    qa = _codes(q, r)
     u = qa.astype(np.int64) & ((1 << r.bits) - 1)  # two's complement in b bits
     if r.bits == 8:
         return u.astype(np.uint8)
@@ -51,8 +56,10 @@ def unpack(packed, qrange, count: int) -> np.ndarray:
     p = np.asarray(packed)
     if p.dtype != np.uint8 or p.ndim != 1:
         raise ValueError(f"packed: expected a 1-D uint8 array, got {p.dtype} of shape {p.shape}")
-    if count < 0 or count * r.bits > p.size * 8:
-        raise ValueError(f"count={count} codes of {r.bits} bits need {-(-count * r.bits // 8)} bytes, got {p.size}")
+    count = int_value(count, "count", 0)
+    if count * r.bits > p.size * 8:
+        raise ValueError(f"count={count} codes of qrange {r.name} ({r.bits} bits) need {-(-count * r.bits // 8)} "
+                         f"bytes of packed, got {p.size}")
     bits = np.unpackbits(p, bitorder="little")[: count * r.bits].reshape(count, r.bits).astype(np.int64)
     u = (bits << np.arange(r.bits)).sum(axis=1)
     if r.signed:
@@ -63,7 +70,7 @@ def unpack(packed, qrange, count: int) -> np.ndarray:
 def pack_ref(q, qrange) -> np.ndarray:
     """Loop twin of :func:`pack`: sets one bit at a time."""
     r = as_qrange(qrange)
-    qa = int_array(q, "q").reshape(-1)
+    qa = _codes(q, r)
     out = bytearray(-(-qa.size * r.bits // 8))
     for i, v in enumerate(qa.tolist()):
         v &= (1 << r.bits) - 1
@@ -81,13 +88,16 @@ def storage_bits(n_elements: int, qrange, *, n_scales: int = 0, scale_bits: int 
     code type; symmetric formats store none).
     """
     r = as_qrange(qrange)
-    return int(n_elements) * r.bits + int(n_scales) * int(scale_bits) + int(n_zero_points) * r.bits
+    n_elements, n_scales, n_zero_points = (int_value(v, n, 0) for v, n in (
+        (n_elements, "n_elements"), (n_scales, "n_scales"), (n_zero_points, "n_zero_points")))
+    return n_elements * r.bits + n_scales * int_value(scale_bits, "scale_bits", 1) + n_zero_points * r.bits
 
 
 def bits_per_element(n_elements: int, qrange, *, n_scales: int = 0, scale_bits: int = 32,
                      n_zero_points: int = 0) -> float:
     """Storage per element, scales and zero points included: int4 with one float32 scale per group
     of 32 is ``4 + 32/32 = 5.0`` bits. Returns NaN-free results; ``n_elements`` must be > 0."""
+    n_elements = int_value(n_elements, "n_elements")
     if n_elements <= 0:
         raise ValueError(f"n_elements must be > 0, got {n_elements}")
     return storage_bits(n_elements, qrange, n_scales=n_scales, scale_bits=scale_bits,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import int_array, positive_scale
 from .granularity import check_param
 from .observers import calibrate
 from .packing import bits_per_element, storage_bits
@@ -28,7 +29,9 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 class QTensor:
     """Integer codes with their quantization parameters: ``x ≈ scale · (values − zero_point)``.
 
-    Arrays are copied and made read-only on construction, so a QTensor never changes.
+    Arrays are copied and made read-only on construction, so a QTensor never changes. The
+    constructor validates what it holds: codes and zero points are integers inside ``qrange``,
+    the scale is finite and > 0, both have the parameter shape of ``axis`` / ``block_size``.
     """
 
     values: np.ndarray  # integer codes, qrange.dtype, shape of the original tensor
@@ -41,16 +44,16 @@ class QTensor:
     def __post_init__(self):
         if not isinstance(self.qrange, QRange):
             raise ValueError(f"qrange must be a QRange, got {self.qrange!r}")
-        v = np.asarray(self.values)
-        if v.dtype.kind not in "iu":
-            raise ValueError(f"values: expected an integer array, got dtype {v.dtype}")
-        if v.size and (v.min() < self.qrange.qmin or v.max() > self.qrange.qmax):
-            raise ValueError(f"values outside {self.qrange}")
-        s = check_param(self.scale, v.shape, self.axis, self.block_size, "scale")
+        r = self.qrange
+        v = int_array(self.values, "values")
+        if v.size and (int(v.min()) < r.qmin or int(v.max()) > r.qmax):  # exact ints: no uint64 wrap
+            raise ValueError(f"values outside {r} (the qrange): got values in [{v.min()}, {v.max()}]")
+        s = check_param(positive_scale(self.scale, "scale"), v.shape, self.axis, self.block_size, "scale", "values")
         object.__setattr__(self, "values", _frozen(v))
         object.__setattr__(self, "scale", _frozen(s))
         if self.zero_point is not None:
-            z = check_param(self.zero_point, v.shape, self.axis, self.block_size, "zero_point")
+            z = check_param(int_array(self.zero_point, "zero_point", r.qmin, r.qmax, f" (qrange {r})"), v.shape,
+                            self.axis, self.block_size, "zero_point", "values")
             object.__setattr__(self, "zero_point", _frozen(z))
 
     @property
