@@ -185,6 +185,8 @@ def run_quantize(args, progress) -> int:
             why = f"{a.dtype} is not a float type"
         elif a.ndim < 2:
             why = f"{a.ndim}-D: biases, norms and scalars stay float"
+        elif a.size == 0:
+            why = "empty"
         elif registry.FORMATS[args.format].family == "ggml" and (a.size // a.shape[0]) % QK:
             why = f"{args.format} needs rows of a multiple of {QK}, got {a.size // a.shape[0]}"
         if why is not None:

@@ -31,7 +31,7 @@ def weights(tmp_path):
     p = tmp_path / "w.npz"
     np.savez(p, a=rng.standard_normal((16, 64)).astype(np.float32), ids=np.arange(4),
              conv=rng.standard_normal((4, 2, 32)).astype(np.float64), bias=np.zeros(16, np.float32),
-             odd=rng.standard_normal((4, 24)).astype(np.float32))
+             odd=rng.standard_normal((4, 24)).astype(np.float32), empty=np.zeros((0, 32), np.float32))
     return p
 
 
@@ -181,7 +181,8 @@ def test_quantize_table_kept_arrays_and_codes_out(weights, tmp_path, capsys):
     assert "kept (int64 is not a float type)" in lines["ids"]
     assert "kept (1-D: biases" in lines["bias"]
     assert "as (4, 64)" in lines["conv"]  # (4, 2, 32) quantized as (shape[0], -1)
-    assert "[5/5]" in captured.err and "writing" in captured.err
+    assert "kept (empty)" in lines["empty"]
+    assert "[6/6]" in captured.err and "writing" in captured.err
     q = load_quantized(str(out))
     with np.load(weights) as z:
         for name in ("a", "conv", "odd"):  # the file holds exactly what the registry computes
