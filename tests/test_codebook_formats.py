@@ -241,3 +241,74 @@ def test_absmax_scale_and_codebook_fake_quantize_golden():
     assert np.allclose(y, [[1.0, -3.0, 0.0, 0.0], [6.0, 2.0, 0.5, -0.25]], rtol=1e-6, atol=0)
     with pytest.raises(ValueError, match="x is empty"):
         absmax_scale(np.zeros(0))
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+CB5 = np.array([-1.0, -0.25, 0.0, 0.5, 1.0], np.float32)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(codebook=CB5[::-1].copy()), "codebook must be sorted"),
+    (dict(codebook=np.array([-1.0, np.nan, 1.0])), "codebook must be finite"),
+    (dict(indices=np.array([5], np.uint8)), r"indices must lie in \[0, 4\]"),
+    (dict(indices=np.array([0.0])), "indices: expected an integer array"),
+    (dict(scale=np.float32(0)), "scale must be > 0"),
+    (dict(scale=np.full(3, 0.5, np.float32)), "scale has shape"),
+    (dict(axis=7, scale=None), "axis=7 is out of range for indices"),
+    (dict(codebook=np.stack([CB5, CB5]), scale=None), "codebook has 2 rows but indices have 1 parameter groups"),
+])
+def test_codebook_tensor_validates_what_it_holds(kw, match):
+    from refquant.formats.codebook import CodebookTensor
+    args = dict(indices=np.array([0, 4, 2], np.uint8), codebook=CB5, scale=np.float32(0.5))
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        CodebookTensor(**args)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: codebook_quantize(np.ones(3), CB5, thresholds=np.array([np.nan, 0.0, 0.2, 0.7])), "thresholds must be finite"),
+    (lambda: codebook_quantize(np.ones(3), CB5, thresholds=np.array([-0.6, -0.1, 0.2, 0.7]) + 0j), "thresholds: expected a real"),
+    (lambda: codebook_quantize_ref(np.ones(3), CB5, ties="bogus"), "ties: unknown"),  # was accepted
+    (lambda: uniform_codebook(0.1, 0.5, "int4"), "zero_point must be an int"),  # int(0.5) == 0 silently
+    (lambda: uniform_codebook(-0.1, 0, "int4"), "scale must be in"),
+    (lambda: uniform_codebook(0.1, 100, "int4"), r"zero_point must be in \[-8, 7\]"),
+    (lambda: codebook_dequantize(np.array([0, 2]), np.array([-10.0, 0.0, 10.0], np.float32), scale=np.float32(1e38)),
+     "scale · codebook overflows float32"),  # 10 · 1e38 is Inf in float32
+    (lambda: log_codebook(4, 10**30), "e_max must be in"),
+    (lambda: log_codebook(4, 0, base=float("nan")), "base must be finite"),
+    (lambda: log_quantize(np.ones(3), 4, e_max=3.5), "e_max must be an int"),
+    (lambda: minifloat_encode(np.ones(3), ["float8e4m3fn"]), "fmt: unknown minifloat format"),
+    (lambda: nf4_quantize(np.zeros(0)), "x is empty"),
+    (lambda: nf4_quantize(np.ones(4), 2**64 - 1), "block_size must be in"),
+    (lambda: nf4_quantize(np.array([1e308, 1.0])), "x has values beyond the float32 range"),
+    (lambda: nf4_derive(0.5 + 1e-12), "rounds to 0.5 or 1 in float32"),  # the quantiles would be 0: NaN table
+])
+def test_format_bad_input_raises_naming_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_codebook_quantize_saturates_quotients_beyond_float32():
+    # 3e38 / 0.5 overflows float32 to +Inf: that saturates to the last codeword (no RuntimeWarning)
+    with np.errstate(all="raise"):
+        assert codebook_quantize(np.array([3e38, -3e38], np.float32), CB5, scale=np.float32(0.5)).tolist() == [4, 0]
+
+
+def test_nf4_double_quant_goes_through_the_core_quantizer_bit_identically():
+    # the hand-written step it replaced: clip(rint(c / s), -127, 127) per group of 256, in float32
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(64 * 600) * rng.uniform(0.1, 3, 64 * 600)).astype(np.float32)
+    q, s, offset = nf4_quantize(x, double_quant=True).double_quant
+    absmax = nf4_quantize(x).absmax
+    cp = np.zeros(3 * 256, np.float32)
+    cp[:absmax.size] = absmax - offset
+    s0 = np.abs(cp.reshape(3, 256)).max(axis=1) / np.float32(127)
+    q0 = np.clip(np.rint(cp.reshape(3, 256) / s0[:, None]), -127, 127).astype(np.int8).reshape(-1)[:absmax.size]
+    assert q.dtype == np.int8 and np.array_equal(q, q0) and np.array_equal(s, s0)
+
+
+def test_nf4_block_with_subnormal_absmax_does_not_produce_nan():
+    # absmax 1e-45 (subnormal): 1/absmax is Inf in float32; zeros of the block stay code 7
+    t = nf4_quantize(np.array([1e-45, 0.0, -1e-45, 0.0], np.float32), block_size=4)
+    assert t.codes().tolist() == [15, 7, 0, 7]
+    assert not np.isnan(t.dequantize()).any()

@@ -117,3 +117,38 @@ def test_vectorised_equals_loop_twin_and_error_bound(x, qt):
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+@pytest.mark.parametrize("qtype, big", [("q8_0", 9e6), ("q4_0", 6e5), ("q5_0", 1.1e6), ("q4_1", 1e6), ("q5_1", 2.1e6)])
+def test_block_whose_fp16_scale_overflows_raises(qtype, big):
+    # q8_0: d = 9e6 / 127 = 70866 > 65504 (fp16 max): ggml would store Inf and dequantize 0 · Inf = NaN
+    x = np.zeros((2, 32), np.float32)
+    x[1, 3] = big
+    with pytest.raises(ValueError, match="x: block 1 needs the scale d"):
+        G.quantize(x, qtype)
+    with pytest.raises(ValueError, match="beyond fp16"):
+        G.quantize_block_ref(x[1], qtype)
+
+
+def test_block_whose_fp16_minimum_overflows_raises():
+    # q4_1 stores the block minimum m in fp16: -7e4 rounds to -Inf there
+    x = np.full(32, -7e4, np.float32)
+    x[0] = -6.99e4
+    with pytest.raises(ValueError, match="the minimum m"):
+        G.quantize(x, "q4_1")
+
+
+def test_largest_fp16_scale_round_trips_without_nan():
+    # d = 65504 exactly: amax = 65504 · 127 for q8_0; the round trip is finite
+    x = np.zeros(32, np.float32)
+    x[0] = np.float32(65504 * 127)
+    y = G.dequantize(G.quantize(x, "q8_0"), "q8_0")
+    assert np.all(np.isfinite(y)) and y[0] == np.float32(65504 * 127)
+
+
+def test_dequantize_refuses_non_finite_stored_scales():
+    blk = G.quantize(np.ones(32, np.float32), "q8_0")
+    blk[:2] = np.array([np.inf], "<f2").view(np.uint8)
+    with pytest.raises(ValueError, match="data: block 0 has a non-finite fp16"):
+        G.dequantize(blk, "q8_0")

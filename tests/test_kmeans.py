@@ -109,3 +109,26 @@ def test_input_not_mutated():
     for m in ["auto", "optimal", "sklearn", "lloyd"]:
         kmeans_codebook(x, 5, algorithm=m)
     assert np.array_equal(x, c)
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+@pytest.mark.parametrize("call, match", [
+    (lambda: kmeans_codebook(np.ones(3), 2, n_points=4096.5), "n_points must be an int"),
+    (lambda: kmeans_codebook(np.ones(3), 2, max_iter="300"), "max_iter must be an int"),  # was accepted
+    (lambda: kmeans_codebook(np.array([1e308, 0.0]), 2), "would overflow the squared error"),
+    (lambda: kmeans_sse(np.ones(3), np.zeros(0)), "codebook: expected at least one"),  # was an IndexError
+])
+def test_more_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("v, w, match", [
+    (np.array([2.0, 1.0]), np.ones(2), "strictly increasing"),  # unsorted gave a wrong answer silently
+    (np.array([1.0, np.nan]), np.ones(2), "v contains NaN"),  # was an IndexError
+    (np.array([1.0, 2.0]), np.ones(3), "w: expected one finite weight"),
+])
+def test_optimal_kmeans_validates(v, w, match):
+    from refquant.formats.kmeans import optimal_kmeans
+    with pytest.raises(ValueError, match=match):
+        optimal_kmeans(v, w, 1)

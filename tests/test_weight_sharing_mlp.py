@@ -65,3 +65,22 @@ def test_sharing_loses_accuracy_and_centroid_finetuning_recovers_it():
     tuned = accuracy(with_shared(p2, shared2), xte, yte)
     assert lossy < base - 0.03 and tuned > lossy + 0.03
     assert all(np.array_equal(shared[n].indices, shared2[n].indices) for n in shared)  # assignment fixed
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+@pytest.mark.parametrize("call, match", [
+    (lambda: compression_ratio(100.5, 4), "n must be an int"),  # was accepted
+    (lambda: centroid_gradient(np.zeros(3, np.uint8), np.ones(3), 2**64 - 1), "k must be in"),  # was an OverflowError
+    (lambda: centroid_gradient(np.zeros(3, np.uint8), np.ones(3), 2.0), "k must be an int"),
+    (lambda: share_weights(np.array([1.0, np.inf]), 2), "w must be finite"),  # used to say "x"
+    (lambda: update_centroids(SharedWeights(np.zeros(2, np.uint8), np.ones(1, np.float32)), np.ones(2), float("nan")),
+     "lr must be finite"),  # a NaN codebook used to come back
+])
+def test_bad_input_raises_naming_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_compression_ratio_of_huge_counts_is_finite():
+    # n·32 / (n·2 + 4·32) -> 16 as n grows; Python ints and floats: no overflow, no warning
+    assert compression_ratio(10**30, 4) == pytest.approx(16.0)

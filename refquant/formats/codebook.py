@@ -30,24 +30,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core._checks import float_array, int_array, positive_scale
-from ..core.granularity import align, check_param, to_groups
+from ..core._checks import choice, finite_array, float_array, int_array, int_value, positive_scale, real_value
+from ..core.granularity import align, check_param, param_shape, to_groups
 
 TIES = ("even", "down", "up")
 
 
 def check_codebook(codebook, name: str = "codebook") -> np.ndarray:
     """``codebook`` as a float array of shape (K,) or (n_params, K), each row strictly increasing."""
-    c = np.asarray(codebook)
-    if c.dtype.kind != "f":
-        c = float_array(c, name)
+    c = float_array(codebook, name, check_nan=False)
     if c.ndim not in (1, 2) or c.shape[-1] < 1:
         raise ValueError(f"{name}: expected shape (K,) or (n_params, K) with K >= 1, got {c.shape}")
     if not np.all(np.isfinite(c)):
-        raise ValueError(f"{name} must be finite")
+        raise ValueError(f"{name} must be finite (got NaN or Inf)")
     if c.shape[-1] > 65536:
         raise ValueError(f"{name}: at most 65536 codewords (16-bit indices), got {c.shape[-1]}")
-    if np.any(np.diff(c, axis=-1) <= 0):
+    if np.any(c[..., 1:] <= c[..., :-1]):  # compared, not subtracted: no overflow near the dtype's max
         raise ValueError(f"{name} must be sorted and free of duplicates (strictly increasing)")
     return c
 
@@ -67,8 +65,9 @@ def _midpoint_sums(c: np.ndarray):
 
 def _compare(v: np.ndarray, s: np.ndarray, e: np.ndarray):
     """Sign of ``2v − (s + e)``, exactly: −1, 0 or +1 (elementwise, broadcasting)."""
-    d = 2 * v - s  # exact when 2v and s are within a factor 2 (Sterbenz); otherwise |d| >> |e|
-    return np.sign(d - e)  # with gradual underflow d - e == 0 exactly when d == e; ±inf v gives ±1
+    with np.errstate(over="ignore"):  # 2v beyond float64 is ±Inf, on the right side of every threshold
+        d = 2 * v - s  # exact when 2v and s are within a factor 2 (Sterbenz); otherwise |d| >> |e|
+        return np.sign(d - e)  # with gradual underflow d - e == 0 exactly when d == e; ±inf v gives ±1
 
 
 def _assign(v: np.ndarray, t, ties: str) -> np.ndarray:
@@ -120,10 +119,8 @@ def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block
     -------
     indices : ndarray of uint8 (K <= 256) or uint16, shape of ``x``
     """
-    if ties not in TIES:
-        raise ValueError(f"ties: unknown rule {ties!r}; expected one of {TIES}")
-    if scale_op not in ("divide", "multiply_reciprocal"):
-        raise ValueError(f"scale_op: unknown {scale_op!r}")
+    choice(ties, "ties", TIES)
+    choice(scale_op, "scale_op", ("divide", "multiply_reciprocal"))
     c = check_codebook(codebook)
     xa = float_array(x, "x")
     v = xa
@@ -132,14 +129,15 @@ def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block
                         xa.shape, axis, block_size, "scale")
         xv, (sv,) = align(xa, [s], axis, block_size)
         wd = np.result_type(xa.dtype, sv.dtype)
-        if scale_op == "divide":
-            v = np.divide(xv, sv, dtype=wd).reshape(xa.shape)
-        else:
-            v = np.multiply(xv, np.divide(wd.type(1), sv, dtype=wd), dtype=wd).reshape(xa.shape)
+        with np.errstate(over="ignore"):  # x / scale beyond the dtype is ±Inf: it saturates to an end codeword
+            if scale_op == "divide":
+                v = np.divide(xv, sv, dtype=wd).reshape(xa.shape)
+            else:
+                v = np.multiply(xv, np.divide(wd.type(1), sv, dtype=wd), dtype=wd).reshape(xa.shape)
     v = v.astype(np.float64)
     if thresholds is not None:
-        t = np.asarray(thresholds, dtype=np.float64)
-        if c.ndim != 1 or t.shape != (c.shape[0] - 1,) or np.any(np.diff(t) <= 0):
+        t = check_codebook(thresholds, "thresholds").astype(np.float64) if np.size(thresholds) else np.zeros(0)
+        if c.ndim != 1 or t.shape != (c.shape[0] - 1,):
             raise ValueError(f"thresholds: expected {c.shape[-1] - 1} strictly increasing values for a 1-D codebook")
     else:
         t = _midpoint_sums(c)
@@ -171,23 +169,28 @@ def codebook_dequantize(indices, codebook, *, scale=None, axis: int | None = Non
 
     ``indices`` integer array, any shape; a 2-D codebook is looked up row by parameter group.
     """
-    idx = int_array(indices, "indices")
     c = check_codebook(codebook)
-    if idx.size and (idx.min() < 0 or idx.max() >= c.shape[-1]):
-        raise ValueError(f"indices must lie in [0, {c.shape[-1] - 1}]")
+    idx = int_array(indices, "indices", 0, c.shape[-1] - 1, f" (codebook has {c.shape[-1]} entries)")
     dtype = np.promote_types(c.dtype, np.float32)
+    s = None if scale is None else check_param(
+        positive_scale(scale, "scale", None if type(scale) is not float else dtype), idx.shape, axis, block_size,
+        "scale", "indices")
     if c.ndim == 1:
         vals = c.astype(dtype)[idx]
     else:
+        g = to_groups(idx.astype(np.float64), axis, block_size, "indices")
+        if g.shape[0] != c.shape[0]:
+            raise ValueError(f"codebook has {c.shape[0]} rows but indices have {g.shape[0]} parameter groups")
         row = np.arange(c.shape[0]).reshape(-1, 1)
-        g = to_groups(idx.astype(np.float64), axis, block_size)
         vals = _ungroup(c.astype(dtype)[row, np.nan_to_num(g).astype(np.int64)], idx.shape, axis, block_size)
-    if scale is None:
+    if s is None:
         return vals
-    s = check_param(positive_scale(scale, "scale", None if type(scale) is not float else dtype),
-                    idx.shape, axis, block_size, "scale")
     vv, (sv,) = align(vals, [s], axis, block_size)
-    return np.multiply(vv, sv, dtype=np.promote_types(dtype, sv.dtype)).reshape(idx.shape)
+    with np.errstate(over="ignore"):
+        out = np.multiply(vv, sv, dtype=np.promote_types(dtype, sv.dtype)).reshape(idx.shape)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"scale · codebook overflows {out.dtype.name}")
+    return out
 
 
 def codebook_quantize_ref(x, codebook, *, ties: str = "even") -> np.ndarray:
@@ -195,7 +198,11 @@ def codebook_quantize_ref(x, codebook, *, ties: str = "even") -> np.ndarray:
     rational distances (``fractions.Fraction``)."""
     from fractions import Fraction
 
-    c = [Fraction(float(v)) for v in check_codebook(codebook)]
+    choice(ties, "ties", TIES)
+    cb = check_codebook(codebook)
+    if cb.ndim != 1:
+        raise ValueError(f"codebook: the loop twin takes a 1-D codebook, got shape {cb.shape}")
+    c = [Fraction(float(v)) for v in cb]
     xa = float_array(x, "x")
     out = np.empty(xa.shape, dtype=_index_dtype(len(c)))
     for i, xi in np.ndenumerate(xa):
@@ -219,7 +226,13 @@ def uniform_codebook(scale: float, zero_point: int, qrange) -> np.ndarray:
     from ..core.ranges import qrange as as_qrange
 
     r = as_qrange(qrange)
-    return float(scale) * (np.arange(r.qmin, r.qmax + 1, dtype=np.float64) - int(zero_point))
+    scale = real_value(scale, "scale", 0, lo_open=True)
+    zero_point = int_value(zero_point, "zero_point", r.qmin, r.qmax)
+    with np.errstate(over="ignore"):
+        c = scale * (np.arange(r.qmin, r.qmax + 1, dtype=np.float64) - zero_point)
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"scale={scale!r}: the grid overflows float64")
+    return c
 
 
 @dataclass(frozen=True)
@@ -233,6 +246,20 @@ class CodebookTensor:
     block_size: int = 0
     fixed_codebook: bool = False  # True: the table is part of the format (NF4, FP8) and is not stored
     meta_bits: int = 0  # other stored format parameters (log2: the 8-bit exponent e_max)
+
+    def __post_init__(self):
+        """Validate what the tensor holds: a finite, strictly increasing codebook (per row), integer
+        indices inside it, a finite positive scale (or None) and a granularity that fits both."""
+        c = check_codebook(self.codebook)
+        idx = int_array(self.indices, "indices", 0, c.shape[-1] - 1, f" (codebook has {c.shape[-1]} entries)")
+        want = param_shape(idx.shape, self.axis, self.block_size, data="indices")
+        if self.scale is not None:
+            check_param(positive_scale(self.scale, "scale"), idx.shape, self.axis, self.block_size, "scale", "indices")
+        if c.ndim == 2 and c.shape[0] != int(np.prod(want)):
+            raise ValueError(f"codebook has {c.shape[0]} rows but indices have {int(np.prod(want))} parameter groups")
+        if not isinstance(self.fixed_codebook, (bool, np.bool_)):
+            raise ValueError(f"fixed_codebook must be a bool, got {self.fixed_codebook!r}")
+        int_value(self.meta_bits, "meta_bits", 0)
 
     @property
     def shape(self) -> tuple:
@@ -273,12 +300,16 @@ def absmax_scale(x, target: float = 1.0, *, axis: int | None = None, block_size:
     An all-zero group gets scale 1 (its values are 0 whatever the scale)."""
     from ..core.granularity import from_groups
 
-    xa = float_array(x, "x")
+    target = real_value(target, "target", 0, lo_open=True)
+    if not 0 < np.float32(target) < np.inf:
+        raise ValueError(f"target={target!r} is 0 or Inf in float32, where the scale is computed")
+    xa = finite_array(x, "x", np.float32, " must be finite (and within float32) for an absmax scale")
     if xa.size == 0:
         raise ValueError("x is empty; there is no absmax")
-    if not np.all(np.isfinite(xa)):
-        raise ValueError("x must be finite for an absmax scale")
-    g = to_groups(np.abs(xa).astype(np.float32), axis, block_size)
+    g = to_groups(np.abs(xa), axis, block_size)
     amax = np.nanmax(g, axis=1)
-    s = np.where(amax > 0, amax / np.float32(target), np.float32(1)).astype(np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        s = np.where(amax > 0, amax / np.float32(target), np.float32(1)).astype(np.float32)
+    if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+        raise ValueError(f"target={target!r}: max|x| / target leaves the float32 range (0 or Inf)")
     return from_groups(s, xa.shape, axis, block_size)

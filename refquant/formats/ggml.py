@@ -29,6 +29,12 @@ Dequantization: ``q·d`` (q4_0, q5_0 after subtracting 8 / 16; q8_0) or ``q·d +
 rounded after the multiply and again after the add (a C build that contracts to FMA can differ
 by one ulp there). NaN in the input raises (ggml would propagate it).
 
+fp16 overflow: a block whose scale d (or, for q4_1 / q5_1, minimum m) rounds to Inf in fp16 —
+|d| >= 65520, i.e. max|x| beyond about 8.3e6 for q8_0, 5.2e5 for q4_0 — raises ValueError naming x
+and the block. ggml's C code would store Inf there and dequantize the block to NaN / Inf (0 · Inf);
+refquant refuses instead of writing such a block. :func:`dequantize` likewise refuses blocks whose
+stored d or m is Inf or NaN (a corrupt or hand-made file).
+
 References
 ----------
 llama.cpp ``ggml/src/ggml-quants.c``: ``quantize_row_q{8_0,4_0,4_1,5_0,5_1}_ref``,
@@ -40,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core._checks import float_array
+from ..core._checks import finite_array, float_array
 
 QK = 32
 BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
@@ -48,8 +54,18 @@ F32 = np.float32
 
 
 def _check_qtype(qtype):
-    if qtype not in BLOCK_BYTES:
+    if not isinstance(qtype, str) or qtype not in BLOCK_BYTES:
         raise ValueError(f"qtype: unknown ggml type {qtype!r}; expected one of {tuple(BLOCK_BYTES)}")
+
+
+def _check_fp16(v: np.ndarray, what: str):
+    """ValueError where a block's fp16 field would overflow to Inf (|v| >= 65520 rounds to Inf)."""
+    with np.errstate(over="ignore"):
+        bad = np.isinf(v.astype(np.float16))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"x: block {i} needs {what} = {float(v[i]):.6g}, beyond fp16 (max 65504); ggml would store "
+                         "Inf and dequantize the block to NaN / Inf. Scale x down or use a wider type")
 
 
 def _fp16_bytes(v: np.ndarray) -> np.ndarray:
@@ -103,7 +119,7 @@ def quantize(x, qtype: str) -> np.ndarray:
     ndarray of uint8, shape (..., n / 32 · bytes_per_block): the blocks' bytes, as in a GGUF file
     """
     _check_qtype(qtype)
-    xa = float_array(x, "x").astype(F32)
+    xa = finite_array(x, "x", F32, " must be finite and within float32 (ggml's scales would be Inf)")
     if xa.ndim == 0 or xa.shape[-1] % QK:
         raise ValueError(f"x: the last axis must be a multiple of {QK}, got shape {xa.shape}")
     if not np.all(np.isfinite(xa)):
@@ -112,12 +128,14 @@ def quantize(x, qtype: str) -> np.ndarray:
     b = xa.reshape(-1, QK)  # (nb, 32)
     if qtype == "q8_0":
         d = (np.abs(b).max(axis=1) / F32(127)).astype(F32)
+        _check_fp16(d, "the scale d")
         v = b * _recip(d)[:, None]
         q = (np.trunc(v) + np.where(np.abs(v - np.trunc(v)) >= 0.5, np.sign(v), 0)).astype(np.int8)  # roundf
         out = np.concatenate([_fp16_bytes(d), q.view(np.uint8)], axis=1)
     elif qtype in ("q4_0", "q5_0"):
         half = 8 if qtype == "q4_0" else 16
         d = (_signed_absmax(b) / F32(-half)).astype(F32)
+        _check_fp16(d, "the scale d")
         v = b * _recip(d)[:, None] + F32(half + 0.5)  # float32 add, then (int8) truncation
         q = np.minimum(2 * half - 1, np.trunc(v)).astype(np.uint8)
         parts = [_fp16_bytes(d)] + ([_qh(q)] if qtype == "q5_0" else []) + [_nibbles(q)]
@@ -125,7 +143,10 @@ def quantize(x, qtype: str) -> np.ndarray:
     else:  # q4_1, q5_1
         levels = 15 if qtype == "q4_1" else 31
         lo, hi = _first_extreme(b, np.min), _first_extreme(b, np.max)
-        d = ((hi - lo) / F32(levels)).astype(F32)
+        with np.errstate(over="ignore"):
+            d = ((hi - lo) / F32(levels)).astype(F32)  # hi - lo may overflow float32: caught as an fp16 overflow
+        _check_fp16(d, "the scale d")
+        _check_fp16(lo, "the minimum m")
         v = (b - lo[:, None]) * _recip(d)[:, None] + F32(0.5)
         q = np.trunc(v)
         q = (np.minimum(15, q) if qtype == "q4_1" else q).astype(np.uint8)
@@ -146,6 +167,12 @@ def dequantize(data, qtype: str) -> np.ndarray:
     lead = a.shape[:-1]
     blk = np.ascontiguousarray(a).reshape(-1, nbytes)
     d = blk[:, 0:2].copy().view("<f2").astype(F32)  # (nb, 1)
+    fields = [d] if qtype in ("q8_0", "q4_0", "q5_0") else [d, blk[:, 2:4].copy().view("<f2")]
+    for f in fields:
+        if not np.all(np.isfinite(f)):
+            i = int(np.flatnonzero(~np.isfinite(f.reshape(-1)))[0])
+            raise ValueError(f"data: block {i} has a non-finite fp16 scale or minimum (Inf / NaN): not a block that "
+                             "quantize writes, and it would dequantize to NaN")
     if qtype == "q8_0":
         q = blk[:, 2:].view(np.int8).astype(F32)
         y = q * d
@@ -167,12 +194,16 @@ def dequantize(data, qtype: str) -> np.ndarray:
 def quantize_block_ref(x, qtype: str) -> bytes:
     """Loop twin of :func:`quantize` for one block of 32 values: the C reference, statement by statement."""
     _check_qtype(qtype)
-    xs = [F32(v) for v in float_array(x, "x").astype(F32).reshape(-1)]
+    xs = [F32(v) for v in finite_array(x, "x", F32, " must be finite and within float32").reshape(-1)]
     if len(xs) != QK:
         raise ValueError(f"x: one block is {QK} values, got {len(xs)}")
 
     def fp16(v):
-        return np.array([v], F32).astype("<f2").tobytes()
+        with np.errstate(over="ignore"):
+            h = np.array([v], F32).astype("<f2")
+        if np.isinf(h).any():  # as quantize: a scale or minimum beyond fp16 is refused
+            raise ValueError(f"x: block 0 needs a scale or minimum of {float(v):.6g}, beyond fp16 (max 65504)")
+        return h.tobytes()
 
     def trunc_int(v):  # C cast to an integer type: toward zero
         return int(np.trunc(v))

@@ -40,17 +40,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core._checks import float_array
+from ..core._checks import choice, float_array, int_value
 
 ALGORITHMS = ("auto", "optimal", "sklearn", "lloyd")
 
 
-def _prepare(x, weights):
-    xa = float_array(x, "x").reshape(-1)  # kept in its float dtype until sorted (float32 sorts faster)
+_XMAX = 1e150  # squared errors of values up to this size stay finite in float64
+
+
+def _prepare(x, weights, name="x"):
+    xa = float_array(x, name).reshape(-1)  # kept in its float dtype until sorted (float32 sorts faster)
     if xa.size == 0:
-        raise ValueError("x is empty; k-means needs at least one value")
+        raise ValueError(f"{name} is empty; k-means needs at least one value")
     if not np.all(np.isfinite(xa)):
-        raise ValueError("x must be finite")
+        raise ValueError(f"{name} must be finite")
+    if float(np.abs(xa).max()) > _XMAX:
+        raise ValueError(f"{name}: |values| above {_XMAX:g} would overflow the squared error in float64")
     if weights is None:
         return xa, None
     w = float_array(weights, "weights").astype(np.float64).reshape(-1)
@@ -137,6 +142,13 @@ def _dp_layer(prev, P, m, n):
 
 def optimal_kmeans(v, w, k):
     """Exact weighted 1-D k-means of sorted distinct ``v`` with weights ``w``: (codebook, sse)."""
+    v = float_array(v, "v").astype(np.float64)
+    w = float_array(w, "w").astype(np.float64)
+    k = int_value(k, "k", 1)
+    if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)) or float(np.abs(v).max()) > _XMAX or np.any(v[1:] <= v[:-1]):
+        raise ValueError(f"v: expected a non-empty 1-D array of finite, strictly increasing values, got shape {v.shape}")
+    if w.shape != v.shape or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError(f"w: expected one finite weight > 0 per value of v ({v.shape}), got shape {w.shape}")
     n = v.size
     k = min(k, n)
     P = _Prefix(v, w)
@@ -200,10 +212,15 @@ def kmeans_codebook(x, k: int, *, algorithm: str = "auto", weights=None, init: s
     -------
     codebook : ndarray of float64, shape (≤ k,), strictly increasing
     """
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm: unknown {algorithm!r}; expected one of {ALGORITHMS}")
+    k = int_value(k, "k")
+    if not 1 <= k <= 65536:
+        raise ValueError(f"k must be an int >= 1 (and <= 65536: 16-bit indices), got {k}")
+    choice(algorithm, "algorithm", ALGORITHMS)
+    if not isinstance(init, str) or init not in ("linear", "density", "k-means++"):
+        raise ValueError(f"init: expected 'linear', 'density' or 'k-means++', got {init!r}")
+    n_points = int_value(n_points, "n_points", 2, 1 << 24)
+    max_iter = int_value(max_iter, "max_iter", 1, 1 << 24)
+    seed = int_value(seed, "seed", 0)
     xa, w = _prepare(x, weights)
     xs, ws = _sorted(xa, w)
     n_distinct = 1 + int(np.count_nonzero(xs[1:] != xs[:-1]))
@@ -249,7 +266,9 @@ def kmeans_sse(x, codebook, weights=None) -> float:
     """Weighted SSE of nearest-level assignment, computed in float64 (sorted data, prefix sums)."""
     xa, w = _prepare(x, weights)
     xa = xa.astype(np.float64)
-    c = np.sort(float_array(codebook, "codebook").astype(np.float64).reshape(-1))
+    c = np.sort(float_array(codebook, "codebook").astype(np.float64).reshape(-1))  # any order: sorted here
+    if c.size == 0 or not np.all(np.isfinite(c)) or float(np.abs(c).max()) > _XMAX:
+        raise ValueError(f"codebook: expected at least one finite level of magnitude <= {_XMAX:g}")
     idx = np.searchsorted((c[:-1] + c[1:]) / 2, xa)
     d = xa - c[idx]
     return float(np.sum(d * d * (1.0 if w is None else w)))

@@ -25,28 +25,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core._checks import float_array
-from .codebook import CodebookTensor, codebook_quantize
+from ..core._checks import choice, float_array, int_value, real_value
+from .codebook import CodebookTensor, check_codebook, codebook_quantize
 
 
 def log_codebook(bits: int, e_max: int, base: float = 2.0) -> np.ndarray:
     """Sorted levels ``{0, ±base^e}`` for the ``2^(bits−1) − 1`` exponents up to ``e_max`` (float64)."""
-    if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
-        raise ValueError(f"bits must be an int in [2, 16], got {bits!r}")
-    if not (base > 1 and np.isfinite(base)):
-        raise ValueError(f"base must be > 1, got {base!r}")
+    bits = int_value(bits, "bits", 2, 16)
+    base = real_value(base, "base", 1, lo_open=True)
+    e_max = int_value(e_max, "e_max", -2**20, 2**20)
     n = (1 << (bits - 1)) - 1
-    mags = float(base) ** np.arange(e_max - n + 1, e_max + 1, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore"):
+        mags = base ** np.arange(e_max - n + 1, e_max + 1, dtype=np.float64)
     if not np.all(np.isfinite(mags)) or mags[0] == 0:
-        raise ValueError(f"e_max={e_max}: levels over/underflow float64")
+        raise ValueError(f"e_max={e_max}, base={base!r}: levels over/underflow float64")
     return np.concatenate([-mags[::-1], [0.0], mags])
 
 
 def log_thresholds(codebook: np.ndarray, base: float = 2.0, domain: str = "log") -> np.ndarray:
     """Decision thresholds for :func:`log_codebook`: geometric means (log) or midpoints (linear)."""
-    if domain not in ("log", "linear"):
-        raise ValueError(f"domain: expected 'log' or 'linear', got {domain!r}")
+    choice(domain, "domain", ("log", "linear"))
+    base = real_value(base, "base", 1, lo_open=True)
+    codebook = check_codebook(codebook)
     mags = codebook[codebook > 0]
+    if codebook.ndim != 1 or mags.size == 0:
+        raise ValueError(f"codebook: expected a 1-D log codebook with positive levels, got {codebook!r:.80}")
     if domain == "linear":
         pos = np.concatenate([[mags[0] / 2], (mags[:-1] + mags[1:]) / 2])
     else:
@@ -65,13 +68,15 @@ def log_quantize(x, bits: int = 4, *, base: float = 2.0, e_max: int | None = Non
     e_max : largest exponent; default ``round(log_base(max|x|))`` (0 for an all-zero tensor)
     domain : {"log", "linear"} — where rounding happens
     """
+    choice(domain, "domain", ("log", "linear"))
+    base = real_value(base, "base", 1, lo_open=True)
     xa = float_array(x, "x")
     if not np.all(np.isfinite(xa)):
         raise ValueError("x must be finite for logarithmic quantization (calibration takes max|x|)")
     if e_max is None:
         amax = float(np.abs(xa).max()) if xa.size else 0.0
         e_max = int(np.rint(np.log(amax) / np.log(base))) if amax > 0 else 0
-    cb = log_codebook(bits, int(e_max), base)
+    cb = log_codebook(bits, e_max, base)
     t = log_thresholds(cb, base, domain)
     idx = codebook_quantize(xa, cb, thresholds=t, ties="down")
     # float64 levels: exact powers, any magnitude; e_max is stored (8 bits, as an fp8/E8M0 exponent)

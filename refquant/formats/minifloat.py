@@ -59,7 +59,7 @@ FORMATS = {
 def minifloat_format(fmt) -> MinifloatFormat:
     if isinstance(fmt, MinifloatFormat):
         return fmt
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise ValueError(f"fmt: unknown minifloat format {fmt!r}; expected one of {tuple(FORMATS)}")
     return FORMATS[fmt]
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core._checks import float_array
+from ..core._checks import finite_array, int_value, real_value
+from ..core.uniform import quantize
 from .codebook import codebook_quantize
 
 # bitsandbytes' table (functional.py / kernels.cu nf4_dequantization_lut), float32
@@ -58,6 +59,9 @@ def nf4_derive(offset: float = 0.9677083) -> np.ndarray:
     """
     from scipy.stats import norm
 
+    offset = real_value(offset, "offset", 0.5, 1, lo_open=True, hi_open=True)
+    if not 0.5 < np.float32(offset) < 1:  # the quantiles are taken on a float32 grid, as bitsandbytes does
+        raise ValueError(f"offset={offset!r} rounds to 0.5 or 1 in float32; the quantiles would be 0 or Inf")
     pos = norm.ppf(np.linspace(offset, 0.5, 9, dtype=np.float32)[:-1].astype(np.float64))
     neg = -norm.ppf(np.linspace(offset, 0.5, 8, dtype=np.float32)[:-1].astype(np.float64))
     v = np.sort(np.concatenate([pos, [0.0], neg]))
@@ -73,6 +77,20 @@ class NF4Tensor:
     shape: tuple  # shape of the original tensor
     block_size: int = 64  # elements per absmax block (of the flattened tensor)
     double_quant: tuple | None = None  # (int8 codes, float32 scale per 256 absmax, float32 offset)
+
+    def __post_init__(self):
+        if not isinstance(self.shape, tuple):
+            raise ValueError(f"shape must be a tuple, got {self.shape!r}")
+        n = int(np.prod([int_value(d, "shape", 0) for d in self.shape], dtype=object))
+        bs = int_value(self.block_size, "block_size", 1)
+        p = np.asarray(self.packed)
+        if p.dtype != np.uint8 or p.shape != (-(-n // 2),):
+            raise ValueError(f"packed: expected {-(-n // 2)} uint8 bytes for shape {self.shape}, got {p.dtype} {p.shape}")
+        a = np.asarray(self.absmax)
+        if a.dtype != np.float32 or a.shape != (-(-n // bs),) or not np.all(np.isfinite(a)) or np.any(a < 0):
+            raise ValueError(f"absmax: expected {-(-n // bs)} finite float32 values >= 0, got {a.dtype} {a.shape}")
+        if self.double_quant is not None and not (isinstance(self.double_quant, tuple) and len(self.double_quant) == 3):
+            raise ValueError("double_quant must be None or (codes, scales, offset)")
 
     def codes(self) -> np.ndarray:
         """Unpacked codes, uint8, shape of the original tensor."""
@@ -105,22 +123,23 @@ def nf4_quantize(x, block_size: int = 64, *, double_quant: bool = False) -> NF4T
     The last block may be partial. With ``double_quant``, the absmax values are stored as int8 in
     groups of 256 after subtracting their mean, and dequantization uses the reconstructed absmax.
     """
-    if not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
-    xa = float_array(x, "x").astype(np.float32)
-    if not np.all(np.isfinite(xa)):
-        raise ValueError("x must be finite: the block absmax would be infinite")
+    block_size = int_value(block_size, "block_size", 1, 2**31)
+    xa = finite_array(x, "x", np.float32, " must be finite (and within float32): the block absmax would be infinite")
     flat = xa.reshape(-1)
     n = flat.size
+    if n == 0:
+        raise ValueError("x is empty; there is no block to quantize")
     nb = -(-n // block_size)
-    padded = np.zeros(nb * block_size, np.float32)
-    padded[:n] = flat
-    blocks = padded.reshape(nb, block_size)
-    absmax = np.abs(blocks).max(axis=1)  # (nb,)
-    with np.errstate(divide="ignore"):
-        recip = np.where(absmax > 0, np.float32(1) / absmax, np.float32(0))  # all-zero block: v = 0 -> code 7
-    v = blocks * recip[:, None]  # float32, as the kernel
-    codes = codebook_quantize(v, _NF4, thresholds=_THRESHOLDS.astype(np.float64), ties="down").reshape(-1)[:n]
+    absmax = np.maximum.reduceat(np.abs(flat), np.arange(0, n, block_size))  # (nb,); a last block may be partial
+    with np.errstate(divide="ignore", over="ignore"):  # all-zero block: v = 0 -> code 7
+        recip = np.where(absmax > 0, np.float32(1) / absmax, np.float32(0))
+    blk = np.arange(n) // block_size
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = flat * recip[blk]  # float32, as the kernel
+    # a block whose absmax is subnormal has 1/absmax = Inf: its non-zero values become ±Inf and take the
+    # end codes (±1 · absmax), as in the float32 kernel; its zeros give 0 · Inf = NaN there, kept at code 7 here
+    v = np.where(flat == 0, np.float32(0), v)
+    codes = codebook_quantize(v, _NF4, thresholds=_THRESHOLDS.astype(np.float64), ties="down")
     if n % 2:
         codes = np.append(codes, np.uint8(7))  # the missing element is padded with 0.0 (code 7)
     packed = ((codes[0::2] << 4) | codes[1::2]).astype(np.uint8)
@@ -133,7 +152,8 @@ def nf4_quantize(x, block_size: int = 64, *, double_quant: bool = False) -> NF4T
         cp[:nb] = c
         s = np.abs(cp.reshape(g, 256)).max(axis=1) / np.float32(127)
         s = np.where(s > 0, s, np.float32(1))
-        q = np.clip(np.rint(cp.reshape(g, 256) / s[:, None]), -127, 127).astype(np.int8).reshape(-1)[:nb]
+        # symmetric int8 in [-127, 127], round half to even, one scale per group of 256: the core quantizer
+        q = quantize(cp.reshape(g, 256), s, 0, "int8_narrow", axis=0).reshape(-1)[:nb]
         dq = (q, s.astype(np.float32), offset)
         absmax = (q.astype(np.float32) * np.repeat(s, 256)[:nb] + offset).astype(np.float32)
     return NF4Tensor(packed, absmax.astype(np.float32), xa.shape, int(block_size), dq)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
-from ..core._checks import float_array, int_array
+from ..core._checks import float_array, int_array, int_value, real_value
 from .codebook import codebook_quantize, index_bits
-from .kmeans import kmeans_codebook
+from .kmeans import _prepare, kmeans_codebook
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,14 @@ class SharedWeights:
 
 def compression_ratio(n: int, k: int, b: int = 32) -> float:
     """``n·b / (n·log2(k) + k·b)`` (Han et al. 2016, eq. 1); k = 1 stores no index."""
-    if n < 1 or k < 1 or b < 1:
-        raise ValueError(f"n, k and b must be >= 1, got n={n}, k={k}, b={b}")
-    return n * b / (n * np.log2(k) + k * b)
+    n, k, b = int_value(n, "n", 1), int_value(k, "k", 1), int_value(b, "b", 1)
+    return n * b / (n * math.log2(k) + k * b)  # Python ints and floats: no overflow for any n, k, b
 
 
 def share_weights(w, k: int, *, algorithm: str = "auto", **kmeans_options) -> SharedWeights:
     """Cluster the weights ``w`` (any shape) into at most ``k`` shared values (see :func:`kmeans_codebook`)."""
     wa = float_array(w, "w")
+    _prepare(wa, None, "w")  # the checks of kmeans_codebook, naming w
     cb = kmeans_codebook(wa, k, algorithm=algorithm, **kmeans_options)
     idx = codebook_quantize(wa, cb)
     return SharedWeights(idx, cb.astype(np.float32))
@@ -66,16 +68,22 @@ def share_weights(w, k: int, *, algorithm: str = "auto", **kmeans_options) -> Sh
 
 def centroid_gradient(indices, grad, k: int) -> np.ndarray:
     """Sum of ``grad`` over the weights sharing each centroid: shape (k,), float64."""
-    idx = int_array(indices, "indices")
+    k = int_value(k, "k", 1, 1 << 24)
+    idx = int_array(indices, "indices", 0, k - 1, f" (k = {k} centroids)")
     g = float_array(grad, "grad")
     if idx.shape != g.shape:
         raise ValueError(f"indices and grad must have the same shape, got {idx.shape} and {g.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= k):
-        raise ValueError(f"indices must lie in [0, {k - 1}]")
     return np.bincount(idx.ravel(), weights=g.ravel().astype(np.float64), minlength=k)
 
 
 def update_centroids(shared: SharedWeights, grad, lr: float) -> SharedWeights:
     """One step of centroid fine-tuning: ``c ← c − lr · ∂L/∂c`` with the indices unchanged."""
+    if not isinstance(shared, SharedWeights):
+        raise ValueError(f"shared: expected a SharedWeights, got {type(shared).__name__}")
+    lr = real_value(lr, "lr")
     g = centroid_gradient(shared.indices, grad, shared.codebook.size)
-    return SharedWeights(shared.indices, (shared.codebook - lr * g).astype(np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = (shared.codebook - lr * g).astype(np.float32)
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"lr={lr!r}, grad: the updated centroids leave the float32 range")
+    return SharedWeights(shared.indices, c)
