@@ -25,8 +25,10 @@ NaN and casts it to int8, which gives 0 on x86; here it is guarded explicitly).
 What bitsandbytes' default backend computes, each difference from the paper a named argument:
 
 * ``outlier_rule=">="`` — a value is an outlier when ``|x| ≥ threshold`` (``backends/default/ops.py``
-  and the CUDA kernel ``kInt8VectorQuant``, which keeps ``absval < threshold``); the paper's §4 text
-  says "magnitude of at least 6.0". ``">"`` is the other reading; a value of exactly 6.0 separates them.
+  and the CUDA kernel ``kInt8VectorQuant``, which keeps ``absval < threshold``). The paper reads both
+  ways: §3.2 isolates dimensions with a magnitude "larger than the threshold α", §4's outlier-feature
+  criterion is a magnitude "of at least 6.0". ``">"`` is the strict reading; a value of exactly 6.0
+  separates them.
 * The row absmax (1) excludes only the outlier *values*: the other entries of an outlier column still
   count toward their row's SCA, though (3) then sends the whole column down the float path.
 * ``cast="float16"`` — ``MatMul8bitLt.forward`` quantizes ``A.to(float16)`` and ``B.to(float16)``: the
