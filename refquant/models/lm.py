@@ -133,7 +133,8 @@ def llama_lm(cfg: llama.LlamaConfig) -> LM:
         folds.append(ScaleFold((q, k, v), ((b + "attn_norm.weight", 0, C),), o))
         if cfg.n_kv_head == cfg.n_head:
             folds.append(ScaleFold((o,), ((v, 0, C),), o))
-        folds += [ScaleFold((gate, up), ((b + "ffn_norm.weight", 0, C),), down), ScaleFold((down,), ((up, 0, F),), down)]
+        folds += [ScaleFold((gate, up), ((b + "ffn_norm.weight", 0, C),), down),
+                  ScaleFold((down,), ((up, 0, F),), down)]
         qk += [(q, 0, C), (k, 0, kv)]
     folds.append(ScaleFold(("output.weight",), (("output_norm.weight", 0, C),), "output.weight"))
     return LM("llama", partial(_llama_forward, cfg=cfg), tuple(llama.linear_names(cfg)),

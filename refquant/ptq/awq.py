@@ -1,0 +1,483 @@
+"""AWQ: activation-aware weight quantization — per-input-channel scales that protect the weights
+multiplying large activations, searched on the output error and folded into the layer before;
+then a per-group clipping search; then AWQ's own group-wise round-to-nearest.
+
+For linears ``y = x Wᵀ`` sharing an input x (K channels) and a scale s (K,), folded by
+:func:`refquant.models.lm.fold_scale` into the parameters that produce x::
+
+    y ≈ (x / s) · Q(W · diag(s))ᵀ                         the quantized, scaled layer           (1)
+    s(α) = x̄^α,  x̄_j = mean |x_j|                          llm-awq                              (2)
+    s(α) = x̄^α / (w̄^(1−α) + 1e-4)                          AutoAWQ, duo_scaling=True            (3)
+    w̄_j = mean over rows r of |W_rj| / (max_{j'∈group} |W_rj'| + 1e-6)   (all linears of the fold)
+    s ← max(s, 1e-4);   s ← s / sqrt(max(s) · min(s))                                           (4)
+    α* = argmin_{α = i/n_grid, i < n_grid} mean (y_float − y_α)²    first minimum               (5)
+
+where y is the output of the fold's ``inspect`` linear (llm-awq's ``module2inspect``: the whole
+attention or MLP for the linears after a norm — the rest of the block in float — the layer itself
+for v → o, up → down), with the fold's linears replaced by ``Q(W·s)/s``. Then, on the scaled
+weights and scaled inputs, per output row r and group g, the clipping search::
+
+    m_i = max |W_rg| · (1 − i/n_grid),  i < max_shrink · n_grid                                (6)
+    err_i = mean_t (Σ_{k∈g} x_tk (Q(clamp(W, −m_i, m_i))_rk − W_rk))²    first minimum          (7)
+
+on every ⌊n_tokens / n_sample_token⌋-th input row. Finally every linear is quantized by the
+pseudo-quantizer, per group of ``group_size`` input channels (``zero_point=True``)::
+
+    scale = max(max w − min w, 1e-5) / (2^b − 1)     range NOT extended to 0                    (8)
+    zero  = clamp(−round(min w / scale), 0, 2^b − 1)                                           (9)
+    q     = clamp(round(w / scale) + zero, 0, 2^b − 1),   ŵ = (q − zero) · scale               (10)
+
+round = half to even (torch.round). Because (9) clamps the zero point, an all-positive group gets
+zero = 0 and the grid [0, (2^b−1)·scale] = [0, max − min]: weights above max − min clip (refquant's
+core quantizer widens the range to contain 0 instead). ``zero_point=False`` (AutoAWQ; llm-awq's
+branch raises NameError, "we actually never used this"): scale = max(max |w|, 1e-5) / (2^(b−1) − 1),
+q = clamp(round(w / scale), −2^(b−1), 2^(b−1) − 1), zero = 0. Arithmetic is in the weight's dtype,
+as torch's; losses and statistics in float64.
+
+Where llm-awq and AutoAWQ differ (named arguments here):
+
+* ``duo_scaling``: (2) is llm-awq's formula; (3) AutoAWQ's (its default), w̄ from the weights of all
+  the fold's linears concatenated, each group normalised by its own absmax.
+* ``clip_qk``: llm-awq skips clipping layers named ``q_``/``k_`` and clips a fused qkv weight
+  whole (``"pure"``: skip only linears all of whose rows are queries/keys); AutoAWQ also skips
+  fused ones (``"layer"``: skip any linear with query/key rows). ``"rows"`` (default) clips every
+  row except the query/key rows (``LM.qk_rows``) — the same as both on LLaMA.
+* The same in both: one scale per fold (q, k, v share it: the fold into the norm forces it), the
+  layers scaled (LLaMA: norm → qkv, v → o without GQA, norm → gate/up, up → down), the loss (mean
+  over every output element; llm-awq in one reduction, AutoAWQ chunked), inputs from the float
+  model (scales and clips of every block are found on float activations). llm-awq's
+  ``ScaledActivation`` (a divide inserted after a GELU, for GPT-2-like MLPs) is not a fold and is
+  not done. ``K % group_size != 0`` is refused by both; here the last group is shorter.
+
+References
+----------
+Lin et al., "AWQ: Activation-aware Weight Quantization for On-Device LLM Compression and
+Acceleration", MLSys 2024, §3.2 (eq. 4–5: s = s_X^α, grid search on α). Mirrored: mit-han-lab/llm-awq
+``awq/quantize/auto_scale.py: auto_scale_block._search_module_scale``, ``auto_clip.py:
+auto_clip_layer``, ``quantizer.py: pseudo_quantize_tensor``, ``pre_quant.py: run_awq``; AutoAWQ
+``awq/quantize/quantizer.py: AwqQuantizer._search_best_scale, _compute_best_scale,
+_compute_best_clip, pseudo_quantize_tensor``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core._checks import float_array
+from ..models.gpt import affine
+from ..models.lm import LM, fold_scale, weight
+from .hessian import update
+
+CLIP_QK = ("rows", "pure", "layer")
+INSPECT = ("module", "layer")
+
+
+@dataclass(frozen=True)
+class AWQTensor:
+    """One pseudo-quantized (rows, K) weight: ``w_hat[:, c] = scale[:, g] · (codes[:, c] − zero_point[:, g])``,
+    g = c // group_size (``group_size=0``: one group per row)."""
+
+    w_hat: np.ndarray  # (rows, K) the weight's dtype
+    codes: np.ndarray  # (rows, K) uint8 in [0, 2^b − 1] (zero_point=True) or int8 in [−2^(b−1), 2^(b−1) − 1]
+    scale: np.ndarray  # (rows, n_groups) the weight's dtype
+    zero_point: np.ndarray  # (rows, n_groups) int32 (all 0 when zero_point=False)
+    bits: int
+    group_size: int
+
+
+@dataclass(frozen=True)
+class ScaleSearch:
+    """The result of (5): the chosen scale, its α, and the loss at every grid point."""
+
+    scales: np.ndarray  # (K,) float64
+    alpha: float
+    losses: np.ndarray  # (n_grid,) float64
+
+
+def _check(bits, group_size, K):
+    if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must be an int in [2, 8], got {bits!r}")
+    if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size < 0:
+        raise ValueError(f"group_size must be 0 (per row) or a positive int, got {group_size!r}")
+    return K if group_size == 0 else int(group_size)
+
+
+def _pq(wg, bits, zero_point):
+    """Eq. (8)–(10) on groups along the last axis: (w_hat, q, scale, zero), scale and zero keepdims."""
+    if zero_point:
+        maxq, minq = 2 ** bits - 1, 0
+        mx, mn = wg.max(-1, keepdims=True), wg.min(-1, keepdims=True)
+        scale = np.maximum(mx - mn, 1e-5) / maxq
+        zero = np.clip(-np.rint(mn / scale), minq, maxq)
+    else:
+        maxq, minq = 2 ** (bits - 1) - 1, -2 ** (bits - 1)
+        scale = np.maximum(np.abs(wg).max(-1, keepdims=True), 1e-5) / maxq
+        zero = np.zeros_like(scale)
+    q = np.clip(np.rint(wg / scale) + zero, minq, maxq)
+    return (q - zero) * scale, q, scale, zero
+
+
+def _grouped(w, gs, fn):
+    """Apply ``fn`` to the full groups (..., G, gs) and to the shorter last group (..., 1, K mod gs)."""
+    K = w.shape[-1]
+    n = K // gs * gs
+    parts = [] if n == 0 else [fn(w[..., :n].reshape(w.shape[:-1] + (-1, gs)))]
+    return parts + ([] if n == K else [fn(w[..., n:].reshape(w.shape[:-1] + (1, K - n)))])
+
+
+def pseudo_quantize(w, *, bits: int = 4, group_size: int = 128, zero_point: bool = True) -> AWQTensor:
+    """AWQ's ``pseudo_quantize_tensor``, eq. (8)–(10), for w (rows, K) — or (..., rows, K), quantized
+    per row and group along the last axis (then every field has the leading axes)."""
+    w = float_array(w, "w")
+    if w.ndim < 2 or not np.all(np.isfinite(w)):
+        raise ValueError(f"w: expected a finite (rows, K) weight, got shape {w.shape}")
+    gs = _check(bits, group_size, w.shape[-1])
+    parts = _grouped(w, gs, lambda g: _pq(g, bits, zero_point))
+    flat = lambda a: a.reshape(a.shape[:-2] + (-1,))  # noqa: E731  (..., G, size) -> (..., G·size)
+    w_hat, q = (np.concatenate([flat(p[i]) for p in parts], -1) for i in (0, 1))
+    scale, zero = (np.concatenate([p[i][..., 0] for p in parts], -1) for i in (2, 3))
+    return AWQTensor(w_hat, q.astype(np.uint8 if zero_point else np.int8), scale, zero.astype(np.int32), bits, gs)
+
+
+def pseudo_quantize_ref(w, *, bits: int = 4, group_size: int = 128, zero_point: bool = True) -> AWQTensor:
+    """Loop twin of :func:`pseudo_quantize` for a (rows, K) weight: one group at a time, scalars."""
+    w = np.asarray(w)
+    rows, K = w.shape
+    gs = _check(bits, group_size, K)
+    t = w.dtype.type
+    out, codes = np.empty_like(w), np.empty(w.shape, np.int64)
+    n_g = -(-K // gs)
+    scale, zeros = np.empty((rows, n_g), w.dtype), np.zeros((rows, n_g), np.int32)
+    for r in range(rows):
+        for g in range(n_g):
+            cols = range(g * gs, min(K, (g + 1) * gs))
+            vals = [w[r, c] for c in cols]
+            if zero_point:
+                maxq, minq = 2 ** bits - 1, 0
+                s = max(max(vals) - min(vals), t(1e-5)) / t(maxq)
+                z = min(max(-np.rint(min(vals) / s), t(0)), t(maxq))
+            else:
+                maxq, minq = 2 ** (bits - 1) - 1, -2 ** (bits - 1)
+                s, z = max(max(abs(v) for v in vals), t(1e-5)) / t(maxq), t(0)
+            scale[r, g], zeros[r, g] = s, int(z)
+            for c in cols:
+                q = min(max(np.rint(w[r, c] / s) + z, t(minq)), t(maxq))
+                codes[r, c], out[r, c] = int(q), (q - z) * s
+    return AWQTensor(out, codes.astype(np.uint8 if zero_point else np.int8), scale, zeros, bits, gs)
+
+
+def weight_mean(w_list, group_size: int) -> np.ndarray:
+    """AutoAWQ's w̄ (K,) float64 for eq. (3): the linears' weights stacked by rows, each group divided
+    by its absmax + 1e-6, averaged over all rows."""
+    w = np.concatenate([np.abs(np.asarray(w, np.float64)) for w in w_list], axis=0)
+    gs = _check(4, group_size, w.shape[1])
+    parts = _grouped(w, gs, lambda g: g / (g.max(-1, keepdims=True) + 1e-6))
+    return np.concatenate([p.reshape(p.shape[0], -1) for p in parts], 1).mean(0)
+
+
+def scale_candidates(x_mean, n_grid: int = 20, *, w_mean=None) -> np.ndarray:
+    """(n_grid, K) float64: eq. (2) (or (3) when ``w_mean`` is given) and (4) for α = i / n_grid."""
+    x_mean = np.asarray(x_mean, np.float64)
+    alphas = np.arange(n_grid) / n_grid
+    if w_mean is None:
+        s = x_mean[None, :] ** alphas[:, None]
+    else:
+        w_mean = np.asarray(w_mean, np.float64)
+        s = x_mean[None, :] ** alphas[:, None] / (w_mean[None, :] ** (1 - alphas[:, None]) + 1e-4)
+    s = np.maximum(s, 1e-4)
+    return s / np.sqrt(s.max(1, keepdims=True) * s.min(1, keepdims=True))
+
+
+def scale_candidates_ref(x_mean, n_grid: int = 20, *, w_mean=None) -> np.ndarray:
+    """Loop twin of :func:`scale_candidates` (one α and one channel at a time, Python floats)."""
+    out = np.empty((n_grid, len(x_mean)))
+    for i in range(n_grid):
+        a = i / n_grid
+        s = [float(xm) ** a if w_mean is None else float(xm) ** a / (float(wm) ** (1 - a) + 1e-4)
+             for xm, wm in zip(x_mean, x_mean if w_mean is None else w_mean)]
+        s = [max(v, 1e-4) for v in s]
+        norm = (max(s) * min(s)) ** 0.5
+        out[i] = [v / norm for v in s]
+    return out
+
+
+def layer_loss(x, w_list):
+    """The default loss of (5): ``loss(w_hats)`` = mean over tokens and all outputs of the linears
+    (concatenated) of ``(x Wᵀ − x Ŵᵀ)²``, in float64."""
+    x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
+    w = np.concatenate([np.asarray(w, np.float64) for w in w_list], 0)
+    y = x @ w.T
+
+    def loss(w_hats):
+        d = y - x @ np.concatenate([np.asarray(v, np.float64) for v in w_hats], 0).T
+        return float(np.mean(d * d))
+    return loss
+
+
+def _search(w_list, x, bits, group_size, zero_point, duo_scaling, n_grid, loss, ref):
+    w_list = [float_array(w, f"w_list[{i}]") for i, w in enumerate(w_list)]
+    x = float_array(x, "x")
+    K = x.shape[-1]
+    if not w_list or any(w.ndim != 2 or w.shape[1] != K for w in w_list):
+        raise ValueError(f"w_list: expected (rows, {K}) weights for x with {K} channels, got "
+                         f"{[w.shape for w in w_list]}")
+    if not isinstance(n_grid, (int, np.integer)) or n_grid < 1:
+        raise ValueError(f"n_grid must be a positive int, got {n_grid!r}")
+    x_mean = update(None, x.reshape(-1, K)).abs_mean
+    w_mean = weight_mean(w_list, group_size) if duo_scaling else None
+    loss = loss or layer_loss(x, w_list)
+    opts = dict(bits=bits, group_size=group_size, zero_point=zero_point)
+    cands = (scale_candidates_ref if ref else scale_candidates)(x_mean, n_grid, w_mean=w_mean)
+    if ref:  # (1) one α at a time: Q(W·s)/s in the weight's dtype
+        hats = [[pseudo_quantize_ref(w * s.astype(w.dtype), **opts).w_hat / s.astype(w.dtype) for w in w_list]
+                for s in cands]
+    else:  # (1) for every α at once: (n_grid, rows, K) per linear
+        per_w = [pseudo_quantize(w[None] * cands.astype(w.dtype)[:, None, :], **opts).w_hat
+                 / cands.astype(w.dtype)[:, None, :] for w in w_list]
+        hats = [[h[i] for h in per_w] for i in range(n_grid)]
+    losses = np.array([loss(h) for h in hats], np.float64)
+    if not np.all(np.isfinite(losses)):
+        raise ValueError(f"loss: not finite on the grid ({losses})")
+    best = int(np.argmin(losses))  # the first minimum, as the references' strict `loss < best_error`
+    return ScaleSearch(cands[best], best / n_grid, losses)
+
+
+def awq_search_scale(w_list, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = True,
+                     duo_scaling: bool = False, n_grid: int = 20, loss=None) -> ScaleSearch:
+    """Eq. (2)–(5) for the linears ``w_list`` ((rows_i, K) each) sharing the input ``x`` (..., K).
+
+    ``loss(w_hats) -> float`` measures a list of candidate weights ``Q(W·s)/s``; default
+    :func:`layer_loss` (the linears' own outputs). :func:`awq_quantize` passes the error at the
+    fold's ``inspect`` linear. The candidates for all α are formed at once; :func:`awq_search_scale_ref`
+    is the one-α-at-a-time twin, equal to it exactly.
+    """
+    return _search(w_list, x, bits, group_size, zero_point, duo_scaling, n_grid, loss, False)
+
+
+def awq_search_scale_ref(w_list, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = True,
+                         duo_scaling: bool = False, n_grid: int = 20, loss=None) -> ScaleSearch:
+    """Loop twin of :func:`awq_search_scale` (scalar candidates and quantizer, same loss)."""
+    return _search(w_list, x, bits, group_size, zero_point, duo_scaling, n_grid, loss, True)
+
+
+def _clip_check(w, x, bits, group_size, n_grid, max_shrink, n_sample_token, rows):
+    w = float_array(w, "w")
+    x = float_array(x, "x")
+    if w.ndim != 2 or not np.all(np.isfinite(w)):
+        raise ValueError(f"w: expected a finite (rows, K) weight, got shape {w.shape}")
+    if x.shape[-1] != w.shape[1] or x.ndim < 2:
+        raise ValueError(f"x: expected inputs (..., {w.shape[1]}) for w of shape {w.shape}, got {x.shape}")
+    if not 0 < max_shrink <= 1 or not isinstance(n_grid, (int, np.integer)) or n_grid < 1:
+        raise ValueError(f"max_shrink must be in (0, 1] and n_grid a positive int, got {max_shrink!r}, {n_grid!r}")
+    if not isinstance(n_sample_token, (int, np.integer)) or n_sample_token < 1:
+        raise ValueError(f"n_sample_token must be a positive int, got {n_sample_token!r}")
+    gs = _check(bits, group_size, w.shape[1])
+    x = x.reshape(-1, x.shape[-1])
+    x = x[::max(1, len(x) // n_sample_token)].astype(np.float64)  # AutoAWQ's step (llm-awq: step 0 fails)
+    rows = np.arange(w.shape[0]) if rows is None else np.arange(w.shape[0])[rows]
+    return w, x, gs, rows
+
+
+def awq_clip(w, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = True, n_grid: int = 20,
+             max_shrink: float = 0.5, n_sample_token: int = 512, rows=None, row_batch: int = 64) -> np.ndarray:
+    """Eq. (6)–(7): the clipping threshold ``max_val`` (rows, n_groups) of w (rows, K) for inputs x (..., K).
+
+    ``rows`` (index or mask) limits the search to those rows; the others keep max |W_rg| (no clip).
+    Apply with :func:`apply_clip`. The output error of each (row, group) is accumulated in float64,
+    first over the group's channels, then over the sampled tokens, one at a time in order, so that
+    :func:`awq_clip_ref` equals it exactly; ``row_batch`` rows are searched at a time (memory).
+    """
+    w, x, gs, rows = _clip_check(w, x, bits, group_size, n_grid, max_shrink, n_sample_token, rows)
+    K = w.shape[1]
+    bounds = [(a, min(K, a + gs)) for a in range(0, K, gs)]
+    org_max = np.stack([np.abs(w[:, a:b]).max(1) for a, b in bounds], 1)  # (rows, G) in w's dtype
+    best = org_max.copy()
+    shrink = [w.dtype.type(1 - i / n_grid) for i in range(int(max_shrink * n_grid))]
+    for r0 in range(0, len(rows), row_batch):
+        rr = rows[r0:r0 + row_batch]
+        for g, (a, b) in enumerate(bounds):
+            wg = w[rr, a:b]  # (R, size)
+            m = np.stack([org_max[rr, g] * f for f in shrink])[:, :, None]  # (I, R, 1)
+            cur = np.clip(wg[None], -m, m)
+            d = _pq(cur, bits, zero_point)[0].astype(np.float64) - wg[None].astype(np.float64)  # (I, R, size)
+            e = np.zeros(d.shape[:2] + (len(x),))  # (I, R, T)
+            for k in range(b - a):
+                e += d[:, :, k, None] * x[None, None, :, a + k]
+            err = np.zeros(d.shape[:2])
+            for t in range(len(x)):
+                err += e[:, :, t] * e[:, :, t]
+            err /= len(x)
+            min_err = np.full(len(rr), 1e9)  # the references' initial "min_errs"
+            for i in range(len(shrink)):
+                better = err[i] < min_err
+                min_err = np.where(better, err[i], min_err)
+                best[rr, g] = np.where(better, m[i, :, 0], best[rr, g])
+    return best
+
+
+def awq_clip_ref(w, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = True, n_grid: int = 20,
+                 max_shrink: float = 0.5, n_sample_token: int = 512, rows=None) -> np.ndarray:
+    """Loop twin of :func:`awq_clip`: one row, group, grid point, token and channel at a time."""
+    w, x, gs, rows = _clip_check(w, x, bits, group_size, n_grid, max_shrink, n_sample_token, rows)
+    K = w.shape[1]
+    n_g = -(-K // gs)
+    best = np.empty((w.shape[0], n_g), w.dtype)
+    for r in range(w.shape[0]):
+        for g in range(n_g):
+            a, b = g * gs, min(K, (g + 1) * gs)
+            org = np.abs(w[r, a:b]).max()
+            best[r, g] = org
+            if r not in rows:
+                continue
+            min_err = 1e9
+            for i in range(int(max_shrink * n_grid)):
+                m = org * w.dtype.type(1 - i / n_grid)
+                cur = np.array([min(max(v, -m), m) for v in w[r, a:b]], w.dtype)[None]
+                qg = pseudo_quantize_ref(cur, bits=bits, group_size=0, zero_point=zero_point).w_hat[0]
+                err = 0.0
+                for t in range(len(x)):
+                    e = 0.0
+                    for k in range(b - a):
+                        e += (float(qg[k]) - float(w[r, a + k])) * x[t, a + k]
+                    err += e * e
+                err /= len(x)
+                if err < min_err:
+                    min_err, best[r, g] = err, m
+    return best
+
+
+def apply_clip(w, max_val) -> np.ndarray:
+    """``clamp(W_rg, −max_val[r, g], max_val[r, g])`` per row and group (llm-awq ``apply_clip``)."""
+    w = np.asarray(w)
+    gs = -(-w.shape[1] // max_val.shape[1])
+    m = np.repeat(max_val, gs, axis=1)[:, :w.shape[1]]
+    return np.clip(w, -m, m)
+
+
+@dataclass(frozen=True)
+class AWQResult:
+    """What :func:`awq_quantize` chose: per fold (keyed by its linears) the scale search, per linear
+    the clipping thresholds (rows, n_groups), and every linear's quantized tensor."""
+
+    scales: dict  # {tuple of linear names: ScaleSearch}
+    clips: dict  # {name: max_val (rows, n_groups)}
+    tensors: dict  # {name: AWQTensor}
+
+
+class _Stop(Exception):
+    """Ends a forward pass once the wanted output has been seen."""
+
+
+def _capture(lm, params, batches, x_name, y_name, subst):
+    """One early-stopped forward per batch, the linears in ``subst`` using those weights:
+    ([input of x_name per batch] or None, [output of y_name per batch])."""
+    xs, ys = [], []
+    for batch in batches:
+        def hook(name, x, w, b):
+            y = affine(x, subst.get(name, w), b)
+            if name == x_name:
+                xs.append(x)
+            if name == y_name:
+                ys.append(y)
+                raise _Stop
+            return y
+        try:
+            lm.forward(params, batch, linear=hook)
+        except _Stop:
+            pass
+    return xs, ys
+
+
+def _sampled_inputs(lm, params, batches, names, n_sample_token):
+    """Every step-th input row of each linear, rows counted over all batches in order (step as awq_clip)."""
+    n = sum(int(np.prod(np.shape(b))) for b in batches)
+    step, seen, out = max(1, n // n_sample_token), {}, {}
+    for batch in batches:
+        def hook(name, x, w, b):
+            if name in names:
+                x2 = x.reshape(-1, x.shape[-1])
+                start = seen.get(name, 0)
+                out.setdefault(name, []).append(x2[(-start) % step::step])
+                seen[name] = start + len(x2)
+            return affine(x, w, b)
+        lm.forward(params, batch, linear=hook)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _clip_rows(lm, name, rows, clip_qk):
+    """Rows of ``name`` whose clipping is searched (None: the layer is skipped)."""
+    qk = np.zeros(rows, bool)
+    for n, a, b in lm.qk_rows:
+        if n == name:
+            qk[a:b] = True
+    if clip_qk == "rows":
+        return None if qk.all() else ~qk
+    if clip_qk == "pure":
+        return None if qk.all() else np.ones(rows, bool)
+    return None if qk.any() else np.ones(rows, bool)
+
+
+def awq_quantize(lm: LM, params: dict, calib_batches, *, bits: int = 4, group_size: int = 128,
+                 zero_point: bool = True, duo_scaling: bool = False, n_grid: int = 20, inspect: str = "module",
+                 clip: bool = True, clip_qk: str = "rows", max_shrink: float = 0.5, n_sample_token: int = 512,
+                 quantize_head: bool = True, scale_head: bool = False):
+    """AWQ on a whole model (llm-awq ``run_awq`` + ``pseudo_quantize_model_weight``): ``(params', AWQResult)``.
+
+    1. For every fold of ``lm.scale_folds`` (the head's only with ``scale_head``): the scale search
+       (5) on the float model's activations, the loss measured at the fold's ``inspect`` linear with
+       the fold's linears as ``Q(W·s)/s`` and everything else float (``inspect="module"``, one
+       early-stopped forward pass per grid point), or on the fold's own linears' outputs
+       (``inspect="layer"``, no forward pass: faster, not the references' choice for norm folds).
+    2. Fold every chosen scale (:func:`refquant.models.lm.fold_scale`).
+    3. With ``clip``: the clipping search (6)–(7) for every linear (query/key rows as ``clip_qk``)
+       on the scaled model's inputs, and the clamp.
+    4. Eq. (8)–(10) on every linear.
+
+    The references leave the output head in float16; ``quantize_head`` (default True, so that a
+    comparison with round-to-nearest over every linear is like for like) clips and quantizes it too.
+    ``params'`` holds float weights ŵ (in the weights' dtype) and the folded norms / biases; the
+    input ``params`` is not modified.
+    """
+    if inspect not in INSPECT:
+        raise ValueError(f"inspect: expected one of {INSPECT}, got {inspect!r}")
+    if clip_qk not in CLIP_QK:
+        raise ValueError(f"clip_qk: expected one of {CLIP_QK}, got {clip_qk!r}")
+    batches = list(calib_batches)
+    if not batches:
+        raise ValueError("calib_batches: no calibration batch was given")
+    head = lm.sequential_groups[-1][-1]
+    opts = dict(bits=bits, group_size=group_size, zero_point=zero_point)
+    searches = {}
+    for fold in lm.scale_folds:
+        if head in fold.linears and not scale_head:
+            continue
+        xs, y_float = _capture(lm, params, batches, fold.linears[0], fold.inspect, {})
+        loss = None
+        if inspect == "module":
+            def loss(hats, fold=fold, y_float=y_float):
+                _, ys = _capture(lm, params, batches, None, fold.inspect, dict(zip(fold.linears, hats)))
+                sq = sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(y_float, ys))
+                return sq / sum(a.size for a in y_float)
+        x = np.concatenate([a.reshape(-1, a.shape[-1]) for a in xs])
+        ws = [weight(lm, params, n) for n in fold.linears]
+        searches[fold.linears] = awq_search_scale(ws, x, duo_scaling=duo_scaling, n_grid=n_grid, loss=loss, **opts)
+    q = dict(params)
+    for fold in lm.scale_folds:
+        if fold.linears in searches:
+            q = fold_scale(lm, q, fold, searches[fold.linears].scales)
+    names = [n for n in lm.linear_names if quantize_head or n != head]
+    clips, tensors = {}, {}
+    if clip:
+        xs = _sampled_inputs(lm, q, batches, set(names), n_sample_token)
+        for name in names:
+            w = weight(lm, q, name)
+            rows = _clip_rows(lm, name, w.shape[0], clip_qk)
+            if rows is not None:
+                clips[name] = awq_clip(w, xs[name], n_grid=n_grid, max_shrink=max_shrink,
+                                       n_sample_token=len(xs[name]), rows=rows, **opts)
+                q[name] = apply_clip(w, clips[name])
+    for name in names:
+        tensors[name] = pseudo_quantize(weight(lm, q, name), **opts)
+        q[name] = tensors[name].w_hat
+    return q, AWQResult(searches, clips, tensors)
