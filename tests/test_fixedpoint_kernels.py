@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 from refquant.integer.fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
                                  saturating_rounding_doubling_high_mul)
+from refquant.integer.nonlinear import int_erf, int_exp, int_layernorm, int_poly2, int_softmax
 from refquant.integer.gemm import K_CHUNK, fully_connected, fully_connected_ref, int_matmul, int_matmul_ref, prepack, requantize
 
 I32 = st.integers(-2**31, 2**31 - 1)
@@ -157,9 +158,10 @@ def test_requantize_and_fully_connected_golden():
     x = np.array([[2, 4]], np.int8)
     w = np.array([[1, 3], [-1, 1]], np.int8)
     m, s = quantize_multiplier(0.5)
-    y = fully_connected(x, w, np.array([1, -1], np.int32), 0, 0, m, s, 10)
+    y = fully_connected(x, w, np.array([1, -1], np.int32), x_zero_point=0, multiplier=m, shift=s, out_zero_point=10)
     assert y.tolist() == [[18, 11]] and y.dtype == np.int8
-    assert fully_connected_ref(x, w, np.array([1, -1], np.int32), 0, 0, m, s, 10).tolist() == [[18, 11]]
+    assert fully_connected_ref(x, w, np.array([1, -1], np.int32), x_zero_point=0, multiplier=m, shift=s,
+                               out_zero_point=10).tolist() == [[18, 11]]
     assert requantize(np.array([1000, -1000]), m, s, 0, "int8").tolist() == [127, -128]  # saturation
 
 
@@ -174,10 +176,11 @@ def test_fully_connected_fast_equals_tflite_loop(data):
     m, s = quantize_multiplier(rng.uniform(1e-4, 0.9, n_out))  # per-channel
     xz, yz = int(rng.integers(0, 256)), int(rng.integers(0, 256))
     for rounding in ["double", "single"]:
-        a = fully_connected(x, w, bias, xz, 0, m, s, yz, "uint8", rounding=rounding)
-        b = fully_connected_ref(x, w, bias, xz, 0, m, s, yz, "uint8", rounding=rounding)
+        kw = dict(x_zero_point=xz, multiplier=m, shift=s, out_zero_point=yz, qrange="uint8", rounding=rounding)
+        a = fully_connected(x, w, bias, **kw)
+        b = fully_connected_ref(x, w, bias, **kw)
         assert np.array_equal(a, b)
-        assert np.array_equal(fully_connected(x, prepack(w.T), bias, xz, 0, m, s, yz, "uint8", rounding=rounding), a)
+        assert np.array_equal(fully_connected(x, prepack(w.T), bias, **kw), a)
 
 
 @pytest.mark.parametrize("call, match", [
@@ -187,9 +190,57 @@ def test_fully_connected_fast_equals_tflite_loop(data):
     (lambda: int_matmul(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8), np.ones(3, np.int8)), "per-row"),
     (lambda: int_matmul(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8), None, np.array([200])), "b_zero_point must lie"),
     (lambda: requantize(np.ones(2, np.int32), 2**30, 0, 300, "int8"), "out_zero_point must lie"),
-    (lambda: fully_connected(np.ones((1, 2), np.int8), np.ones((3, 2), np.int8), np.ones(2, np.int32), 0, 0, 2**30, 0, 0),
+    (lambda: fully_connected(np.ones((1, 2), np.int8), np.ones((3, 2), np.int8), np.ones(2, np.int32), x_zero_point=0,
+                             multiplier=2**30, shift=0, out_zero_point=0),
      "bias must have shape"),
 ])
 def test_kernel_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+@pytest.mark.parametrize("call, match", [
+    (lambda: requantize(np.array([2**40]), 2**30, 0), r"^acc must fit in int32"),  # used to say "x"
+    (lambda: requantize(np.ones(2, np.float32), 2**30, 0), r"^acc: expected an integer"),
+    (lambda: requantize(np.ones(2, np.int32), 2**30, 0, 0.5), "out_zero_point must be an int"),  # int(0.5) == 0
+    (lambda: requantize(np.ones((2, 3), np.int32), np.full(7, 2**30), 0), "acc, multiplier, shift: shapes do not"),
+    (lambda: int_matmul(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8), np.uint64(2**64 - 1)),
+     "a_zero_point must lie in"),  # uint64 2^64 - 1 used to wrap to -1, inside int8
+    (lambda: quantize_multiplier(np.array([0.3]) + 0j), "real: expected a real"),  # dropped the imaginary part
+    (lambda: fully_connected(np.ones((1, 2), np.int64), np.ones((3, 2), np.int8), None, x_zero_point=0,
+                             multiplier=2**30, shift=0, out_zero_point=0), "^x: expected int8"),  # said "a"
+    (lambda: fully_connected(np.ones((1, 2), np.int8), np.ones((3, 2), np.int8), None, x_zero_point=np.uint64(2**64 - 1),
+                             multiplier=2**30, shift=0, out_zero_point=0), "x_zero_point must lie in"),
+    (lambda: fully_connected_ref(np.ones((1, 2), np.int8), np.ones((3, 2), np.int8), np.ones(3), x_zero_point=0,
+                                 multiplier=2**30, shift=0, out_zero_point=0), "bias: expected an integer"),
+    (lambda: fully_connected_ref(np.ones((1, 2), np.int8), np.ones((3, 2), np.int8), None, x_zero_point=0,
+                                 multiplier=0.5, shift=0, out_zero_point=0), "multiplier: expected an integer"),
+])
+def test_more_bad_input_raises_naming_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_fully_connected_quantization_parameters_are_keyword_only():
+    x, w = np.ones((1, 2), np.int8), np.ones((3, 2), np.int8)
+    kw = dict(x_zero_point=0, multiplier=2**30, shift=0, out_zero_point=1)  # 2 * 0.5 + 1 = 2
+    assert fully_connected(x, w, None, **kw).tolist() == [[2, 2, 2]]
+    with pytest.warns(DeprecationWarning, match="by keyword"):  # the old positional form, during the transition
+        assert fully_connected(x, w, None, 0, 0, 2**30, 0, 1).tolist() == [[2, 2, 2]]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: int_poly2(np.ones(2, np.int32), 1e-300, 0.5, 1.0, 0.25), "scale: b / scale"),  # was ZeroDivisionError
+    (lambda: int_poly2(np.ones(2, np.int32), 0.01, 0.0, 1.0, 0.25), "a must be non-zero"),
+    (lambda: int_exp(-np.ones(2, np.int32), 1e-45), "scale: ln 2 / scale"),  # was OverflowError
+    (lambda: int_erf(np.ones(2, np.int32), "0.1"), "scale must be a real number"),  # was accepted
+    (lambda: int_softmax(np.ones((2, 3), np.int32), 0.01, axis=5), "axis=5 is out of range for q"),  # IndexError
+    (lambda: int_softmax(np.zeros((2, 0), np.int32), 0.01), "q: softmax needs at least one element"),
+    (lambda: int_softmax(np.ones(3, np.int32), 0.01, out_bits=True), "out_bits must be an int"),
+    (lambda: int_layernorm(np.ones((2, 3), np.int32), 0.01, np.ones(3), np.array([np.inf, 0, 0])), "beta must be finite"),
+    (lambda: int_layernorm(np.array(3, np.int32), 0.01, np.ones(1), np.ones(1)), "q: expected at least one dimension"),
+])
+def test_nonlinear_bad_input_raises_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()

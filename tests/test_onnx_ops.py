@@ -67,8 +67,8 @@ def test_qlinear_matmul_golden():
     a = np.array([[2, 4]], np.uint8)
     b = np.array([[1], [3]], np.uint8)
     # C = 2 + 12 = 14; m = 0.5 * 0.25 / 0.125 = 1; y = 14 + 100 = 114
-    y = O.qlinear_matmul(a, F32(0.5), np.array(0, np.uint8), b, F32(0.25), np.array(0, np.uint8),
-                         F32(0.125), np.array(100, np.uint8))
+    y = O.qlinear_matmul(a, b, a_scale=F32(0.5), a_zero_point=np.array(0, np.uint8), b_scale=F32(0.25),
+                         b_zero_point=np.array(0, np.uint8), y_scale=F32(0.125), y_zero_point=np.array(100, np.uint8))
     assert y.dtype == np.uint8 and y.tolist() == [[114]]
 
 
@@ -174,7 +174,8 @@ def test_matmul_and_qlinear_matmul_match_onnx_reference(data, ta, tb):
     assert np.array_equal(O.matmul_integer(a, b, az, bz), _onnx("MatMulInteger", [a, b, az, bz], 10)[0])
     sc = [np.array(data.draw(st.floats(2.0**-10, 1, width=32)), F32) for _ in range(3)]
     yz = np.array(data.draw(st.integers(0, 255)), np.uint8)
-    got = O.qlinear_matmul(a, sc[0], az, b, sc[1], bz, sc[2], yz)
+    got = O.qlinear_matmul(a, b, a_scale=sc[0], a_zero_point=az, b_scale=sc[1], b_zero_point=bz, y_scale=sc[2],
+                           y_zero_point=yz)
     ref = _onnx("QLinearMatMul", [a, sc[0], az, b, sc[1], bz, sc[2], yz], 21)[0]
     assert got.dtype == ref.dtype and np.array_equal(got, ref)
 
@@ -204,7 +205,8 @@ def test_onnx_ops_do_not_mutate_inputs():
     y = O.quantize_linear(x, s, z, axis=0)
     O.dequantize_linear(y, s, z, axis=0)
     O.dynamic_quantize_linear(x)
-    O.qlinear_matmul(a, F32(0.1), np.array(1, np.uint8), b, F32(0.2), np.array(-1, np.int8), F32(0.5), np.array(7, np.uint8))
+    O.qlinear_matmul(a, b, a_scale=F32(0.1), a_zero_point=np.array(1, np.uint8), b_scale=F32(0.2),
+                     b_zero_point=np.array(-1, np.int8), y_scale=F32(0.5), y_zero_point=np.array(7, np.uint8))
     for v, c in zip((x, s, z, a, b), before):
         assert np.array_equal(v, c)
 
@@ -224,3 +226,23 @@ def test_float_types_match_onnx_reference(x, tname, kind, saturate, data):
     d = O.dequantize_linear(y, s, x_dtype=tname, **attrs)
     d_ref = _onnx("DequantizeLinear", [y_ref, s], 21, **attrs)[0]
     assert d.dtype == d_ref.dtype and np.array_equal(d, d_ref, equal_nan=True)
+
+
+# ---------------------------------------------------------------- bad input, closed (issue 9)
+@pytest.mark.parametrize("call, match", [
+    (lambda: O.quantize_linear(np.ones(3, F32), np.float32(0)), "^y_scale must be > 0"),  # used to say "scale"
+    (lambda: O.quantize_linear(np.ones((2, 3), F32), np.ones(4, F32), axis=1), "^y_scale has shape"),
+    (lambda: O.quantize_linear(np.ones(3, F32), F32(0.1), np.array(200, np.uint8), output_dtype="uint4"),
+     "y_zero_point must lie in"),
+    (lambda: O.dequantize_linear(np.ones((2, 3), np.int8), np.zeros(3, F32)), "^x_scale must be > 0"),
+    (lambda: O.dequantize_linear(np.ones(3, np.int8), np.ones(3, F32), axis=1), "axis=1 is out of range for x"),
+    (lambda: O.dynamic_quantize_linear(np.array([1e308, 0.0])), "x has values beyond the float32 range"),
+    (lambda: O.matmul_integer(np.ones((2, 3), np.int64), np.ones((3, 2), np.int8), np.int8(0)), "^a: expected int8"),
+    (lambda: O.qlinear_matmul(np.ones((1, 2), np.int8), np.ones((2, 1), np.int8), a_scale=F32(0.1),
+                              a_zero_point=np.int8(0), b_scale=F32(0.1), b_zero_point=np.int8(0),
+                              y_scale=F32(1e-45), y_zero_point=np.int8(0)),
+     "multiplier a_scale·b_scale/y_scale is 0 or Inf"),  # 0.01 / 1e-45 overflows: NaN codes used to come out
+])
+def test_more_bad_input_raises_naming_the_onnx_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -37,7 +37,7 @@ def finite_array(x, name: str, dtype=None, what: str = "") -> np.ndarray:
     if dtype is not None:
         a = to_float(a, dtype, name)
     if a.size and not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}: {what or 'must be finite'} (got ±Inf)")
+        raise ValueError(f"{name}{what or ' must be finite'} (got ±Inf)")
     return a
 
 
@@ -128,7 +128,8 @@ def positive_scale(scale, name: str = "scale", dtype=None) -> np.ndarray:
         raise ValueError(f"{name} must be finite and > 0 in {np.dtype(dtype).name} (got Inf, or a value beyond its range)")
     if c.size and not np.all(c > 0):
         bad = s.reshape(-1)[np.argmin(c.reshape(-1) > 0)]
-        why = " (it underflows to 0 in " + np.dtype(dtype).name + ")" if bad > 0 else "; a zero scale divides by zero"
+        why = (f" (it underflows to 0 in {np.dtype(dtype).name})" if bad > 0 else
+               "; a zero scale divides by zero" if bad == 0 else "")
         raise ValueError(f"{name} must be > 0, got {bad!r}{why}")
     return c
 
@@ -150,3 +151,12 @@ def block_size_value(block_size, name: str = "block_size") -> int:
     if b > 2**31:
         raise ValueError(f"{name} must be <= 2^31, got {b}")
     return b
+
+
+def broadcast(arrays: dict) -> list:
+    """``np.broadcast_arrays`` of the named arrays; ValueError naming them all when they do not broadcast."""
+    try:
+        return np.broadcast_arrays(*arrays.values())
+    except ValueError:
+        shapes = ", ".join(f"{k} {np.shape(v)}" for k, v in arrays.items())
+        raise ValueError(f"{', '.join(arrays)}: shapes do not broadcast ({shapes})") from None

@@ -282,7 +282,7 @@ class CodebookTensor:
 
 def index_bits(k: int) -> int:
     """Bits of one index into a codebook of ``k`` entries: ``max(1, ceil(log2 k))`` (one bit even for k = 1)."""
-    return max(1, (int(k) - 1).bit_length())
+    return max(1, (int_value(k, "k", 1) - 1).bit_length())
 
 
 
@@ -301,7 +301,9 @@ def absmax_scale(x, target: float = 1.0, *, axis: int | None = None, block_size:
     from ..core.granularity import from_groups
 
     target = real_value(target, "target", 0, lo_open=True)
-    if not 0 < np.float32(target) < np.inf:
+    with np.errstate(over="ignore"):
+        t32 = np.float32(target)
+    if not 0 < t32 < np.inf:
         raise ValueError(f"target={target!r} is 0 or Inf in float32, where the scale is computed")
     xa = finite_array(x, "x", np.float32, " must be finite (and within float32) for an absmax scale")
     if xa.size == 0:

@@ -40,14 +40,14 @@ import math
 
 import numpy as np
 
-from ..core._checks import int_array
+from ..core._checks import broadcast, float_array, int_array
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def _int32(x, name):
     a = int_array(x, name)
-    if a.size and (a.min() < INT32_MIN or a.max() > INT32_MAX):
+    if a.size and (int(a.min()) < INT32_MIN or int(a.max()) > INT32_MAX):  # exact ints: uint64 never wraps
         raise ValueError(f"{name} must fit in int32, got values in [{a.min()}, {a.max()}]")
     return a.astype(np.int64)
 
@@ -70,7 +70,7 @@ def quantize_multiplier(real):
     multiplier : int32 ndarray (0-d for a scalar input), |multiplier| in [2^30, 2^31) or 0
     shift : int32 ndarray of the same shape
     """
-    r = np.asarray(real, dtype=np.float64)
+    r = float_array(real, "real").astype(np.float64)
     if not np.all(np.isfinite(r)):
         raise ValueError("real must be finite")
     m = np.zeros(r.shape, np.int64)
@@ -94,7 +94,7 @@ def quantize_multiplier(real):
 def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     """gemmlowp ``SaturatingRoundingDoublingHighMul``: ``round_half_up(a·b / 2^31)``, saturating
     only ``INT32_MIN · INT32_MIN`` (whose exact result 2^31 does not fit) to ``INT32_MAX``."""
-    a64, b64 = np.broadcast_arrays(_int32(a, "a"), _int32(b, "b"))
+    a64, b64 = broadcast({"a": _int32(a, "a"), "b": _int32(b, "b")})
     ab = a64 * b64  # |ab| <= 2^62: exact in int64
     nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
     high = _trunc_div_pow2(ab + nudge, 31)
@@ -110,7 +110,7 @@ def rounding_divide_by_pot(x, exponent) -> np.ndarray:
     e = _int32(exponent, "exponent")
     if e.size and (e.min() < 0 or e.max() > 31):
         raise ValueError(f"exponent must lie in [0, 31], got values in [{e.min()}, {e.max()}]")
-    x64, e = np.broadcast_arrays(x64, e)
+    x64, e = broadcast({"x": x64, "exponent": e})
     mask = (np.int64(1) << e) - 1
     remainder = x64 & mask
     threshold = (mask >> 1) + (x64 < 0)
@@ -129,24 +129,30 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, *, rounding: str = "d
     Raises ValueError where C would overflow int32 (``x · 2^shift`` for shift > 0, or a result that
     does not fit) instead of wrapping.
     """
-    x64 = _int32(x, "x")
-    m = _int32(multiplier, "multiplier")
-    s = _int32(shift, "shift")
+    return _apply_multiplier(x, multiplier, shift, rounding, ("x", "multiplier", "shift"))
+
+
+def _apply_multiplier(x, multiplier, shift, rounding, names):
+    """:func:`multiply_by_quantized_multiplier` with the caller's argument names in its errors."""
+    nx, nm, ns = names
+    if not isinstance(rounding, str) or rounding not in ("double", "single"):
+        raise ValueError(f"rounding: expected 'double' or 'single', got {rounding!r}")
+    x64 = _int32(x, nx)
+    m = _int32(multiplier, nm)
+    s = _int32(shift, ns)
     if s.size and (s.min() < -31 or s.max() > 30):
-        raise ValueError(f"shift must lie in [-31, 30], got values in [{s.min()}, {s.max()}]")
-    x64, m, s = np.broadcast_arrays(x64, m, s)
+        raise ValueError(f"{ns} must lie in [-31, 30], got values in [{s.min()}, {s.max()}]")
+    x64, m, s = broadcast({nx: x64, nm: m, ns: s})
     if rounding == "double":
         left = np.maximum(s, 0)
         xl = x64 << left
         if xl.size and (xl.min() < INT32_MIN or xl.max() > INT32_MAX):
-            raise ValueError("x · 2^shift overflows int32 (TFLite would wrap here)")
+            raise ValueError(f"{nx} · 2^{ns} overflows int32 (TFLite would wrap here)")
         return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(xl, m), np.maximum(-s, 0))
-    if rounding == "single":
-        if np.any(m < 0):
-            raise ValueError("multiplier must be >= 0 for single rounding")
-        total = 31 - s
-        y = (x64 * m + (np.int64(1) << (total - 1))) >> total  # |x·m| < 2^62: exact
-        if y.size and (y.min() < INT32_MIN or y.max() > INT32_MAX):
-            raise ValueError("the result overflows int32")
-        return y.astype(np.int32)
-    raise ValueError(f"rounding: expected 'double' or 'single', got {rounding!r}")
+    if np.any(m < 0):
+        raise ValueError(f"{nm} must be >= 0 for single rounding")
+    total = 31 - s
+    y = (x64 * m + (np.int64(1) << (total - 1))) >> total  # |x·m| < 2^62: exact
+    if y.size and (y.min() < INT32_MIN or y.max() > INT32_MAX):
+        raise ValueError(f"{nx} · {nm}: the result overflows int32")
+    return y.astype(np.int32)

@@ -31,11 +31,13 @@ exact in binary32).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
+import warnings
 
 import numpy as np
 
-from ..core._checks import int_array
-from .fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+from ..core._checks import int_array, int_value
+from .fixedpoint import INT32_MAX, INT32_MIN, _apply_multiplier
 from ..core.ranges import qrange as as_qrange
 
 K_CHUNK = 1024  # 1024 · 128² = 2^24: the largest exact float32 chunk
@@ -54,10 +56,8 @@ def _zero_point(z, operand, n, per, name):
     """Zero point as int64: scalar, or per-row (n,) for a / per-column (n,) for b; range-checked."""
     if z is None:
         return np.int64(0)
-    za = int_array(z, name).astype(np.int64)
     info = np.iinfo(operand.dtype)
-    if za.size and (za.min() < info.min or za.max() > info.max):
-        raise ValueError(f"{name} must lie in the range of {operand.dtype}")
+    za = int_array(z, name, int(info.min), int(info.max), f" (the range of {operand.dtype})").astype(np.int64)
     if za.size == 1:
         return za.reshape(())
     if za.shape != (n,):
@@ -115,15 +115,25 @@ def int_matmul(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
     -------
     ndarray of int32, shape (..., M, N)
     """
-    A = _operand(a, "a")
+    return _matmul(a, b, a_zero_point, b_zero_point, ("a", "b", "a_zero_point", "b_zero_point"))
+
+
+def _matmul(a, b, a_zero_point, b_zero_point, names):
+    """:func:`int_matmul` with the caller's argument names (a, b, their zero points) in its errors."""
+    na, nb, nza, nzb = names
+    A = _operand(a, na)
     packed = b if isinstance(b, PackedMatrix) else None
-    B = packed.data if packed else _operand(b, "b")
+    B = packed.data if packed else _operand(b, nb)
     b_dtype = packed.dtype if packed else B.dtype
     if A.shape[-1] != B.shape[-2]:
-        raise ValueError(f"a and b: inner dimensions differ, {A.shape} @ {B.shape}")
+        raise ValueError(f"{na} and {nb}: inner dimensions differ, {A.shape} @ {B.shape}")
+    try:
+        np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{na} and {nb}: batch dimensions do not broadcast, {A.shape} @ {B.shape}") from None
     M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
-    za0 = _zero_point(a_zero_point, A, M, "row", "a_zero_point")
-    zb0 = _zero_point(b_zero_point, np.empty(0, b_dtype), N, "column", "b_zero_point")
+    za0 = _zero_point(a_zero_point, A, M, "row", nza)
+    zb0 = _zero_point(b_zero_point, np.empty(0, b_dtype), N, "column", nzb)
     sa, sb = (128 if A.dtype == np.uint8 else 0), (128 if b_dtype == np.uint8 else 0)
     za, zb = za0 - sa, zb0 - sb  # zero points of the centred operands, exact in int64
     need_rowsum = bool(zb != 0) if np.ndim(zb) == 0 else bool(np.any(zb != 0))
@@ -159,7 +169,7 @@ def int_matmul(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
         return acc.astype(np.int32)  # exact integers that provably fit
     c = acc.astype(np.int64) - zb * rowsum - za * colsum + K * za * zb
     if not safe and c.size and (c.min() < INT32_MIN or c.max() > INT32_MAX):
-        raise ValueError("a, b: the int32 accumulator overflows (|sum| >= 2^31); split K")
+        raise ValueError(f"{na}, {nb}: the int32 accumulator overflows (|sum| >= 2^31); split K")
     return c.astype(np.int32)
 
 
@@ -190,49 +200,116 @@ def requantize(acc, multiplier, shift, out_zero_point=0, qrange="int8", *, round
     ``multiplier`` / ``shift`` are scalars or per-column (N,) arrays broadcasting over the last axis.
     """
     r = as_qrange(qrange)
-    z = int(out_zero_point)
-    if not r.qmin <= z <= r.qmax:
-        raise ValueError(f"out_zero_point must lie in {r}, got {z}")
-    y = multiply_by_quantized_multiplier(acc, multiplier, shift, rounding=rounding).astype(np.int64) + z
+    z = _out_zero_point(out_zero_point, r)
+    y = _apply_multiplier(acc, multiplier, shift, rounding, ("acc", "multiplier", "shift")).astype(np.int64) + z
     return np.clip(y, r.qmin, r.qmax).astype(r.dtype)
 
 
-def fully_connected(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_zero_point, qrange="int8",
-                    *, rounding: str = "double") -> np.ndarray:
+def _out_zero_point(z, r) -> int:
+    z = int_value(z, "out_zero_point")
+    if not r.qmin <= z <= r.qmax:
+        raise ValueError(f"out_zero_point must lie in {r} (the qrange), got {z}")
+    return z
+
+
+_FC_ARGS = ("x_zero_point", "w_zero_point", "multiplier", "shift", "out_zero_point", "qrange")
+
+
+def _legacy_positional(fn):
+    """Transition shim: the old positional call ``fn(x, w, bias, x_zero_point, w_zero_point, multiplier,
+    shift, out_zero_point[, qrange])`` still works, with a DeprecationWarning. Remove once no caller uses it."""
+    @functools.wraps(fn)
+    def wrapper(x, w, bias=None, *args, **kwargs):
+        if args:
+            if len(args) > len(_FC_ARGS):
+                raise TypeError(f"{fn.__name__}() takes at most {3 + len(_FC_ARGS)} positional arguments")
+            warnings.warn(f"{fn.__name__}: pass {', '.join(_FC_ARGS[:len(args)])} by keyword "
+                          "(the positional form will be removed)", DeprecationWarning, stacklevel=2)
+            kwargs.update(zip(_FC_ARGS, args))
+        return fn(x, w, bias, **kwargs)
+    return wrapper
+
+
+def _fc_checks(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_zero_point, qrange):
+    """Shared argument checks of :func:`fully_connected` and its loop twin; errors name these arguments."""
+    r = as_qrange(qrange)
+    X = _operand(x, "x")
+    if X.ndim != 2:
+        raise ValueError(f"x: expected shape (batch, n_in), got {X.shape}")
+    if isinstance(w, PackedMatrix):
+        n_in, n_out = w.data.shape[-2:]
+    else:
+        W = _operand(w, "w")
+        if W.ndim != 2:
+            raise ValueError(f"w: expected shape (n_out, n_in), got {W.shape}")
+        n_out, n_in = W.shape
+    if X.shape[1] != n_in:
+        raise ValueError(f"x and w: x has {X.shape[1]} input features, w has {n_in}")
+    bq = None
+    if bias is not None:
+        bq = int_array(bias, "bias", INT32_MIN, INT32_MAX, " (int32)")
+        if bq.shape != (n_out,):
+            raise ValueError(f"bias must have shape ({n_out},), got {bq.shape}")
+    _zero_point(x_zero_point, X, X.shape[0], "row", "x_zero_point")
+    if np.ndim(x_zero_point) != 0:
+        raise ValueError(f"x_zero_point: expected a scalar, got shape {np.shape(x_zero_point)}")
+    _zero_point(w_zero_point, np.empty(0, w.dtype if isinstance(w, PackedMatrix) else W.dtype), n_out, "column",
+                "w_zero_point")
+    for name, v, lo, hi in (("multiplier", multiplier, INT32_MIN, INT32_MAX), ("shift", shift, -31, 30)):
+        int_array(v, name, lo, hi)
+        if np.ndim(v) not in (0, 1) or (np.ndim(v) == 1 and np.shape(v) != (n_out,)):
+            raise ValueError(f"{name}: expected a scalar or per-channel ({n_out},), got shape {np.shape(v)}")
+    _out_zero_point(out_zero_point, r)
+    return r, bq
+
+
+@_legacy_positional
+def fully_connected(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier, shift, out_zero_point,
+                    qrange="int8", rounding: str = "double") -> np.ndarray:
     """TFLite integer FullyConnected: ``y = requantize(x_q·W_qᵀ (with zero points) + bias)``.
+
+    The quantization parameters are keyword-only: ``fully_connected(x, w, b, x_zero_point=zx,
+    multiplier=m, shift=s, out_zero_point=zy, qrange="uint8")``.
 
     Parameters
     ----------
     x : int8/uint8 ndarray of shape (batch, n_in)
     w : int8/uint8 ndarray of shape (n_out, n_in) (TFLite's filter layout), or ``prepack(w.T)``
     bias : int32 ndarray of shape (n_out,) at scale s_x·s_w, or None
-    x_zero_point : int; w_zero_point : int or per-channel (n_out,)
+    x_zero_point : int; w_zero_point : int or per-channel (n_out,), default 0 (symmetric weights)
     multiplier, shift : from :func:`refquant.fixedpoint.quantize_multiplier` of s_x·s_w/s_y
         (scalar, or per-channel (n_out,))
     out_zero_point : int; qrange : output range
+    rounding : {"double", "single"} — see :func:`refquant.fixedpoint.multiply_by_quantized_multiplier`
 
     Returns
     -------
     ndarray of ``qrange.dtype``, shape (batch, n_out)
     """
-    W = w if isinstance(w, PackedMatrix) else _operand(w, "w").T  # (n_in, n_out) for x @ W
-    n_out = W.data.shape[-1] if isinstance(W, PackedMatrix) else W.shape[-1]
-    acc = int_matmul(x, W, x_zero_point, w_zero_point).astype(np.int64)
-    if bias is not None:
-        bq = int_array(bias, "bias")
-        if bq.shape != (n_out,):
-            raise ValueError(f"bias must have shape ({n_out},), got {bq.shape}")
+    r, bq = _fc_checks(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_zero_point, qrange)
+    W = w if isinstance(w, PackedMatrix) else np.asarray(w).T  # (n_in, n_out) for x @ W
+    acc = _matmul(x, W, x_zero_point, w_zero_point, ("x", "w", "x_zero_point", "w_zero_point")).astype(np.int64)
+    if bq is not None:
         acc = acc + bq.astype(np.int64)
         if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
             raise ValueError("bias: accumulator + bias overflows int32")
-    return requantize(acc, multiplier, shift, out_zero_point, qrange, rounding=rounding)
+    y = _apply_multiplier(acc, multiplier, shift, rounding, ("x @ w", "multiplier", "shift")).astype(np.int64)
+    return np.clip(y + int(out_zero_point), r.qmin, r.qmax).astype(r.dtype)
 
 
-def fully_connected_ref(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_zero_point, qrange="int8",
-                        *, rounding: str = "double") -> np.ndarray:
-    """Loop twin of :func:`fully_connected`, shaped like TFLite's reference kernel (offsets = −zero points)."""
-    r = as_qrange(qrange)
-    X, W = _operand(x, "x"), _operand(w, "w")
+@_legacy_positional
+def fully_connected_ref(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier, shift, out_zero_point,
+                        qrange="int8", rounding: str = "double") -> np.ndarray:
+    """Loop twin of :func:`fully_connected`, shaped like TFLite's reference kernel (offsets = −zero points).
+
+    Shares only the argument checks with :func:`fully_connected` (``w`` here is (n_out, n_in), not prepacked).
+    """
+    if isinstance(w, PackedMatrix):
+        raise ValueError("w: the loop twin takes the (n_out, n_in) int8/uint8 matrix, not a PackedMatrix")
+    if not isinstance(rounding, str) or rounding not in ("double", "single"):
+        raise ValueError(f"rounding: expected 'double' or 'single', got {rounding!r}")
+    r, bq = _fc_checks(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_zero_point, qrange)
+    X, W = np.asarray(x), np.asarray(w)
     batches, depth = X.shape
     n_out = W.shape[0]
     wz = np.broadcast_to(np.asarray(w_zero_point, np.int64), (n_out,))
@@ -246,11 +323,11 @@ def fully_connected_ref(x, w, bias, x_zero_point, w_zero_point, multiplier, shif
             filter_offset = -int(wz[c])
             for d in range(depth):
                 acc += (int(W[c, d]) + filter_offset) * (int(X[b, d]) + input_offset)
-            if bias is not None:
-                acc += int(bias[c])
+            if bq is not None:
+                acc += int(bq[c])
             if not INT32_MIN <= acc <= INT32_MAX:
-                raise ValueError("the int32 accumulator overflows")
-            acc = int(multiply_by_quantized_multiplier(acc, int(m[c]), int(s[c]), rounding=rounding))
+                raise ValueError("x, w: the int32 accumulator overflows")
+            acc = int(_apply_multiplier(acc, int(m[c]), int(s[c]), rounding, ("x @ w", "multiplier", "shift")))
             acc += int(out_zero_point)
             out[b, c] = min(max(acc, r.qmin), r.qmax)
     return out

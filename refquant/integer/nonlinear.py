@@ -47,7 +47,7 @@ import math
 
 import numpy as np
 
-from ..core._checks import float_array, int_array
+from ..core._checks import axis_index, finite_array, int_array, int_value, real_value
 from .fixedpoint import _int32
 
 LN2 = math.log(2)
@@ -57,10 +57,18 @@ _N = 30  # exp's shift budget: exp(x) = 0 below 2^−30 · max
 
 
 def _scale(S, name="scale"):
-    s = float(S)
-    if not (s > 0 and math.isfinite(s)):
+    s = real_value(S, name)
+    if not s > 0:
         raise ValueError(f"{name} must be finite and > 0, got {S!r}")
     return s
+
+
+def _floor_int(v: float, what: str, bits: int = 62) -> int:
+    """``⌊v⌋`` of a per-call constant, which must stay well inside int64 (|v| < 2^bits)."""
+    if not (math.isfinite(v) and abs(v) < 2.0**bits):
+        raise ValueError(f"scale: {what} = {v!r} leaves the int64 working range; the scale is too small "
+                         "(or a coefficient too large) for this function")
+    return math.floor(v)
 
 
 def _check_bound(v, bound_bits: int, what: str):
@@ -90,9 +98,16 @@ def _to_int32(v: np.ndarray, scale):
 def int_poly2(q, scale, a: float, b: float, c: float):
     """i-poly, equation (1): integer ``a(x + b)² + c`` for ``x = scale·q``. Returns ``(q_out, S_out)``."""
     S = _scale(scale)
+    a, b, c = real_value(a, "a"), real_value(b, "b"), real_value(c, "c")
+    if a == 0:
+        raise ValueError("a must be non-zero (the output scale is a·scale²)")
     qa = _int32(q, "q")
-    q_b = math.floor(b / S)
-    q_c = math.floor(c / (a * S * S))
+    q_b = _floor_int(b / S, "b / scale", 31)
+    with np.errstate(over="ignore", under="ignore"):
+        sa = a * S * S
+    if sa == 0 or not math.isfinite(sa):
+        raise ValueError(f"a, scale: the output scale a·scale² = {sa!r} is 0 or Inf in float64")
+    q_c = _floor_int(c / sa, "c / (a·scale²)")
     t = qa + q_b
     _check_bound(t, 31, "i-poly")  # t² < 2^62
     return t * t + q_c, a * S * S
@@ -108,7 +123,7 @@ def int_exp(q, scale):
     qa = int_array(q, "q").astype(np.int64)  # any int64: values below -30·ln2/S are clamped
     if qa.size and qa.max() > 0:
         raise ValueError("q must be <= 0: i-exp approximates exp on x <= 0 (subtract the maximum first)")
-    q_ln2 = math.floor(LN2 / S)  # ln2 in units of S
+    q_ln2 = _floor_int(LN2 / S, "ln 2 / scale", 31)  # ln2 in units of S
     if q_ln2 < 1:
         raise ValueError(f"scale {S} is coarser than ln 2: i-exp needs scale < ln 2")
     qa = np.maximum(qa, -_N * q_ln2)  # exp below 2^-30 underflows to 0 anyway
@@ -126,10 +141,12 @@ def int_exp(q, scale):
 def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
     """I-BERT integer softmax along ``axis``: returns ``(q_out int32 in [0, 2^out_bits], 2^-out_bits)``."""
     S = _scale(scale)
-    qa = int_array(q, "q").astype(np.int64)  # int32 scores, or int64 with masked entries far below
-    if not 1 <= out_bits <= 16:
-        raise ValueError(f"out_bits must be in [1, 16], got {out_bits}")
-    if qa.ndim and qa.shape[axis] >= 2**16:
+    out_bits = int_value(out_bits, "out_bits", 1, 16)
+    qa = int_array(q, "q", -2**63, 2**63 - 1, " (int64)").astype(np.int64)  # int32 scores, or int64 masked ones
+    if qa.ndim == 0 or qa.size == 0:
+        raise ValueError(f"q: softmax needs at least one element along an axis, got shape {qa.shape}")
+    axis = axis_index(axis, qa.ndim, data="q")
+    if qa.shape[axis] >= 2**16:
         raise ValueError("q: softmax over >= 65536 elements would overflow the 32-bit sum")
     e, _ = int_exp(qa - qa.max(axis=axis, keepdims=True), S)
     # requantize exp to 16 bits with a power-of-two step (I-BERT requantizes here too): the largest
@@ -147,7 +164,7 @@ def int_erf(q, scale):
     S = _scale(scale)
     qa = _int32(q, "q")
     a, b, c = ERF_COEF
-    q_abs = np.minimum(np.abs(qa), math.floor(-b / S))
+    q_abs = np.minimum(np.abs(qa), _floor_int(-b / S, "1.769 / scale", 31))
     q_l, s_l = int_poly2(q_abs, S, a, b, c)
     return _to_int32(np.sign(qa) * q_l, s_l)
 
@@ -157,10 +174,10 @@ def int_gelu(q, scale):
     S = _scale(scale)
     qa = _int32(q, "q")
     a, b, c = ERF_COEF
-    q_abs = np.minimum(np.abs(qa), math.floor(-b / (S / math.sqrt(2))))
+    q_abs = np.minimum(np.abs(qa), _floor_int(-b / (S / math.sqrt(2)), "1.769·√2 / scale", 31))
     q_l, s_erf = int_poly2(q_abs, S / math.sqrt(2), a, b, c)
     q_erf = np.sign(qa) * q_l  # i-erf at full int64 precision (int_erf would requantize it)
-    q_one = math.floor(1 / s_erf)
+    q_one = _floor_int(1 / s_erf, "1 / (erf's output scale)")
     t = q_erf + q_one
     if qa.size and int(np.abs(qa).max()) * int(np.abs(t).max()) >= 1 << 62:  # Python ints: exact
         raise ValueError("i-GELU leaves the int64 working range: the scale is too small for this function")
@@ -195,10 +212,15 @@ def int_layernorm(q, scale, gamma, beta, *, axis: int = -1):
     q_out : int32 ndarray (..., n); scale_out : float64 ndarray (n,) — ``x̂ = q_out · scale_out``
     """
     _scale(scale)  # the normalised result does not depend on the input scale
-    qa = np.moveaxis(_int32(q, "q"), axis, -1)
+    qa = _int32(q, "q")
+    if qa.ndim == 0:
+        raise ValueError("q: expected at least one dimension (the features), got a 0-d array")
+    qa = np.moveaxis(qa, axis_index(axis, qa.ndim, data="q"), -1)
     n = qa.shape[-1]
-    g = float_array(gamma, "gamma").astype(np.float64)
-    bta = float_array(beta, "beta").astype(np.float64)
+    if n == 0:
+        raise ValueError("q: LayerNorm over 0 features is undefined")
+    g = finite_array(gamma, "gamma").astype(np.float64)
+    bta = finite_array(beta, "beta").astype(np.float64)
     if g.shape != (n,) or bta.shape != (n,):
         raise ValueError(f"gamma and beta must have shape ({n},)")
     if np.any(g == 0):
@@ -215,6 +237,10 @@ def int_layernorm(q, scale, gamma, beta, *, axis: int = -1):
     factor = (np.int64(1) << 61) // std  # one division per row; std >= max|y| keeps |y·factor| <= 2^61
     out = (y * factor) >> 31  # y / std · 2^30 = (q − μ)/(√n σ) · 2^30: |out| <= 2^30
     s_norm = math.sqrt(n) / 2**30
-    bias = np.floor(bta / g / s_norm).astype(np.int64)
+    with np.errstate(over="ignore"):
+        bias_f = np.floor(bta / g / s_norm)
+    if not np.all(np.abs(bias_f) < 2.0**31):
+        raise ValueError("beta, gamma: |beta / gamma| is too large for the int32 bias (over 2^31 output steps)")
+    bias = bias_f.astype(np.int64)
     q_out, s_out = _to_int32(out + bias, s_norm)
     return np.moveaxis(q_out, -1, axis), s_out * g

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core._checks import float_array, int_array, positive_scale
+from ..core._checks import block_size_value, finite_array, float_array, int_array, positive_scale
 from ..core.granularity import align, check_param
-from ..integer.gemm import int_matmul
+from ..integer.gemm import PackedMatrix, _operand, int_matmul
 from ..formats.minifloat import FORMATS as _FLOAT_TYPES, minifloat_decode, minifloat_encode
 from ..core.ranges import qrange as as_qrange
 from ..core.uniform import dequantize, quantize
@@ -62,8 +62,7 @@ def _output_type(zero_point, output_dtype) -> str:
 
 def _granularity(scale: np.ndarray, ndim: int, axis: int, block_size: int, name: str):
     """ONNX's rule: a size-1 scale is per-tensor, a 1-D one per-axis, else blocked."""
-    if not isinstance(block_size, (int, np.integer)) or block_size < 0:
-        raise ValueError(f"block_size must be an int >= 0, got {block_size!r}")
+    block_size_value(block_size)
     if scale.size == 1 and scale.ndim <= 1:
         return None, 0
     if block_size == 0 and scale.ndim != 1:
@@ -101,8 +100,15 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size:
     if tname in ONNX_FLOAT_TYPES:
         sv = check_param(positive_scale(s, "y_scale"), xa.shape, ax, bs, "y_scale")
         xv, (sv,) = align(xa, [sv], ax, bs)
-        return minifloat_encode((xv / sv).reshape(xa.shape), tname, saturate=saturate)
+        with np.errstate(over="ignore"):  # x / y_scale beyond the float type: ±Inf, saturated by the encoder
+            v = (xv / sv).reshape(xa.shape)
+        return minifloat_encode(v, tname, saturate=saturate)
+    # checked here so that errors name ONNX's inputs (y_scale, y_zero_point), not the core's arguments
+    check_param(positive_scale(s, "y_scale"), xa.shape, ax, bs, "y_scale")
     zp = 0 if y_zero_point is None else np.asarray(y_zero_point)
+    r = as_qrange(tname)
+    if y_zero_point is not None:
+        check_param(int_array(zp, "y_zero_point", r.qmin, r.qmax, f" ({tname})"), xa.shape, ax, bs, "y_zero_point")
     if ax is None:
         s = s.reshape(())
         zp = zp if np.ndim(zp) == 0 else zp.reshape(())
@@ -144,6 +150,9 @@ def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_siz
         if xa.dtype == np.int32 and np.any(zp != 0):
             raise ValueError("x_zero_point must be 0 for int32 x")
     ax, bs = _granularity(s, xa.ndim, axis, block_size, "x_scale")
+    check_param(positive_scale(s, "x_scale"), xa.shape, ax, bs, "x_scale")
+    if x_zero_point is not None:
+        check_param(zp, xa.shape, ax, bs, "x_zero_point")
     if ax is None:
         s = s.reshape(())
         zp = zp if np.ndim(zp) == 0 else zp.reshape(())
@@ -169,9 +178,8 @@ def dynamic_quantize_linear(x):
     -------
     y : ndarray of uint8, shape of ``x``; y_scale : 0-d float32; y_zero_point : 0-d uint8
     """
-    xa = float_array(x, "x").astype(np.float32)
-    if not np.all(np.isfinite(xa)):
-        raise ValueError("x must be finite: DynamicQuantizeLinear takes its range from the data")
+    xa = finite_array(x, "x", np.float32, " must be finite (and within float32): DynamicQuantizeLinear takes "
+                      "its range from the data")
     f = np.float32
     x_max = f(max(0.0, xa.max())) if xa.size else f(0)
     x_min = f(min(0.0, xa.min())) if xa.size else f(0)
@@ -194,13 +202,16 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
     operand's dtype. Runs on :func:`refquant.kernels.int_matmul` (float32 BLAS in exact chunks); a sum
     outside the int32 range raises ValueError (it never wraps).
     """
-    for name, z, v in (("a_zero_point", a_zero_point, a), ("b_zero_point", b_zero_point, b)):
+    for name, z, op, v in (("a_zero_point", a_zero_point, "a", a), ("b_zero_point", b_zero_point, "b", b)):
+        if not isinstance(v, PackedMatrix):
+            _operand(v, op)  # the operand's own errors first: they name it
         if z is not None and np.asarray(z).dtype != np.asarray(v).dtype:
-            raise ValueError(f"{name} has dtype {np.asarray(z).dtype} but its operand has dtype {np.asarray(v).dtype}")
+            raise ValueError(f"{name} has dtype {np.asarray(z).dtype} but {op} has dtype {np.asarray(v).dtype}; "
+                             "ONNX requires the same type")
     return int_matmul(a, b, a_zero_point, b_zero_point)
 
 
-def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point) -> np.ndarray:
+def qlinear_matmul(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, y_scale, y_zero_point) -> np.ndarray:
     """ONNX QLinearMatMul: integer matmul requantized to the output type.
 
     As the ONNX reference implementation::
@@ -211,7 +222,8 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
 
     ``a_scale`` / ``a_zero_point`` are per-tensor or per-row (M,), ``b_scale`` / ``b_zero_point``
     per-tensor or per-column (N,), ``y_scale`` / ``y_zero_point`` per-tensor. The output dtype is
-    ``y_zero_point``'s (int8 or uint8).
+    ``y_zero_point``'s (int8 or uint8). The six quantization inputs are keyword-only (ONNX's input
+    names): ``qlinear_matmul(a, b, a_scale=..., a_zero_point=..., b_scale=..., ...)``.
     """
     C = matmul_integer(a, b, a_zero_point, b_zero_point).astype(np.float64)
     yz = np.asarray(y_zero_point)
@@ -226,7 +238,10 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
         if s.size != 1 and (per is None or s.shape != (n,)):
             raise ValueError(f"{name}: expected a scalar{'' if per is None else f' or per-{per} ({n},)'}, got {s.shape}")
         scales.append(s.reshape(()) if s.size == 1 else s.reshape((n, 1) if per == "row" else (1, n)))
-    m = scales[0] * scales[1] / scales[2]  # float32 arithmetic, as the reference
+    with np.errstate(over="ignore", under="ignore"):
+        m = scales[0] * scales[1] / scales[2]  # float32 arithmetic, as the reference
+    if not (np.all(np.isfinite(m)) and np.all(m > 0)):
+        raise ValueError("a_scale, b_scale, y_scale: the multiplier a_scale·b_scale/y_scale is 0 or Inf in float32")
     r = as_qrange(yz.dtype.name)
     D = np.rint(C * m.astype(np.float64) + float(yz.reshape(())))
     return np.clip(D, r.qmin, r.qmax).astype(yz.dtype)
