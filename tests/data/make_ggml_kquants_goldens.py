@@ -139,7 +139,8 @@ def main():
     out["iq4_nl_row_ref"] = c_quantize(lib, x, "iq4_nl", row_ref=True)
     if a.check_lib:
         other = c_quantize(load(a.check_lib), x, "iq4_nl", row_ref=True)
-        meta["check_lib_blocks_differing"]["iq4_nl_row_ref"] = int((other != out["iq4_nl_row_ref"]).reshape(-1, 18).any(1).sum())
+        differ = (other != out["iq4_nl_row_ref"]).reshape(-1, 18).any(1)
+        meta["check_lib_blocks_differing"]["iq4_nl_row_ref"] = int(differ.sum())
     out["meta"] = np.array(json.dumps(meta))
     np.savez_compressed(os.path.join(HERE, "ggml_kquants_goldens.npz"), **out)
     print(json.dumps(meta, indent=1))
