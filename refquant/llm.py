@@ -69,12 +69,16 @@ def load(path: str | None = None):
 
 
 def quantize_params(p: dict, cfg, r: Recipe) -> dict:
-    """A copy of ``p`` with every linear weight fake-quantized by the recipe (the tied head quantized
-    into its own ``output.weight``); the embedding and norms unchanged."""
+    """A copy of ``p`` with the linear weights fake-quantized by the recipe — all, or ``r.layers`` —
+    (the tied head quantized into its own ``output.weight``); the embedding and norms unchanged."""
     q = dict(p)
     if r.weight_format is None:
         return q
-    for name in linear_names(cfg):
+    names = linear_names(cfg)
+    unknown = set(r.layers or ()) - set(names)
+    if unknown:
+        raise ValueError(f"layers: unknown linear layers {sorted(unknown)}")
+    for name in names if r.layers is None else [n for n in names if n in r.layers]:
         w = p.get(name, p["token_embd.weight"] if name == "output.weight" else None)
         q[name] = quantize_weight(w, r)[0]
     return q

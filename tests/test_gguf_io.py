@@ -237,3 +237,13 @@ def test_default_model_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r'pip install "refquant\[llm\]"'):
         llm.default_model()
+
+
+def test_quantize_params_layers(byte_model):
+    import dataclasses
+    p, cfg, _ = llm.load(byte_model)
+    r = dataclasses.replace(llm.recipes()["w3-g32"], layers=("blk.1.ffn_down.weight",))
+    q = llm.quantize_params(p, cfg, r)
+    assert [n for n in p if not np.array_equal(q[n], p[n])] == ["blk.1.ffn_down.weight"] and "output.weight" not in q
+    with pytest.raises(ValueError, match="layers"):
+        llm.quantize_params(p, cfg, dataclasses.replace(r, layers=("blk.9.ffn_down.weight",)))
