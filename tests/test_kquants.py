@@ -236,8 +236,14 @@ def test_bad_input():
         K.quantize(x, "q4_k")
     with pytest.raises(ValueError, match=r"imatrix: expected shape \(256,\)"):
         K.quantize(x, "q4_K", np.ones(512, F32))
-    with pytest.raises(ValueError, match="imatrix: weights must be finite and non-negative"):
+    with pytest.raises(ValueError, match="imatrix: weights must be non-negative"):
         K.quantize(x, "q4_K", -np.ones(256, F32))
+    with pytest.raises(ValueError, match="imatrix has values beyond the float32 range"):
+        K.quantize(x, "q4_K", np.full(256, 1e300))
+    with pytest.raises(ValueError, match="qtype"):
+        K.quantize(x, ["q4_K"])
+    with pytest.raises(ValueError, match="ls: expected shape"):
+        K.pack_scale_min_k4(np.zeros((2, 4), np.int64), np.zeros((2, 4), np.int64))
     with pytest.raises(ValueError, match="imatrix contains NaN"):
         K.quantize(x, "q4_K", np.full(256, np.nan, F32))
     with pytest.raises(ValueError, match="row_ref"):

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core._checks import finite_array, float_array
+from ..core._checks import finite_array
 from . import kquants_blocks as kb
 from .kquants_blocks import pack_scale_min_k4, unpack_scale_min_k4  # noqa: F401 (public)
 from .kquants_search import F32, KVALUES_IQ4NL
@@ -75,7 +75,7 @@ BLOCK_BYTES = {"q2_K": 84, "q3_K": 110, "q4_K": 144, "q5_K": 176, "q6_K": 210, "
 
 
 def _check_qtype(qtype):
-    if qtype not in BLOCK_BYTES:
+    if not isinstance(qtype, str) or qtype not in BLOCK_BYTES:
         raise ValueError(f"qtype: unknown k-quant type {qtype!r}; expected one of {tuple(BLOCK_BYTES)}")
 
 
@@ -117,11 +117,11 @@ def quantize(x, qtype: str, imatrix=None, *, row_ref: bool = False) -> np.ndarra
     if imatrix is not None:
         if row_ref:
             raise ValueError("row_ref: quantize_row_*_ref takes no imatrix; pass imatrix=None or row_ref=False")
-        qw = float_array(imatrix, "imatrix").astype(F32, copy=False)
+        qw = finite_array(imatrix, "imatrix", F32)
         if qw.shape != (n,):
             raise ValueError(f"imatrix: expected shape ({n},), one weight per column of x, got {qw.shape}")
-        if not np.all(np.isfinite(qw)) or np.any(qw < 0):
-            raise ValueError("imatrix: weights must be finite and non-negative")
+        if np.any(qw < 0):
+            raise ValueError("imatrix: weights must be non-negative (mean squared activations)")
         qw = np.broadcast_to(qw, xa.shape).reshape(-1, bs)  # every row sees the same column weights
     blocks = xa.reshape(-1, bs)
     with np.errstate(all="ignore"):  # Inf / NaN intermediates are C's too (e.g. 1/d for tiny d); no warnings

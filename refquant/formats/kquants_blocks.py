@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core._checks import int_array
 from . import kquants_search as ks
 from .kquants_search import F32, KVALUES_IQ4NL, nearest_int, seqsum
 
@@ -34,10 +35,19 @@ def _u8(v) -> np.ndarray:  # C's conversion of an int to uint8_t: modulo 256
     return (np.asarray(v, np.int64) & 0xFF).astype(np.uint8)
 
 
+def _bytes_rows(a, name, width):  # integer byte values in [0, 255], shape (B, width)
+    a = int_array(a, name, 0, 255).astype(np.int64)
+    if a.ndim != 2 or a.shape[1] != width:
+        raise ValueError(f"{name}: expected shape (B, {width}), got {a.shape}")
+    return a
+
+
 def pack_scale_min_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """Pack 8 scales and 8 minimums (B, 8) of 6 bits into the 12 bytes of Q4_K / Q5_K, statement for statement
     as ``quantize_row_q4_K_ref`` does (``ls``, ``lm`` as uint8 values; bits above 6 spill as in C)."""
-    ls, lm = np.asarray(ls, np.int64), np.asarray(lm, np.int64)
+    ls, lm = _bytes_rows(ls, "ls", 8), _bytes_rows(lm, "lm", 8)
+    if ls.shape != lm.shape:
+        raise ValueError(f"lm: expected the shape of ls {ls.shape}, got {lm.shape}")
     s = np.zeros((len(ls), 12), np.int64)
     s[:, 0:4], s[:, 4:8] = ls[:, :4], lm[:, :4]
     s[:, 8:12] = (ls[:, 4:] & 0xF) | ((lm[:, 4:] & 0xF) << 4)
@@ -48,7 +58,7 @@ def pack_scale_min_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 def unpack_scale_min_k4(s: np.ndarray):
     """``get_scale_min_k4`` for j = 0 … 7: the (B, 8) scales and minimums of the (B, 12) packed bytes."""
-    s = np.asarray(s, np.int64)
+    s = _bytes_rows(s, "s", 12)
     sc = np.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)], axis=1)
     m = np.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1)
     return sc, m
