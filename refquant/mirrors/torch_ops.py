@@ -14,6 +14,8 @@ AVX2 + FMA; read in its source and confirmed on the installed binary)::
       (float zero points: per_channel_affine_float_qparams, the embedding scheme)
     quantize_per_tensor  quint4x2/quint2x4 q = clamp(rne(fl(x · inv)) + zp, qmin, qmax)          (T3)
     fake_quantize_per_*_affine             q = clamp(rne(fl(x · inv)) + zp, quant_min, quant_max) (T3)
+    fake_quantize_per_channel_affine       q = clamp(rne(fma(x, inv, zp)), quant_min, quant_max)  (T4)
+      (float zero points; output fl32((q − zp) · scale) formed in double)
 
 ``fl`` rounds to float32, ``fma`` is a fused multiply-add rounded once to float32 (FBGEMM's
 ``QuantizeAvx2<T, LEGACY=true>``: ``_mm256_fmadd_ps(x, inv, zp)`` then ``_mm256_cvtps_epi32``),
@@ -39,6 +41,12 @@ the low 32 bits of ``lrintf``'s result (``3e9`` → 0, ``-3e9`` → qmax for qui
 ±Inf. A zero point must be a code of the dtype (PyTorch accepts 0..255 for quint4x2 and quint2x4);
 scales must be finite and > 0 (PyTorch does not check); axes are non-negative, as in PyTorch.
 
+Quantization-aware training — the fake quantizers' gradients (straight-through, the mask of the
+pre-clamp code) and PyTorch's learnable fake quantizers (LSQ: forward, and gradients for x, scale and
+zero point) — is in :mod:`refquant.mirrors.torch_qat`, and its six functions are public here too:
+``fake_quantize_per_{tensor,channel}_affine_backward``,
+``fake_quantize_learnable_per_{tensor,channel}_affine`` and ``..._backward``.
+
 References
 ----------
 PyTorch ``aten/src/ATen/native/quantized/cpu/kernels/QuantizedOpKernels.cpp:
@@ -59,49 +67,15 @@ import numpy as np
 from ..core._checks import axis_index, float_array, positive_scale
 from ..core.ranges import qrange as as_qrange
 from ..core.uniform import fake_quantize, qparams_from_range, quantize
+from .fp32 import fma_float32  # public here too: refquant.torch_ops.fma_float32
+from .torch_qat import (  # noqa: F401 - the QAT mirrors, public here too
+    fake_quantize_learnable_per_channel_affine, fake_quantize_learnable_per_channel_affine_backward,
+    fake_quantize_learnable_per_tensor_affine, fake_quantize_learnable_per_tensor_affine_backward,
+    fake_quantize_per_channel_affine_backward, fake_quantize_per_tensor_affine_backward)
 
 _EPS = float(np.finfo(np.float32).eps)  # torch.finfo(torch.float32).eps, the observers' scale floor
 QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")
 QDTYPES = {"quint8": (0, 255), "qint8": (-128, 127), "quint4x2": (0, 15), "quint2x4": (0, 3)}  # code ranges
-_TWO128 = 2.0 ** 128  # where float32 rounds to Inf: the "next value" after float32 max
-
-
-def fma_float32(a, b, c) -> np.ndarray:
-    """``a · b + c`` rounded once to float32 — an IEEE fused multiply-add (``vfmadd*ps``).
-
-    ``a``, ``b``, ``c`` are converted to float32 first; they broadcast. Exact for every input:
-
-    1. ``p = a · b`` in float64 is exact: two 24-bit significands give at most 48 bits (≤ 53), and
-       the exponent (≥ 2**-298 for subnormal factors, < 2**256) stays in float64's normal range.
-    2. ``s = fl64(p + c)`` and ``e = (p + c) − s`` exactly (Knuth's TwoSum; no overflow possible).
-    3. ``r = fl32(s)``. Rounding twice (to float64, then float32) can differ from rounding the exact
-       ``v = p + c`` once only when ``s`` lands exactly on a midpoint ``m`` between two adjacent
-       float32 values while ``v ≠ m``: every float32 value and midpoint is a float64 value and fl64
-       is monotonic, so ``v < m`` implies ``s ≤ m`` (and likewise above). When ``s == m``, ``e ≠ 0``
-       says on which side ``v`` lies and the neighbour on that side is the answer; ``e == 0`` is a
-       true tie, which the cast already broke to even. The midpoint is formed exactly in float64
-       as the mean of two adjacent float32 values (Inf counted as 2**128, the overflow boundary).
-
-    NaN propagates; Inf follows IEEE (``fma(inf, b, c) = inf``, ``inf · 0 = NaN``).
-
-    Returns
-    -------
-    ndarray of float32, the broadcast shape
-    """
-    a64, b64, c64 = (np.asarray(v, dtype=np.float32).astype(np.float64) for v in (a, b, c))
-    with np.errstate(over="ignore", invalid="ignore"):
-        p = a64 * b64                                      # exact
-        s = p + c64
-        t = s - p
-        e = (p - (s - t)) + (c64 - t)                      # TwoSum: p + c == s + e exactly
-        r = s.astype(np.float32)                           # fl32(fl64(v))
-        big = np.float32(np.inf)
-        rr = np.where(np.isinf(r), np.copysign(_TWO128, s), r.astype(np.float64))  # float64: 2**128 is finite
-        d = s - rr                                         # which side of r the value lies on
-        n = np.nextafter(r, np.where(d > 0, big, -big))    # the float32 neighbour on that side
-        nn = np.where(np.isinf(n), np.copysign(_TWO128, s), n.astype(np.float64))
-        tie = (d != 0) & (s == (rr + nn) / 2) & (np.sign(e) == np.sign(d))
-    return np.where(tie, n, r).astype(np.float32)
 
 
 def _dtype_range(dtype) -> tuple[int, int]:
@@ -263,13 +237,46 @@ def fake_quantize_per_tensor_affine(x, scale: float, zero_point: int, quant_min:
 
 
 def fake_quantize_per_channel_affine(x, scale, zero_point, axis: int, quant_min: int, quant_max: int) -> np.ndarray:
-    """``torch.fake_quantize_per_channel_affine``: per-channel ``scale`` (float32) and integer
-    ``zero_point`` of shape ``(x.shape[axis],)``; same arithmetic as the per-tensor op — zero point
-    after rounding (T3), unlike :func:`quantize_per_channel` (T2), which adds it before."""
+    """``torch.fake_quantize_per_channel_affine``: per-channel ``scale`` (float32) and ``zero_point``
+    of shape ``(x.shape[axis],)``.
+
+    Integer zero points: same arithmetic as the per-tensor op — zero point after rounding (T3),
+    unlike :func:`quantize_per_channel` (T2), which adds it before. Float zero points (PyTorch takes
+    float32 and float16; refquant rounds any float to float32): the kernel's ``zero_point + x * inv``
+    is contracted into a fused multiply-add and the output formed in double (T4)::
+
+        q = clamp(rne(fma(x, inv, zp)), quant_min, quant_max)
+        y = fl32(fl64(fl64(q − zp) · scale))
+
+    Where refquant differs (float zero points): ``|x / scale| >= 2**63`` and ±Inf saturate to their
+    side; PyTorch's ``lrintf`` overflows to ``LONG_MIN`` there and clamps them to ``quant_min``.
+    The gradient is :func:`refquant.mirrors.torch_qat.fake_quantize_per_channel_affine_backward`.
+    Reference: ``QuantizedOpKernels.cpp: _fake_quant_per_channel_cachemask_cpu_helper``.
+    """
     r = _quant_range(quant_min, quant_max)
     xa = float_array(x, "x", check_nan=False).astype(np.float32, copy=False)
-    return fake_quantize(xa, np.asarray(scale, dtype=np.float32), zero_point, r, axis=axis,
-                         scale_op="multiply_reciprocal")
+    zp = np.asarray(zero_point)
+    if zp.dtype.kind != "f":
+        return fake_quantize(xa, np.asarray(scale, dtype=np.float32), zero_point, r, axis=axis,
+                             scale_op="multiply_reciprocal")
+    if xa.ndim == 0:
+        raise ValueError("x must have at least one dimension for per-channel fake quantization")
+    a = axis_index(axis, xa.ndim)
+    ch = xa.shape[a]
+    s = _scale32(scale, "scale")
+    if s.shape != (ch,) or zp.shape != (ch,):
+        raise ValueError(f"scale has shape {s.shape}, zero_point {zp.shape}; expected ({ch},) = x.shape[axis]")
+    with np.errstate(over="ignore"):
+        z = zp.astype(np.float32)
+    if not np.all(np.isfinite(z)):
+        raise ValueError("zero_point must be finite in float32")
+    if xa.size and np.isnan(xa).any():
+        raise ValueError("x contains NaN; NaN has no quantized value")
+    shape = [1] * xa.ndim
+    shape[a] = ch
+    s, z = s.reshape(shape), z.reshape(shape)
+    q = np.clip(np.rint(fma_float32(xa, np.float32(1) / s, z)), r.qmin, r.qmax) + 0.0  # lrintf: an integer, no -0
+    return ((q.astype(np.float64) - z) * s.astype(np.float64)).astype(np.float32)
 
 
 def minmax_qparams(x, *, dtype: str = "quint8", qscheme: str = "per_tensor_affine", axis: int = 0,
