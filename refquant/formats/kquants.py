@@ -21,7 +21,8 @@ iq4_nl   32      18     d f16 | qs u8[16] (4-bit indices into kvalues)
 iq4_xs   256     136    d f16 | scales_h u16 (2 high bits × 8) | scales_l u8[4] (4 low bits × 8, −32) | qs u8[128]
 =======  ======  =====  =========================================================================================
 
-Bits per weight: 2.625, 3.4375, 4.5, 5.5, 6.5625, 4.5, 4.25.
+Bits per weight: 2.625, 3.4375, 4.5, 5.5, 6.5625, 4.5, 4.25 (every byte of the struct counted; the k-quants
+PR's 2.5625 for Q2_K leaves out ``dmin``).
 
 **The 6-bit scale packing of Q4_K / Q5_K** (``get_scale_min_k4``): 8 scales ``sc[0..7]`` and 8 minimums
 ``m[0..7]``, 6 bits each, in 12 bytes. Bytes 0–3 hold sc[0..3] in their low 6 bits, bytes 4–7 m[0..3];
@@ -43,8 +44,8 @@ x²) and step (2) becomes ``make_qp_quants``, a weighted search of its own (Q6_K
 Rounding is ``nearest_int`` (half to even), not ``roundf``; fp16 conversion rounds to nearest even.
 
 FMA: this module matches a C build **without** floating-point contraction (``-ffp-contract=off``; also
-gcc's default on x86-64 without ``-march``, which has no FMA instruction to contract to, and llama.cpp's
-released x86-64 ``libggml-base``). A build that fuses ``a*b + c`` (gcc ``-O2 -march=native`` on an FMA
+gcc's default on x86-64 without ``-march``, which has no FMA instruction to contract to, and the x86-64
+``libggml-base`` of llama.cpp b11739 in the llama-cpp-py-sync wheel: no FMA instruction in it). A build that fuses ``a*b + c`` (gcc ``-O2 -march=native`` on an FMA
 machine) chooses other bytes for some blocks: 46 of 896 on the recorded inputs, up to a third of the
 blocks of some types on others. NaN and ±Inf in ``x`` raise; the C code would quantize garbage.
 
@@ -59,6 +60,7 @@ llama.cpp ``ggml/src/ggml-quants.c`` (ggml-org/llama.cpp @ 01243c587fec): ``quan
 ``quantize_row_q{2,3,4,5,6}_K_impl`` / ``quantize_q*_K``, ``dequantize_row_q*_K``, ``quantize_row_iq4_nl_impl``,
 ``quantize_iq4_nl``, ``quantize_row_iq4_nl_ref``, ``quantize_iq4_xs``, ``dequantize_row_iq4_{nl,xs}``;
 ``ggml/src/ggml-common.h``: ``block_q*_K``, ``block_iq4_{nl,xs}``, ``kvalues_iq4nl``.
+Kawrakow, "k-quants", ggml-org/llama.cpp pull request #1684 (2023): the formats and their bits per weight.
 """
 from __future__ import annotations
 
