@@ -238,7 +238,7 @@ def test_fully_connected_quantization_parameters_are_keyword_only():
     (lambda: int_softmax(np.ones((2, 3), np.int32), 0.01, axis=5), "axis=5 is out of range for q"),  # IndexError
     (lambda: int_softmax(np.zeros((2, 0), np.int32), 0.01), "q: softmax needs at least one element"),
     (lambda: int_softmax(np.ones(3, np.int32), 0.01, out_bits=True), "out_bits must be an int"),
-    (lambda: int_layernorm(np.ones((2, 3), np.int32), 0.01, np.ones(3), np.array([np.inf, 0, 0])), "beta must be finite"),
+    (lambda: int_layernorm(np.ones((2, 3), np.int32), 0.01, np.ones(3), np.array([np.inf, 0, 0])), "beta: must be finite"),
     (lambda: int_layernorm(np.array(3, np.int32), 0.01, np.ones(1), np.ones(1)), "q: expected at least one dimension"),
 ])
 def test_nonlinear_bad_input_raises_naming_the_argument(call, match):

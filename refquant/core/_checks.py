@@ -37,7 +37,7 @@ def finite_array(x, name: str, dtype=None, what: str = "") -> np.ndarray:
     if dtype is not None:
         a = to_float(a, dtype, name)
     if a.size and not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}{what or ' must be finite'} (got ±Inf)")
+        raise ValueError(f"{name}: {what or 'must be finite'} (got ±Inf)")
     return a
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core._checks import choice, finite_array, float_array, int_array, int_value, positive_scale, real_value
+from ..core._checks import choice, float_array, int_array, int_value, positive_scale, real_value, to_float
 from ..core.granularity import align, check_param, param_shape, to_groups
 
 TIES = ("even", "down", "up")
@@ -305,7 +305,10 @@ def absmax_scale(x, target: float = 1.0, *, axis: int | None = None, block_size:
         t32 = np.float32(target)
     if not 0 < t32 < np.inf:
         raise ValueError(f"target={target!r} is 0 or Inf in float32, where the scale is computed")
-    xa = finite_array(x, "x", np.float32, " must be finite (and within float32) for an absmax scale")
+    xa = float_array(x, "x")
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite for an absmax scale")
+    xa = to_float(xa, np.float32, "x")
     if xa.size == 0:
         raise ValueError("x is empty; there is no absmax")
     g = to_groups(np.abs(xa), axis, block_size)

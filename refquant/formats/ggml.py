@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core._checks import finite_array, float_array
+from ..core._checks import float_array, to_float
 
 QK = 32
 BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
@@ -119,7 +119,10 @@ def quantize(x, qtype: str) -> np.ndarray:
     ndarray of uint8, shape (..., n / 32 · bytes_per_block): the blocks' bytes, as in a GGUF file
     """
     _check_qtype(qtype)
-    xa = finite_array(x, "x", F32, " must be finite and within float32 (ggml's scales would be Inf)")
+    xa = float_array(x, "x")
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite (ggml's scales would be Inf)")
+    xa = to_float(xa, F32, "x")
     if xa.ndim == 0 or xa.shape[-1] % QK:
         raise ValueError(f"x: the last axis must be a multiple of {QK}, got shape {xa.shape}")
     if not np.all(np.isfinite(xa)):
@@ -194,7 +197,10 @@ def dequantize(data, qtype: str) -> np.ndarray:
 def quantize_block_ref(x, qtype: str) -> bytes:
     """Loop twin of :func:`quantize` for one block of 32 values: the C reference, statement by statement."""
     _check_qtype(qtype)
-    xs = [F32(v) for v in finite_array(x, "x", F32, " must be finite and within float32").reshape(-1)]
+    xa = float_array(x, "x")
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite (ggml's scales would be Inf)")
+    xs = [F32(v) for v in to_float(xa, F32, "x").reshape(-1)]
     if len(xs) != QK:
         raise ValueError(f"x: one block is {QK} values, got {len(xs)}")
 

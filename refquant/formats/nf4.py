@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core._checks import finite_array, int_value, real_value
+from ..core._checks import float_array, int_value, real_value, to_float
 from ..core.uniform import quantize
 from .codebook import codebook_quantize
 
@@ -124,7 +124,10 @@ def nf4_quantize(x, block_size: int = 64, *, double_quant: bool = False) -> NF4T
     groups of 256 after subtracting their mean, and dequantization uses the reconstructed absmax.
     """
     block_size = int_value(block_size, "block_size", 1, 2**31)
-    xa = finite_array(x, "x", np.float32, " must be finite (and within float32): the block absmax would be infinite")
+    xa = float_array(x, "x")
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite: the block absmax would be infinite")
+    xa = to_float(xa, np.float32, "x")
     flat = xa.reshape(-1)
     n = flat.size
     if n == 0:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core._checks import block_size_value, finite_array, float_array, int_array, positive_scale
+from ..core._checks import block_size_value, float_array, int_array, positive_scale, to_float
 from ..core.granularity import align, check_param
 from ..integer.gemm import PackedMatrix, _operand, int_matmul
 from ..formats.minifloat import FORMATS as _FLOAT_TYPES, minifloat_decode, minifloat_encode
@@ -178,8 +178,10 @@ def dynamic_quantize_linear(x):
     -------
     y : ndarray of uint8, shape of ``x``; y_scale : 0-d float32; y_zero_point : 0-d uint8
     """
-    xa = finite_array(x, "x", np.float32, " must be finite (and within float32): DynamicQuantizeLinear takes "
-                      "its range from the data")
+    xa = float_array(x, "x")
+    if not np.all(np.isfinite(xa)):
+        raise ValueError("x must be finite: DynamicQuantizeLinear takes its range from the data")
+    xa = to_float(xa, np.float32, "x")
     f = np.float32
     x_max = f(max(0.0, xa.max())) if xa.size else f(0)
     x_min = f(min(0.0, xa.min())) if xa.size else f(0)
