@@ -417,3 +417,49 @@ def test_documented_divergences_from_torch():
     tf = torch_int_repr(torch.quantize_per_channel, x[None], torch.ones(1), torch.zeros(1), 0, torch.quint8)
     assert tf.tolist() == [[0, 0, 0, 255]]                          # low 32 bits of lrintf: 3e9 wraps negative
     assert T.quantize_per_channel(x[None], [1.0], np.zeros(1, F32), 0, "quint8").tolist() == [[255, 255, 255, 0]]
+
+
+# ================================================================ fake_quantize_per_channel_affine, float zero points
+def test_fake_quantize_per_channel_float_zero_point_golden():
+    # scale 1, zero point 0.5, [0, 3]: rne(x + 0.5) = rne([1.5, 2.5, -2.5]) = [2, 2, -2] -> clamp [2, 2, 0]; (q - 0.5)·1
+    y = T.fake_quantize_per_channel_affine(np.array([[1.0, 2.0, -3.0]], F32), [1.0], np.array([0.5], F32), 0, 0, 3)
+    assert y.tolist() == [[1.5, 1.5, -0.5]]
+
+
+def test_fake_quantize_per_channel_float_zero_point_is_fused():
+    # scale 0.7 (float32 0.699999988), inv = fl(1/0.7) = 1.42857146, x = 1.04999995: x·inv = 1.5 - 3.2e-8, which
+    # rounds to 1.5 in float32. Separately rounded: 1.5 + (-2) = -0.5 -> rne 0; fused (one rounding):
+    # -0.5 - 3.2e-8 -> -0.50000006 -> -1. y = (q - zp)·s: fused (-1 + 2)·0.7 = 0.7 (PyTorch), separate 1.4
+    x = np.array([[1.0499999523162842]], F32)
+    y = T.fake_quantize_per_channel_affine(x, np.array([0.7], F32), np.array([-2.0], F32), 0, -8, 7)
+    assert y.tolist() == [[float(F32(0.7))]]
+
+
+def test_fake_quantize_per_channel_float_zero_point_bad_input():
+    x = np.ones((2, 3), F32)
+    with pytest.raises(ValueError, match="zero_point must be finite"):
+        T.fake_quantize_per_channel_affine(x, np.ones(3, F32), np.array([0.5, np.inf, 0.0]), 1, 0, 255)
+    with pytest.raises(ValueError, match="zero_point"):
+        T.fake_quantize_per_channel_affine(x, np.ones(3, F32), np.zeros(2, F32), 1, 0, 255)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        T.fake_quantize_per_channel_affine(x * np.nan, np.ones(3, F32), np.zeros(3, F32), 1, 0, 255)
+
+
+def test_qat_mirrors_are_public_in_torch_ops():
+    from refquant.mirrors import fp32, torch_qat
+    for name in ("fake_quantize_per_tensor_affine_backward", "fake_quantize_per_channel_affine_backward",
+                 "fake_quantize_learnable_per_tensor_affine", "fake_quantize_learnable_per_tensor_affine_backward",
+                 "fake_quantize_learnable_per_channel_affine", "fake_quantize_learnable_per_channel_affine_backward"):
+        assert getattr(T, name) is getattr(torch_qat, name)
+    assert T.fma_float32 is fp32.fma_float32
+
+
+@requires_torch
+@given(hnp.arrays(F32, (4, 6), elements=st.floats(-30, 30, width=32)), st.data())
+def test_fake_quantize_per_channel_float_zero_points_match_torch(x, data):
+    s = data.draw(hnp.arrays(F32, (6,), elements=st.floats(2.0**-6, 2, width=32)))
+    z = data.draw(hnp.arrays(F32, (6,), elements=st.floats(-10, 20, width=32)))
+    got = T.fake_quantize_per_channel_affine(x, s, z, 1, 0, 15)
+    ref = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s), torch.from_numpy(z),
+                                                 1, 0, 15).numpy()
+    assert np.array_equal(got, ref) and np.array_equal(np.signbit(got), np.signbit(ref))
