@@ -174,6 +174,36 @@ def test_pact_golden():
     assert da == pytest.approx(2.25, abs=1e-12)
 
 
+@given(hnp.arrays(F32, (3, 8), elements=st.one_of(st.floats(-40, 40, width=32), st.integers(-80, 80).map(lambda k: k / 4))),
+       st.data(), st.sampled_from([(-8, 7), (0, 15), (-128, 127)]))
+def test_ste_code_window_is_pytorchs_mask(x, data, r):
+    # written from the paper side (qat.ste), equal to the mirror of PyTorch's kernel bit for bit
+    dy = data.draw(hnp.arrays(F32, x.shape, elements=st.floats(-4, 4, width=32)))
+    s = data.draw(hnp.arrays(F32, (8,), elements=st.sampled_from([0.25, 0.37, 1.0, 0.013, 2.5])))
+    z = data.draw(hnp.arrays(np.int64, (8,), elements=st.integers(*r)))
+    got = ste.ste_grad(dy, x, s[0], z[0], r, scale_op="multiply_reciprocal")
+    assert same(got, T.fake_quantize_per_tensor_affine_backward(dy, x, s[0], int(z[0]), *r))
+    got = ste.ste_grad(dy, x, s, z, r, axis=1, scale_op="multiply_reciprocal")
+    assert same(got, T.fake_quantize_per_channel_affine_backward(dy, x, s, z.astype(np.int32), 1, *r))
+
+
+@given(hnp.arrays(np.float64, 40, elements=st.floats(-12, 12)), st.data())
+def test_lsq_equals_pytorch_learnable_away_from_the_half_step_bands(x, data):
+    # zero point 0, dyadic scale (x/s exact both ways): the two differ only for v in (qmin - 0.5, qmin] and
+    # [qmax, qmax + 0.5), where LSQ clamps and PyTorch's rounded code is still inside
+    s, (lo, hi) = 0.5, (-8, 7)
+    x = x.astype(F32)
+    dy = data.draw(hnp.arrays(F32, 40, elements=st.floats(-4, 4, width=32)))
+    v = x.astype(np.float64) / s
+    band = ((v > lo - 0.5) & (v <= lo)) | ((v >= hi) & (v < hi + 0.5))
+    dx, ds, db = lsq.lsq_grad(dy, x, F32(s), (lo, hi))
+    tdx, tds, tdz = T.fake_quantize_learnable_per_tensor_affine_backward(dy, x, s, 0.0, lo, hi, reduce=False)
+    assert np.array_equal(dx[~band], tdx[~band]) and np.all(dx[band] == 0) and np.array_equal(tdx[band], dy[band])
+    if not band.any():
+        assert float(ds) == pytest.approx(float(tds.astype(np.float64).sum()), rel=1e-5, abs=1e-5)
+        assert float(db) * -s == pytest.approx(float(tdz.astype(np.float64).sum()), abs=1e-5)  # β = -s·z
+
+
 # ======================================================================== loop twins, tolerance 0
 finite = st.floats(-60, 60, allow_nan=False, width=32)
 ties = st.integers(-40, 40).map(lambda k: k / 4)  # quarter steps: exact ties of x/s for dyadic scales

@@ -41,7 +41,7 @@ scale's elements. Four places where the backward is not the derivative of the fo
 * The window is LSQ's only in the interior: Esser et al. clip ``v/s`` before rounding, so for
   v/s ∈ (Qp, Qp + 0.5) the paper's ∂v̂/∂s is Qp and ∂v̂/∂v = 0, PyTorch's is ``k − v/s`` and 1
   (see :mod:`refquant.qat.lsq`, which follows the paper).
-* ``g`` scales the zero point's gradient too (LSQ scales only the step size; LSQ+ both).
+* ``g`` scales the zero point's gradient too (LSQ defines it for the step size).
 
 Sums: PyTorch adds the float32 terms in float32 in its own vectorised order; we add them in float64
 from the first element to the last (C order) and round once to float32. The terms are bit-exact

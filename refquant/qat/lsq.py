@@ -1,14 +1,14 @@
 """Learned Step Size Quantization (LSQ) and its learnable offset (LSQ+): fake quantization whose step
 size (and offset) are trained by gradient descent with the weights.
 
-Forward (LSQ eq. 1-2; LSQ+ eq. 2 with the offset β; β = 0 is LSQ)::
+Forward (LSQ section 2, eq. 1-2; LSQ+ section 3 adds the offset β; β = 0 is LSQ)::
 
     v  = (x − β) / s
     x̂  = round(clip(v, qmin, qmax)) · s + β                 round: half to even
 
 ``qmin``/``qmax`` are LSQ's ``−Q_N``/``Q_P``: ``int<b>`` gives [−2^(b−1), 2^(b−1) − 1] (weights),
 ``uint<b>`` [0, 2^b − 1] (activations after ReLU; with β, any activation — LSQ+'s point).
-Backward, ``round`` passed straight through (LSQ eq. 3; LSQ+ eq. 4-5)::
+Backward, ``round`` passed straight through (LSQ eq. 3; LSQ+ section 3 for β)::
 
                     v ≤ qmin      qmin < v < qmax        v ≥ qmax
     ∂x̂/∂x             0               1                     0
