@@ -200,6 +200,38 @@ def test_element_casts_match_ml_dtypes(elem):
     assert np.array_equal(encode_elements(v, elem), v.astype(F32).astype(dt).view(np.uint8))
 
 
+def _microxcaling_elemwise(a, ebits, mbits, emax, max_norm, round):
+    # microxcaling mx/elemwise_ops.py: _quantize_elemwise_core(saturate_normals=True, allow_denorm=True) and
+    # _round_mantissa, transliterated to NumPy (mbits counts the sign and implicit bits; int8: ebits = 0)
+    if ebits:
+        private_exp = np.maximum(np.floor(np.log2(np.abs(a) + (a == 0))), -(2 ** (ebits - 1)) + 2)
+        out = a / 2.0 ** private_exp * 2.0 ** (mbits - 2)
+    else:
+        private_exp, out = 0.0, a * 2.0 ** (mbits - 2)
+    if round == "nearest":
+        out = np.sign(out) * np.floor(np.abs(out) + 0.5)
+    else:  # "even"
+        out = np.sign(out) * (np.floor(np.abs(out) + 0.5) - ((np.abs(out) - 0.5) % 2 == 0))
+    return np.clip(out / 2.0 ** (mbits - 2) * 2.0 ** private_exp, -max_norm, max_norm)
+
+
+# mx/formats.py: _get_format_params -> (ebits, mbits, emax, max_norm)
+MICROXCALING = {"fp8_e4m3": (4, 5, 8, 448.0), "fp8_e5m2": (5, 4, 15, 57344.0), "fp6_e3m2": (3, 4, 4, 28.0),
+                "fp6_e2m3": (2, 5, 2, 7.5), "fp4_e2m1": (2, 3, 2, 6.0), "int8": (0, 8, 0, 127 / 64)}
+
+
+@pytest.mark.parametrize("elem", ELEMENTS)
+def test_half_away_is_microxcalings_nearest(elem):
+    # round="nearest" is sign(A)·floor(|A| + 0.5): ties away from zero; round="even" is RNE
+    f = ELEMENTS[elem]
+    assert MICROXCALING[elem][2:] == (f.emax, f.max_normal)
+    grid = np.unique(code_values(elem)[np.isfinite(code_values(elem))])
+    v = np.concatenate([grid, (grid[1:] + grid[:-1]) / 2, np.random.default_rng(2).uniform(-1.2, 1.2, 3000) * f.max_normal])
+    for ours, theirs in (("half_away", "nearest"), ("half_even", "even")):
+        got = code_values(elem)[encode_elements(v, elem, ours)]
+        assert np.array_equal(got, _microxcaling_elemwise(v, *MICROXCALING[elem], theirs)), ours
+
+
 def test_e8m0_matches_ml_dtypes():
     md = pytest.importorskip("ml_dtypes")
     s = np.arange(255, dtype=np.uint8)

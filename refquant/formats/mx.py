@@ -116,10 +116,10 @@ def code_values(elem: str) -> np.ndarray:
     """Value of every code 0 … 2^bits − 1 of ``elem`` (float64; NaN / ±Inf where the format has them)."""
     f = element_format(elem)
     codes = np.arange(1 << f.bits)
-    if f.minifloat is None:
-        return ((codes ^ 0x80) - 0x80) / 64.0
     m = f.minifloat
-    if m.name in MINIFLOATS:
+    if m is None:
+        v = ((codes ^ 0x80) - 0x80) / 64.0  # the int8 two's complement q, over 64
+    elif m.name in MINIFLOATS:
         v = minifloat_decode(codes, m.name).astype(np.float64)
     else:  # FP6: no special codes, (−1)^s 2^(e−bias) (1 + f / 2^M), subnormal 2^(1−bias) f / 2^M
         e, frac = (codes >> m.man_bits) & ((1 << m.exp_bits) - 1), (codes & ((1 << m.man_bits) - 1)) / (1 << m.man_bits)
@@ -149,7 +149,7 @@ def encode_elements(v, elem: str, element_rounding: str = "half_even") -> np.nda
 
 
 def shared_exponent(amax, elem: str, scale_rounding: str = "floor") -> np.ndarray:
-    """Unbiased shared exponent s of each block (int64), from its float32 amax ``a`` (see the rule table).
+    """Unbiased shared exponent s of each block (int64), from its amax ``a`` ≥ 0 (float32; see the rule table).
 
     ``a == 0`` gives −127; s is clamped below at −127; s > 127 (only MXINT8 near float32's top with
     ceil / even / rceil) raises ValueError: E8M0 has no larger finite scale.
