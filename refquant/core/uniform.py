@@ -38,11 +38,11 @@ FBGEMM ``include/fbgemm/QuantUtils.h: Quantize`` (reciprocal scale, LEGACY zero-
 from __future__ import annotations
 
 from fractions import Fraction
-import math
 
 import numpy as np
 
 from ._checks import choice, finite_array, float_array, int_array, positive_scale, real_value
+from .exactround import round_product, round_to_odd_product
 from .granularity import align, check_param
 from .ranges import QRange, qrange as as_qrange
 from .rounding import ROUNDING_MODES, round_array, round_scalar_ref
@@ -331,7 +331,7 @@ def dequantize(q, scale, zero_point=0, *, axis: int | None = None, block_size: i
     for qc, oc, (sc, zc) in _chunks(qa, out, [s, zp], axis, block_size):
         if big >= 2**63 or (s.dtype == np.float64 and big > 2**p) or big >= 2**58:
             for idx, (qi, zi, si) in zip(np.ndindex(qc.shape), np.broadcast(qc, zc, sc)):
-                oc[idx] = _round_product(int(qi) - int(zi), float(si), s.dtype)
+                oc[idx] = round_product(int(qi) - int(zi), float(si), s.dtype)
             continue
         # int64 arithmetic is modular: uint64 codes >= 2^63 wrap in the cast and wrap back in the
         # subtraction, and the true difference fits (|d| < 2^58 here), so d is exact
@@ -340,46 +340,10 @@ def dequantize(q, scale, zero_point=0, *, axis: int | None = None, block_size: i
             if big <= 2**p:
                 np.multiply(d.astype(s.dtype), sc, out=oc)
             else:
-                oc[...] = _round_to_odd_product(d, sc).astype(s.dtype)
+                oc[...] = round_to_odd_product(d, sc).astype(s.dtype)
     if not np.all(np.isfinite(out)):
         raise ValueError(f"q, scale: scale · (q - zero_point) overflows {s.dtype.name}")
     return out
-
-
-def _round_to_odd_product(d: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """``d · s`` (int64 |d| < 2^58, float16/32 s) rounded to odd in float64 (see :func:`dequantize`)."""
-    with np.errstate(over="ignore", under="ignore"):
-        a = d >> 29  # floor: c = d - a·2^29 in [0, 2^29)
-        c = d - (a << 29)
-        s64 = s.astype(np.float64)
-        p1 = a.astype(np.float64) * s64 * 2.0**29  # exact: <= 29 + 24 bits, times a power of two
-        p2 = c.astype(np.float64) * s64  # exact
-        hi = p1 + p2
-        bb = hi - p1
-        err = (p1 - (hi - bb)) + (p2 - bb)  # TwoSum: hi + err == p1 + p2 exactly
-        even = (hi.view(np.uint64) & 1) == 0
-        move = (err != 0) & even
-        return np.where(move, np.nextafter(hi, np.where(err > 0, np.inf, -np.inf)), hi)
-
-
-def _round_product(d: int, s: float, dtype) -> float:
-    """``d · s`` rounded once, to nearest even, to ``dtype``, on Python integers (any d)."""
-    m, e = math.frexp(s)
-    n, e = d * int(m * 2**53), e - 53  # d · s = n · 2^e exactly
-    if n == 0:
-        return 0.0
-    fi = np.finfo(dtype)
-    p, sign, n = fi.nmant + 1, (-1 if n < 0 else 1), abs(n)
-    quantum = max(n.bit_length() - 1 + e, fi.minexp) - (p - 1)  # exponent of the last kept bit
-    if quantum > e:
-        sh = quantum - e
-        k, rem = n >> sh, n & ((1 << sh) - 1)
-        if rem > 1 << (sh - 1) or (rem == 1 << (sh - 1) and k & 1):
-            k += 1
-        n, e = k, quantum
-    if n.bit_length() - 1 + e > fi.maxexp - 1:
-        return sign * math.inf
-    return sign * math.ldexp(n, e)
 
 
 def dequantize_ref(q, scale, zero_point=0, *, axis: int | None = None, block_size: int = 0) -> np.ndarray:
