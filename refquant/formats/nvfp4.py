@@ -1,6 +1,6 @@
 """NVFP4: FP4 E2M1 elements in blocks of 16, an FP8 E4M3 scale per block and a float32 scale per tensor.
 
-Two-level scaling (NVIDIA Blackwell; "Pretraining Large Language Models with NVFP4", §2), as torchao's
+Two-level scaling (NVIDIA Blackwell; "Pretraining Large Language Models with NVFP4"), as torchao's
 ``nvfp4_quantize`` computes it — every step in float32, rounded to nearest even::
 
     g    = amax(|x|) / (448 · 6)                      per-tensor scale (448 = E4M3 max, 6 = E2M1 max)   (1)
@@ -27,8 +27,8 @@ Storage: 4 bits per value, 8 per block of 16, 32 per tensor: 4 + 8/16 + 32/n = 4
 
 References
 ----------
-NVIDIA, "Pretraining Large Language Models with NVFP4", arXiv:2509.25149, §2 (format) and Appendix
-(two-level scaling). Mirrored code: torchao 0.18.0 ``torchao/prototype/mx_formats/nvfp4_tensor.py:
+NVIDIA, "Pretraining Large Language Models with NVFP4", arXiv:2509.25149 (the NVFP4 format: 16-value
+blocks, E4M3 block scales, an FP32 tensor scale). Mirrored code: torchao 0.18.0 ``torchao/prototype/mx_formats/nvfp4_tensor.py:
 nvfp4_quantize, per_tensor_amax_to_scale, NVFP4Tensor.to_dtype``; cuDNN "Block Scaling" operations.
 """
 from __future__ import annotations
