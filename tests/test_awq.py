@@ -1,6 +1,8 @@
 """refquant.ptq.awq: the pseudo-quantizer by hand, the scale search and clipping search against their
 loop twins (tolerance 0), a salient channel that the search protects, the conventions where llm-awq
-and AutoAWQ differ, and whole-model runs on the tiny GPT and LLaMA."""
+and AutoAWQ differ, whole-model runs on the tiny GPT and LLaMA, and recorded outputs of AutoAWQ."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -273,3 +275,30 @@ def test_bad_input_is_refused_with_the_argument_named():
         awq_quantize(lm, p, CALIB, clip_qk="all")
     with pytest.raises(ValueError, match="calib_batches: no calibration batch"):
         awq_quantize(lm, p, [])
+
+
+# ---------------------------------------------------------------- recorded outputs of AutoAWQ 0.2.9 itself
+GOLD = np.load(os.path.join(os.path.dirname(__file__), "data", "awq_autoawq_goldens.npz"))  # awq_record_autoawq.py
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_pseudo_quantizer_is_bit_exact_with_autoawq(i):
+    bits, gs, zp = (int(v) for v in GOLD[f"pq{i}_args"])
+    t = pseudo_quantize(GOLD[f"pq{i}_w"], bits=bits, group_size=gs, zero_point=bool(zp))
+    np.testing.assert_array_equal(t.w_hat, GOLD[f"pq{i}_w_hat"])
+    np.testing.assert_array_equal(t.scale, GOLD[f"pq{i}_scale"])
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_scale_search_matches_autoawq(i):
+    # AutoAWQ computes x̄ and the candidates in float32, here in float64: the same α, scales equal to 1e-6
+    bits, gs, duo = (int(v) for v in GOLD[f"sc{i}_args"])
+    r = awq_search_scale([GOLD[f"sc{i}_w"]], GOLD[f"sc{i}_x"], bits=bits, group_size=gs, duo_scaling=bool(duo))
+    np.testing.assert_allclose(r.scales, GOLD[f"sc{i}_scales"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_clip_search_is_exact_with_autoawq(i):
+    bits, gs, n_tok = (int(v) for v in GOLD[f"cl{i}_args"])
+    m = awq_clip(GOLD[f"cl{i}_w"], GOLD[f"cl{i}_x"], bits=bits, group_size=gs, n_sample_token=n_tok)
+    np.testing.assert_array_equal(m, GOLD[f"cl{i}_max_val"])

@@ -48,6 +48,11 @@ Where llm-awq and AutoAWQ differ (named arguments here):
   model (scales and clips of every block are found on float activations). llm-awq's
   ``ScaledActivation`` (a divide inserted after a GELU, for GPT-2-like MLPs) is not a fold and is
   not done. ``K % group_size != 0`` is refused by both; here the last group is shorter.
+* Checked against AutoAWQ 0.2.9 itself (tests/data/awq_record_autoawq.py): the pseudo-quantizer and
+  the clipping thresholds bit-exactly, the scales to 1e-6 (float32 there). Run on a CPU, AutoAWQ's
+  ``_compute_best_scale`` saves the weights with ``v.cpu()`` — no copy on a CPU — and its in-place
+  ``mul_`` then evaluates every α > 0 on W·s(0) instead of W; harmless for s(0) = 1 (llm-awq's
+  formula), wrong under ``duo_scaling``. The goldens are recorded with GPU semantics (a copy).
 
 References
 ----------
