@@ -1,6 +1,6 @@
 """Gradients of fake quantization: the straight-through estimator (refquant.qat.ste), LSQ / LSQ+
-(refquant.qat.lsq), PACT (refquant.qat.pact), and PyTorch's kernels (refquant.mirrors.torch_qat,
-public in refquant.torch_ops).
+(refquant.qat.lsq), PACT (refquant.qat.pact), and PyTorch's kernels (refquant.mirrors.torch_qat and
+torch_lsq, public in refquant.torch_ops).
 
 Hand-computed goldens (the arithmetic in comments); loop twins equal to the vectorised code (tolerance
 0); finite differences where a derivative exists; PyTorch's recorded outputs
@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 
 from refquant import torch_ops as T
 from refquant.core.uniform import fake_quantize
-from refquant.mirrors import torch_qat as Q, torch_qat_ref as QR
+from refquant.mirrors import torch_lsq as L, torch_qat as Q, torch_qat_ref as QR
 from refquant.qat import lsq, pact, ste
 
 try:  # the oracle; only the differential tests need it
@@ -114,8 +114,8 @@ def test_learnable_per_tensor_zero_point_rounded_twice_golden():
 def test_per_tensor_zero_point_rules(zp, forward, backward):
     # nearbyint (ties to even) forward; (int64) clamp(zp + 0.5) (truncation) backward
     lo, hi = (-8, 7) if abs(zp) < 100 else (0, 255)
-    assert int(Q._zero_point_forward(F32(zp), lo, hi)) == forward
-    assert Q._zero_point_backward_per_tensor(F32(zp), lo, hi) == backward
+    assert int(L._zero_point_forward(F32(zp), lo, hi)) == forward
+    assert L._zero_point_backward_per_tensor(F32(zp), lo, hi) == backward
     # seen from outside, x far below the range (s = 1): the forward returns (qmin - z) · s
     y = T.fake_quantize_learnable_per_tensor_affine(np.array([-1000.0], F32), 1.0, zp, lo, hi)
     assert y.tolist() == [lo - forward]
@@ -284,7 +284,7 @@ def test_torch_mirrors_equal_loop_twins(c):
                     QR.fake_quantize_per_tensor_affine_backward_ref(dy, x, s[0], int(zi[0]), lo, hi))
         if lo <= 0 <= hi:
             for red in (True, False):
-                for a, b in zip(Q.fake_quantize_learnable_per_tensor_affine_backward(dy, x, s, zf, lo, hi, gf, reduce=red),
+                for a, b in zip(L.fake_quantize_learnable_per_tensor_affine_backward(dy, x, s, zf, lo, hi, gf, reduce=red),
                                 QR.fake_quantize_learnable_per_tensor_affine_backward_ref(dy, x, s, zf, lo, hi, gf,
                                                                                           reduce=red)):
                     assert same(a, b)
@@ -294,7 +294,7 @@ def test_torch_mirrors_equal_loop_twins(c):
                     QR.fake_quantize_per_channel_affine_backward_ref(dy, x, s, zp, axis, lo, hi))
     if lo <= 0 <= hi:
         for red in (True, False):
-            for a, b in zip(Q.fake_quantize_learnable_per_channel_affine_backward(dy, x, s, zf, axis, lo, hi, gf, reduce=red),
+            for a, b in zip(L.fake_quantize_learnable_per_channel_affine_backward(dy, x, s, zf, axis, lo, hi, gf, reduce=red),
                             QR.fake_quantize_learnable_per_channel_affine_backward_ref(dy, x, s, zf, axis, lo, hi, gf,
                                                                                        reduce=red)):
                 assert same(a, b)
@@ -316,12 +316,12 @@ def test_torch_mirrors_equal_loop_twins_on_the_goldens():
                             QR.fake_quantize_per_channel_affine_backward_ref(*args)), name
         elif ax < 0:
             args = (g["dy"], g["x"], g["scale"], g["zero_point"], lo, hi, gf)
-            for a, b in zip(Q.fake_quantize_learnable_per_tensor_affine_backward(*args),
+            for a, b in zip(L.fake_quantize_learnable_per_tensor_affine_backward(*args),
                             QR.fake_quantize_learnable_per_tensor_affine_backward_ref(*args)):
                 assert same(a, b), name
         else:
             args = (g["dy"], g["x"], g["scale"], g["zero_point"], ax, lo, hi, gf)
-            for a, b in zip(Q.fake_quantize_learnable_per_channel_affine_backward(*args),
+            for a, b in zip(L.fake_quantize_learnable_per_channel_affine_backward(*args),
                             QR.fake_quantize_learnable_per_channel_affine_backward_ref(*args)):
                 assert same(a, b), name
 

@@ -446,11 +446,12 @@ def test_fake_quantize_per_channel_float_zero_point_bad_input():
 
 
 def test_qat_mirrors_are_public_in_torch_ops():
-    from refquant.mirrors import fp32, torch_qat
-    for name in ("fake_quantize_per_tensor_affine_backward", "fake_quantize_per_channel_affine_backward",
-                 "fake_quantize_learnable_per_tensor_affine", "fake_quantize_learnable_per_tensor_affine_backward",
-                 "fake_quantize_learnable_per_channel_affine", "fake_quantize_learnable_per_channel_affine_backward"):
+    from refquant.mirrors import fp32, torch_lsq, torch_qat
+    for name in ("fake_quantize_per_tensor_affine_backward", "fake_quantize_per_channel_affine_backward"):
         assert getattr(T, name) is getattr(torch_qat, name)
+    for name in ("fake_quantize_learnable_per_tensor_affine", "fake_quantize_learnable_per_tensor_affine_backward",
+                 "fake_quantize_learnable_per_channel_affine", "fake_quantize_learnable_per_channel_affine_backward"):
+        assert getattr(T, name) is getattr(torch_lsq, name)
     assert T.fma_float32 is fp32.fma_float32
 
 

@@ -4,7 +4,7 @@ PyTorch's CPU kernels are compiled with floating-point contraction: ``a * b + c`
 becomes one fused multiply-add where the compiler sees it (FBGEMM's ``QuantizeAvx2`` spells it out
 with ``_mm256_fmadd_ps``; ``QuantizedOpKernels.cpp``'s learnable fake-quantize kernels get it from
 the compiler). NumPy has no fused multiply-add, so :func:`fma_float32` computes one exactly. Shared
-by :mod:`refquant.mirrors.torch_ops` and :mod:`refquant.mirrors.torch_qat`.
+by :mod:`refquant.mirrors.torch_ops`, :mod:`.torch_qat` and :mod:`.torch_lsq`.
 
 References
 ----------

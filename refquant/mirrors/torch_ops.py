@@ -42,9 +42,9 @@ the low 32 bits of ``lrintf``'s result (``3e9`` → 0, ``-3e9`` → qmax for qui
 scales must be finite and > 0 (PyTorch does not check); axes are non-negative, as in PyTorch.
 
 Quantization-aware training — the fake quantizers' gradients (straight-through, the mask of the
-pre-clamp code) and PyTorch's learnable fake quantizers (LSQ: forward, and gradients for x, scale and
-zero point) — is in :mod:`refquant.mirrors.torch_qat`, and its six functions are public here too:
-``fake_quantize_per_{tensor,channel}_affine_backward``,
+pre-clamp code: :mod:`refquant.mirrors.torch_qat`) and PyTorch's learnable fake quantizers (LSQ:
+forward, and gradients for x, scale and zero point: :mod:`refquant.mirrors.torch_lsq`) — is public
+here too: ``fake_quantize_per_{tensor,channel}_affine_backward``,
 ``fake_quantize_learnable_per_{tensor,channel}_affine`` and ``..._backward``.
 
 References
@@ -68,9 +68,10 @@ from ..core._checks import axis_index, float_array, positive_scale
 from ..core.ranges import qrange as as_qrange
 from ..core.uniform import fake_quantize, qparams_from_range, quantize
 from .fp32 import fma_float32  # public here too: refquant.torch_ops.fma_float32
-from .torch_qat import (  # noqa: F401 - the QAT mirrors, public here too
+from .torch_lsq import (  # noqa: F401 - the QAT mirrors, public here too
     fake_quantize_learnable_per_channel_affine, fake_quantize_learnable_per_channel_affine_backward,
-    fake_quantize_learnable_per_tensor_affine, fake_quantize_learnable_per_tensor_affine_backward,
+    fake_quantize_learnable_per_tensor_affine, fake_quantize_learnable_per_tensor_affine_backward)
+from .torch_qat import (  # noqa: F401
     fake_quantize_per_channel_affine_backward, fake_quantize_per_tensor_affine_backward)
 
 _EPS = float(np.finfo(np.float32).eps)  # torch.finfo(torch.float32).eps, the observers' scale floor

@@ -1,7 +1,8 @@
-"""Loop twins of :mod:`refquant.mirrors.torch_qat`: one element at a time, the kernels' scalar loops
-written out, every fused multiply-add computed in exact rationals and rounded once (independently
-of :func:`refquant.mirrors.fp32.fma_float32`), sums accumulated in a Python float in C order. The
-tests require them to equal the vectorised mirrors bit for bit.
+"""Loop twins of :mod:`refquant.mirrors.torch_qat` and :mod:`refquant.mirrors.torch_lsq`: one element
+at a time, the kernels' scalar loops written out, every fused multiply-add computed in exact
+rationals and rounded once (independently of :func:`refquant.mirrors.fp32.fma_float32`), sums
+accumulated in a Python float in C order. The tests require them to equal the vectorised mirrors
+bit for bit.
 """
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from fractions import Fraction
 import numpy as np
 
 from ..core._checks import int_value
+from .torch_lsq import _zero_point_backward_per_tensor
 from .torch_qat import (F32, _axis, _cachemask_channel_args, _dy, _float_zero_point, _grad_factor, _range, _scale,
-                        _x, _zero_point_backward_per_tensor)
+                        _x)
 def _fl(v) -> F32:
     """A rational rounded to the nearest float32, ties to even, ±Inf beyond the range (exact)."""
     v = Fraction(v)

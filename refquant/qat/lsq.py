@@ -25,7 +25,7 @@ the step size quantizes (the layer's weights, or the features of an activation),
 keeps the step size's update in proportion to the weights' updates.
 
 Where PyTorch (``torch._fake_quantize_learnable_per_tensor_affine`` and ``_per_channel_affine``,
-mirrored bit for bit in :mod:`refquant.mirrors.torch_qat`) differs from these equations:
+mirrored bit for bit in :mod:`refquant.mirrors.torch_lsq`) differs from these equations:
 
 * its window is on the *rounded* code ``k = rne(v + z)`` with an integer zero point ``z`` (not
   on ``v``): for ``v ∈ (qmax, qmax + 0.5)`` PyTorch's ∂/∂s is ``k − v`` and ∂/∂x is 1, LSQ's are
