@@ -198,6 +198,12 @@ def test_awq_quantize_runs_on_both_models(lm, p, inspect):
     for name, t in res.tensors.items():
         np.testing.assert_array_equal(weight(lm, q, name), t.w_hat)
     assert len(res.scales) == len(lm.scale_folds) - 1  # every fold but the head's
+    head = lm.linear_names[-1]
+    assert head not in res.clips  # head="rtn": quantized without a search
+    _, res_f = awq_quantize(lm, p, CALIB, bits=3, group_size=4, n_grid=3, inspect="layer", head="float")
+    assert head not in res_f.tensors and len(res_f.tensors) == len(lm.linear_names) - 1
+    _, res_a = awq_quantize(lm, p, CALIB, bits=3, group_size=4, n_grid=3, inspect="layer", head="awq")
+    assert head in res_a.clips and len(res_a.scales) == len(lm.scale_folds)
     # 8 bits: the folded, clipped, quantized model stays close to the float one (symmetric: the asymmetric
     # quantizer loses range on groups of one sign, see test_all_positive_group_is_not_widened_to_zero...)
     q8, _ = awq_quantize(lm, p, CALIB, bits=8, group_size=4, n_grid=5, inspect=inspect, zero_point=False)
@@ -273,6 +279,8 @@ def test_bad_input_is_refused_with_the_argument_named():
         awq_quantize(lm, p, CALIB, inspect="block")
     with pytest.raises(ValueError, match="clip_qk: expected one of"):
         awq_quantize(lm, p, CALIB, clip_qk="all")
+    with pytest.raises(ValueError, match="head: expected one of"):
+        awq_quantize(lm, p, CALIB, head="skip")
     with pytest.raises(ValueError, match="calib_batches: no calibration batch"):
         awq_quantize(lm, p, [])
 

@@ -76,6 +76,7 @@ from .hessian import update
 
 CLIP_QK = ("rows", "pure", "layer")
 INSPECT = ("module", "layer")
+HEAD = ("float", "rtn", "awq")
 
 
 @dataclass(frozen=True)
@@ -426,21 +427,23 @@ def _clip_rows(lm, name, rows, clip_qk):
 def awq_quantize(lm: LM, params: dict, calib_batches, *, bits: int = 4, group_size: int = 128,
                  zero_point: bool = True, duo_scaling: bool = False, n_grid: int = 20, inspect: str = "module",
                  clip: bool = True, clip_qk: str = "rows", max_shrink: float = 0.5, n_sample_token: int = 512,
-                 quantize_head: bool = True, scale_head: bool = False):
+                 head: str = "rtn"):
     """AWQ on a whole model (llm-awq ``run_awq`` + ``pseudo_quantize_model_weight``): ``(params', AWQResult)``.
 
-    1. For every fold of ``lm.scale_folds`` (the head's only with ``scale_head``): the scale search
+    1. For every fold of ``lm.scale_folds`` (the head's only with ``head="awq"``): the scale search
        (5) on the float model's activations, the loss measured at the fold's ``inspect`` linear with
        the fold's linears as ``Q(W·s)/s`` and everything else float (``inspect="module"``, one
        early-stopped forward pass per grid point), or on the fold's own linears' outputs
        (``inspect="layer"``, no forward pass: faster, not the references' choice for norm folds).
     2. Fold every chosen scale (:func:`refquant.models.lm.fold_scale`).
-    3. With ``clip``: the clipping search (6)–(7) for every linear (query/key rows as ``clip_qk``)
-       on the scaled model's inputs, and the clamp.
+    3. With ``clip``: the clipping search (6)–(7) for every linear but the head (query/key rows as
+       ``clip_qk``) on the scaled model's inputs, and the clamp.
     4. Eq. (8)–(10) on every linear.
 
-    The references leave the output head in float16; ``quantize_head`` (default True, so that a
-    comparison with round-to-nearest over every linear is like for like) clips and quantizes it too.
+    The references leave the output head in float16 (``head="float"``). ``"rtn"`` (default, so that
+    a comparison with round-to-nearest over every linear is like for like) quantizes it by (8)–(10)
+    without a search (a real LM's head has vocabulary-many rows: 49152 for SmolLM2); ``"awq"``
+    searches its scale (folded into the final norm) and clip like any other linear.
     ``params'`` holds float weights ŵ (in the weights' dtype) and the folded norms / biases; the
     input ``params`` is not modified.
     """
@@ -448,14 +451,16 @@ def awq_quantize(lm: LM, params: dict, calib_batches, *, bits: int = 4, group_si
         raise ValueError(f"inspect: expected one of {INSPECT}, got {inspect!r}")
     if clip_qk not in CLIP_QK:
         raise ValueError(f"clip_qk: expected one of {CLIP_QK}, got {clip_qk!r}")
+    if head not in HEAD:
+        raise ValueError(f"head: expected one of {HEAD}, got {head!r}")
     batches = list(calib_batches)
     if not batches:
         raise ValueError("calib_batches: no calibration batch was given")
-    head = lm.sequential_groups[-1][-1]
+    head_name = lm.sequential_groups[-1][-1]
     opts = dict(bits=bits, group_size=group_size, zero_point=zero_point)
     searches = {}
     for fold in lm.scale_folds:
-        if head in fold.linears and not scale_head:
+        if head_name in fold.linears and head != "awq":
             continue
         xs, y_float = _capture(lm, params, batches, fold.linears[0], fold.inspect, {})
         loss = None
@@ -471,11 +476,12 @@ def awq_quantize(lm: LM, params: dict, calib_batches, *, bits: int = 4, group_si
     for fold in lm.scale_folds:
         if fold.linears in searches:
             q = fold_scale(lm, q, fold, searches[fold.linears].scales)
-    names = [n for n in lm.linear_names if quantize_head or n != head]
+    names = [n for n in lm.linear_names if head != "float" or n != head_name]
+    clipped = [n for n in names if head == "awq" or n != head_name]
     clips, tensors = {}, {}
     if clip:
-        xs = _sampled_inputs(lm, q, batches, set(names), n_sample_token)
-        for name in names:
+        xs = _sampled_inputs(lm, q, batches, set(clipped), n_sample_token)
+        for name in clipped:
             w = weight(lm, q, name)
             rows = _clip_rows(lm, name, w.shape[0], clip_qk)
             if rows is not None:
