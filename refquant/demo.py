@@ -99,7 +99,8 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64, quick: bool = False, pr
     from . import plotting
     from .models.corpus import train_val_split
     from .io.checkpoint import load_checkpoint
-    from .models.train import get_batch
+    from .models.lm import tiny_gpt
+    from .models.train import evaluator, get_batch, windows
     from .ptq.recipes import Recipe, run_recipe, standard_recipes
     from .ptq.sensitivity import layer_attribution
 
@@ -108,17 +109,19 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64, quick: bool = False, pr
     calib_rng = np.random.default_rng(1234)
     held_out = val[len(val) // 2:]  # calibration batches never overlap the evaluation windows
     calib = [get_batch(held_out, 16, cfg.context_length, calib_rng)[0] for _ in range(4)]
+    lm, score = tiny_gpt(cfg), evaluator(val, cfg, n_windows=n_windows)
+    eval_windows = windows(val, cfg.context_length, n_windows)
     rows, recipes = [], standard_recipes()
     for i, r in enumerate(recipes):
         _report(progress, f"recipe {i + 1}/{len(recipes)}: {r.name} ({n_windows} windows)")
-        rows.append(run_recipe(p, cfg, r, val, calib, n_windows=n_windows))
+        rows.append(run_recipe(lm, p, r, score, calib))
     base = rows[0]["perplexity"]
     for r in rows:
         r["delta_pct"] = 100 * (r["perplexity"] / base - 1)
     w3 = Recipe("w3-g32", "int3", {"group_size": 32})
     if quick:
         _report(progress, f"layer attribution: {w3.name} on one layer at a time")
-        return rows, layer_attribution(p, cfg, w3, val, n_windows=n_windows), base
+        return rows, layer_attribution(lm, p, w3, eval_windows), base
     families = {
         "uniform, group 32": [Recipe(f"w{b}-g32", f"int{b}", {"group_size": 32}) for b in (2, 3, 4, 5, 6, 8)],
         "uniform, per channel": [Recipe(f"w{b}-pc", f"int{b}") for b in (3, 4, 5, 6, 8)],
@@ -127,7 +130,7 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64, quick: bool = False, pr
     curves = {}
     for fam, recipes in families.items():
         _report(progress, f"curve: {fam}, {len(recipes)} recipes")
-        pts = [run_recipe(p, cfg, r, val, n_windows=n_windows) for r in recipes]
+        pts = [run_recipe(lm, p, r, score) for r in recipes]
         curves[fam] = ([q["bits_per_weight"] for q in pts], [q["perplexity"] for q in pts])
     # weight-only rows as points, except those already on a curve; the W8A8 rows have w8's bits and
     # differ from it by 0.02 %: the table shows them
@@ -145,7 +148,7 @@ def run_model_demo(out_dir: str, *, n_windows: int = 64, quick: bool = False, pr
     fig.savefig(os.path.join(out_dir, "00-demo-ppl-vs-bits.png"), dpi=100)
     plt.close(fig)
     _report(progress, f"layer attribution: {w3.name} on one layer at a time")
-    attrib = layer_attribution(p, cfg, w3, val, n_windows=n_windows)
+    attrib = layer_attribution(lm, p, w3, eval_windows)
     fig, (ax, sqnr_ax) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True, gridspec_kw=dict(height_ratios=[1.6, 1]))
     plotting.plot_layer_attribution(ax, attrib, base, sqnr_ax=sqnr_ax)
     ax.set_title("which layer hurts: W3 group-32 on one layer at a time, in forward order")

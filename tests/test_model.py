@@ -7,9 +7,10 @@ import pytest
 
 from refquant.models.corpus import ALPHABET, decode, encode, make_corpus, train_val_split
 from refquant.models.gpt import GPTConfig, cross_entropy, forward, init_params, linear_names, loss_and_grads
+from refquant.models.lm import tiny_gpt
 from refquant.ptq.recipes import Recipe, apply_weights, quantize_weight, run_recipe
 from refquant.io.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from refquant.models.train import evaluate, train
+from refquant.models.train import evaluate, evaluator, train
 
 TINY = GPTConfig(vocab_size=11, context_length=6, n_layer=2, n_head=2, n_embd=8)
 
@@ -78,7 +79,8 @@ def test_shipped_checkpoint_is_small_and_reproduces_its_metrics(shipped):
 
 def test_recipes_on_the_shipped_model(shipped):
     p, cfg, _, val = shipped
-    rows = {r.name: run_recipe(p, cfg, r, val, [val[5000:5000 + 4 * 64].reshape(4, 64).astype(np.int64)])
+    lm, score = tiny_gpt(cfg), evaluator(val, cfg)
+    rows = {r.name: run_recipe(lm, p, r, score, [val[5000:5000 + 4 * 64].reshape(4, 64).astype(np.int64)])
             for r in [Recipe("float", None), Recipe("w8", "int8"), Recipe("w8a8-dynamic", "int8", activation="dynamic"),
                       Recipe("w4-g32", "int4", {"group_size": 32}), Recipe("w2-g32", "int2", {"group_size": 32}),
                       Recipe("w8a8-static", "int8", activation="static")]}
@@ -89,7 +91,7 @@ def test_recipes_on_the_shipped_model(shipped):
     assert rows["w4-g32"]["perplexity"] < base * 1.05
     assert rows["w2-g32"]["perplexity"] > rows["w4-g32"]["perplexity"]  # damage is visible
     assert rows["w4-g32"]["bits_per_weight"] == 5.0  # 4 + 32 / 32
-    q, size = apply_weights(p, cfg, Recipe("none", None))
+    q, size = apply_weights(lm, p, Recipe("none", None))
     assert size == 4 * sum(v.size for v in p.values()) and all(q[k] is p[k] for k in p)
 
 
@@ -115,7 +117,7 @@ def test_recipe_validation(kwargs, match):
 def test_recipe_unknown_layer(shipped):
     p, cfg, _, val = shipped
     with pytest.raises(ValueError, match="unknown linear layers"):
-        apply_weights(p, cfg, Recipe("x", layers=("h9.mlp.c_fc.w",)))
+        apply_weights(tiny_gpt(cfg), p, Recipe("x", layers=("h9.mlp.c_fc.w",)))
     assert len(linear_names(cfg)) == 4 * cfg.n_layer + 1
 
 

@@ -43,10 +43,25 @@ def train(cfg: GPTConfig, data: np.ndarray, *, steps: int = 2000, batch: int = 3
 def evaluate(p: dict, data: np.ndarray, cfg: GPTConfig, *, n_windows: int = 64, linear=None):
     """Perplexity (exp of the mean NLL per character) and next-character accuracy on the first
     ``n_windows`` non-overlapping windows of ``data``."""
-    T = cfg.context_length
-    n = min(n_windows, (len(data) - 1) // T)
-    x = data[: n * T].reshape(n, T).astype(np.int64)
-    y = data[1: n * T + 1].reshape(n, T).astype(np.int64)
+    x, y = windows(data, cfg.context_length, n_windows)
     logits = forward(p, x, cfg, linear=linear)
     nll, _ = cross_entropy(logits, y)
     return math.exp(nll), float(np.mean(logits.argmax(-1) == y))
+
+
+def windows(data: np.ndarray, length: int, n_windows: int = 64):
+    """The first ``n_windows`` non-overlapping windows of ``data``: inputs (n, length) and
+    next-character targets (n, length), int64 — what :func:`evaluate` scores."""
+    n = min(n_windows, (len(data) - 1) // length)
+    x = data[: n * length].reshape(n, length).astype(np.int64)
+    y = data[1: n * length + 1].reshape(n, length).astype(np.int64)
+    return x, y
+
+
+def evaluator(data: np.ndarray, cfg: GPTConfig, *, n_windows: int = 64):
+    """``evaluate`` as a function of the parameters and a ``linear=`` hook, for
+    :func:`refquant.ptq.recipes.run_recipe`: returns ``{"perplexity", "accuracy"}``."""
+    def f(p: dict, linear=None) -> dict:
+        ppl, acc = evaluate(p, data, cfg, n_windows=n_windows, linear=linear)
+        return {"perplexity": ppl, "accuracy": acc}
+    return f

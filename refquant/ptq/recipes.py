@@ -1,5 +1,6 @@
-"""Quantization recipes for the tiny GPT: which weights get which quantizer, and how activations
-are quantized; applying them, measuring size, perplexity and which layer hurts.
+"""Quantization recipes: which weights get which registry format, and how activations are quantized;
+applying them to any model described by :class:`refquant.models.lm.LM` (the tiny GPT, LLaMA) and
+measuring size and perplexity.
 
 A :class:`Recipe` names a weight format for every linear layer (embeddings, LayerNorms and biases stay
 float32, as in llama.cpp and most PTQ methods) and an activation mode for the inputs of those layers:
@@ -27,7 +28,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..models.gpt import GPTConfig, affine, forward, linear_names
+from ..models.gpt import affine
+from ..models.lm import LM, weight
 from ..core.observers import calibrate
 from ..formats import registry
 from ..core.dynamic import fake_quantize_per_token
@@ -68,8 +70,8 @@ def quantize_weight(w: np.ndarray, r: Recipe):
     return t.dequantize().astype(np.float32), t.storage_bits()
 
 
-def _targets(cfg: GPTConfig, r: Recipe):
-    names = linear_names(cfg)
+def _targets(lm: LM, r: Recipe) -> list:
+    names = list(lm.linear_names)
     if r.layers is None:
         return names
     unknown = set(r.layers) - set(names)
@@ -78,29 +80,29 @@ def _targets(cfg: GPTConfig, r: Recipe):
     return [n for n in names if n in r.layers]
 
 
-def _apply(p: dict, cfg: GPTConfig, r: Recipe):
-    """(quantized parameters, total bits, bits of the quantized layers)."""
+def _apply(lm: LM, p: dict, r: Recipe):
+    """(quantized parameters, total bits, bits of the quantized linear weights, their element count)."""
     q = dict(p)
-    total = target_bits = 0
-    targets = set(_targets(cfg, r))
-    for name, v in p.items():
-        if name in targets:
-            q[name], b = quantize_weight(v, r)
-            target_bits += b
-        else:
-            b = 32 * v.size  # embeddings, LayerNorms, biases and unquantized layers: float32
-        total += b
-    return q, total, target_bits
+    quantized = _targets(lm, r) if r.weight_format is not None else []
+    w_bits = 0
+    for name in quantized:  # a tied head is quantized into its own entry; the embedding stays float
+        q[name], b = quantize_weight(weight(lm, p, name), r)
+        w_bits += b
+    total = w_bits + sum(32 * v.size for k, v in q.items() if k not in quantized)  # the rest: float32
+    n_w = sum(weight(lm, p, n).size for n in (quantized or lm.linear_names))
+    return q, total, (w_bits if quantized else 32 * n_w), n_w
 
 
-def apply_weights(p: dict, cfg: GPTConfig, r: Recipe):
-    """Parameters with the recipe's linear weights fake-quantized, and the model's size in bytes."""
-    q, total, _ = _apply(p, cfg, r)
+def apply_weights(lm: LM, p: dict, r: Recipe):
+    """Parameters with the recipe's linear weights fake-quantized, and the model's size in bytes
+    (embeddings, norms, biases and unquantized layers counted as float32)."""
+    q, total, _, _ = _apply(lm, p, r)
     return q, total / 8
 
 
-def calibrate_activations(p: dict, cfg: GPTConfig, batches, r: Recipe) -> dict:
-    """Per-layer (scale, zero point) of the linear layers' inputs, from float forward passes."""
+def calibrate_activations(lm: LM, p: dict, batches, r: Recipe) -> dict:
+    """Per-layer (scale, zero point) of the linear layers' inputs, from float forward passes over
+    ``batches`` (token ids (B, T) each), with the recipe's ``act_calibration``."""
     seen: dict = {}
 
     def record(name, x, w, b):
@@ -108,7 +110,7 @@ def calibrate_activations(p: dict, cfg: GPTConfig, batches, r: Recipe) -> dict:
         return affine(x, w, b)
 
     for xb in batches:
-        forward(p, xb, cfg, linear=record)
+        lm.forward(p, xb, linear=record)
     return {name: calibrate(np.concatenate(xs), "int8", r.act_calibration) for name, xs in seen.items()}
 
 
@@ -129,17 +131,19 @@ def linear_hook(r: Recipe, act_qparams: dict | None = None, targets=None):
     return hook
 
 
-def run_recipe(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, calib_batches=(), *, n_windows: int = 64):
-    """Apply a recipe and evaluate: ``{"method", "bits_per_weight", "size_bytes", "perplexity", "accuracy"}``."""
-    from ..models.train import evaluate
+def run_recipe(lm: LM, p: dict, r: Recipe, evaluate, calib_batches=()) -> dict:
+    """Apply a recipe and evaluate it.
 
-    q, total_bits, w_bits = _apply(p, cfg, r)
-    targets = _targets(cfg, r)
-    n_w = sum(p[n].size for n in targets)
-    acts = calibrate_activations(p, cfg, calib_batches, r) if r.activation == "static" else None
-    ppl, acc = evaluate(q, val, cfg, n_windows=n_windows, linear=linear_hook(r, acts, set(targets)))
-    return {"method": r.name, "bits_per_weight": w_bits / n_w, "size_bytes": int(round(total_bits / 8)),
-            "perplexity": ppl, "accuracy": acc}
+    ``evaluate(params, linear)`` scores a model (e.g. :func:`refquant.models.train.evaluator` for the
+    tiny GPT) and returns a dict of metrics; ``calib_batches`` (token ids) calibrate static activations.
+    Returns ``{"method", "bits_per_weight", "size_bytes", **metrics}``; bits per weight count the
+    quantized linear layers only, scales and zero points included.
+    """
+    q, total_bits, w_bits, n_w = _apply(lm, p, r)
+    targets = _targets(lm, r)
+    acts = calibrate_activations(lm, p, calib_batches, r) if r.activation == "static" else None
+    metrics = evaluate(q, linear_hook(r, acts, set(targets)))
+    return {"method": r.name, "bits_per_weight": w_bits / n_w, "size_bytes": int(round(total_bits / 8)), **metrics}
 
 
 def standard_recipes() -> list:

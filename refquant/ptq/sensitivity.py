@@ -12,34 +12,31 @@ from dataclasses import replace
 import numpy as np
 
 from ..core.metrics import sqnr_db
-from ..models.gpt import GPTConfig, affine, cross_entropy, forward, linear_names
+from ..models.gpt import affine, cross_entropy
+from ..models.lm import LM, weight
 from .recipes import Recipe, apply_weights
 
 
-def layer_attribution(p: dict, cfg: GPTConfig, r: Recipe, val: np.ndarray, *, n_windows: int = 64):
-    """For each linear layer alone quantized with ``r``: weight SQNR (dB), output SQNR (dB) on the
-    validation windows, and perplexity. Returns a list of dicts, in forward order."""
-    T = cfg.context_length
-    x = val[: n_windows * T].reshape(n_windows, T).astype(np.int64)
-    y = val[1: n_windows * T + 1].reshape(n_windows, T).astype(np.int64)  # the windows of train.evaluate
+def layer_attribution(lm: LM, p: dict, r: Recipe, windows) -> list:
+    """For each linear layer alone quantized with ``r``: weight SQNR (dB), output SQNR (dB) and
+    perplexity on ``windows`` = (inputs (n, T), next-token targets (n, T)). Returns a list of dicts,
+    in forward order."""
+    x, y = windows
     outs_f: dict = {}
 
     def record(store):
         def f(name, xx, w, b):
-            y = affine(xx, w, b)
-            store[name] = y
-            return y
+            out = affine(xx, w, b)
+            store[name] = out
+            return out
         return f
 
-    forward(p, x, cfg, linear=record(outs_f))
+    lm.forward(p, x, linear=record(outs_f))
     rows = []
-    for name in linear_names(cfg):
-        rl = replace(r, layers=(name,))
-        q, _ = apply_weights(p, cfg, rl)
+    for name in lm.linear_names:
+        q, _ = apply_weights(lm, p, replace(r, layers=(name,)))
         outs_q: dict = {}
-        nll, _ = cross_entropy(forward(q, x, cfg, linear=record(outs_q)), y)  # one pass: outputs and loss
-        rows.append({"layer": name, "weight_sqnr_db": sqnr_db(p[name], q[name]),
+        nll, _ = cross_entropy(lm.forward(q, x, linear=record(outs_q)), y)  # one pass: outputs and loss
+        rows.append({"layer": name, "weight_sqnr_db": sqnr_db(weight(lm, p, name), q[name]),
                      "output_sqnr_db": sqnr_db(outs_f[name], outs_q[name]), "perplexity": float(np.exp(nll))})
     return rows
-
-
