@@ -31,6 +31,13 @@ HAND = [
     ("kmeans", (16, 16), {}, 1024 + 512),
     # log2 4-bit on 16 weights: 4 bits each + the 8-bit exponent e_max
     ("log2", (2, 8), {}, 64 + 8),
+    # MX: (3, 70) -> 3 rows * ceil(70/32) = 9 E8M0 bytes; mxfp4 4-bit codes: 210*4 + 9*8
+    ("mxfp4", (3, 70), {}, 840 + 72),
+    ("mxfp8_e4m3", (2, 64), {}, 1024 + 4 * 8), ("mxfp8_e5m2", (1, 32), {}, 256 + 8),
+    ("mxfp6_e2m3", (1, 32), {}, 192 + 8), ("mxfp6_e3m2", (1, 32), dict(scale_rounding="ceil"), 192 + 8),
+    ("mxint8", (1, 32), {}, 256 + 8),
+    # NVFP4 on (2, 40): 80*4 codes + 2*ceil(40/16)=6 E4M3 bytes + one float32 tensor scale
+    ("nvfp4", (2, 40), {}, 320 + 48 + 32),
     # ggml: (2, 64) = 4 blocks of 32; q4_0 blocks are 18 bytes (fp16 d + 16 bytes of nibbles)
     ("q4_0", (2, 64), {}, 4 * 18 * 8),
     ("q8_0", (1, 32), {}, 34 * 8),
@@ -59,6 +66,7 @@ def test_bits_per_weight_of_the_well_known_formats():
     assert bits_per_weight("q4_0", (4, 64)) == 4.5
     assert bits_per_weight("q5_1", (4, 64)) == 6.0
     assert bits_per_weight("int4", (8, 1024), group_size=128) == 4.25
+    assert bits_per_weight("mxfp4", (8, 1024)) == 4.25  # OCP MX: 4 + 8/32
     # QLoRA §3: NF4 with double quantization costs 4 + 8/64 + 32/(64*256) = 4.127 bits
     assert bits_per_weight("nf4", (256, 4096), double_quant=True) == pytest.approx(4 + 8 / 64 + 32 / (64 * 256) + 32 / (256 * 4096))
 

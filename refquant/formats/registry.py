@@ -29,6 +29,10 @@ fp8_e5m2       minifloat   8-bit codes, a float32 scale per group    ``group_siz
 fp4_e2m1       minifloat   4-bit codes, a float32 scale per group    ``group_size=32``
 kmeans         kmeans      ⌈log2 k⌉-bit indices + a float32 codebook  ``bits=4`` (k = 2^bits, per tensor)
 log2           log         b-bit sign+exponent codes + 8-bit e_max   ``bits=4``
+mxfp8_e4m3 …   mx          element codes + an E8M0 byte per 32       ``scale_rounding="floor"``,
+mxfp4, mxint8                                                        ``element_rounding="half_even"``
+nvfp4          nvfp4       E2M1 codes + an E4M3 byte per 16 + one    (none)
+                           float32 per-tensor scale
 q8_0 … q5_1    ggml        blocks of 32: the ggml struct's bytes     (none)
 =============  ==========  ========================================  =====================================
 
@@ -53,7 +57,9 @@ from . import ggml
 from .codebook import CodebookTensor, absmax_scale, codebook_quantize, index_bits
 from .logquant import log_quantize
 from .minifloat import minifloat_codebook, minifloat_format
+from .mx import ELEMENTS as MX_ELEMENTS, mx_quantize
 from .nf4 import nf4_quantize
+from .nvfp4 import nvfp4_quantize
 from .weight_sharing import share_weights
 
 SCALE_BITS = 32  # every scale, absmax and codebook entry is stored as float32
@@ -174,10 +180,37 @@ def _ggml(qtype: str) -> Format:
                   f"ggml-quants.c: quantize_row_{qtype}_ref")
 
 
+MX_NAMES = {"mxfp8_e4m3": "fp8_e4m3", "mxfp8_e5m2": "fp8_e5m2", "mxfp6_e2m3": "fp6_e2m3",
+            "mxfp6_e3m2": "fp6_e3m2", "mxfp4": "fp4_e2m1", "mxint8": "int8"}
+
+
+def _mx(name: str) -> Format:
+    elem = MX_NAMES[name]
+    bits = MX_ELEMENTS[elem].bits
+
+    def q(w, *, scale_rounding="floor", element_rounding="half_even"):
+        return mx_quantize(w, elem, scale_rounding=scale_rounding, element_rounding=element_rounding)
+
+    def bits_of(shape, *, scale_rounding="floor", element_rounding="half_even"):
+        return shape[0] * shape[1] * bits + shape[0] * math.ceil(shape[1] / 32) * 8  # one E8M0 byte per 32
+
+    return Format(name, "mx", f"OCP MX {elem} codes, E8M0 power-of-two scale per 32 along K ({bits + 0.25:g} bits/weight)",
+                  MappingProxyType(dict(scale_rounding="floor", element_rounding="half_even")), q, bits_of,
+                  "OCP Microscaling Formats v1.0 §6.3; torchao mx_tensor.to_mx")
+
+
+def _nvfp4() -> Format:
+    return Format("nvfp4", "nvfp4", "FP4 E2M1 codes, E4M3 scale per 16 along K, one float32 per-tensor scale",
+                  MappingProxyType({}), lambda w: nvfp4_quantize(w),
+                  lambda shape: shape[0] * shape[1] * 4 + shape[0] * math.ceil(shape[1] / 16) * 8 + 32,
+                  "NVIDIA NVFP4; torchao nvfp4_tensor.nvfp4_quantize")
+
+
 def _table() -> dict:
     rows = [_uniform(b) for b in range(2, 9)]
     rows += [_nf4(), _minifloat("fp8_e4m3", "float8e4m3fn", 0), _minifloat("fp8_e5m2", "float8e5m2", 0),
              _minifloat("fp4_e2m1", "float4e2m1", 32), _kmeans(), _log2()]
+    rows += [_mx(n) for n in MX_NAMES] + [_nvfp4()]
     rows += [_ggml(t) for t in ggml.BLOCK_BYTES]
     return {f.name: f for f in rows}
 
