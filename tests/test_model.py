@@ -190,3 +190,41 @@ def test_linear_hook_weight_gradient_uses_the_operands_it_multiplied():
 def test_linear_hook_bad_return_names_the_layer():
     with pytest.raises(ValueError, match="h0.attn.c_attn.w"):
         forward(init_params(TINY), np.zeros((1, 2), np.int64), TINY, linear=lambda n, x, w, b: (x, w))
+
+
+def test_linear_backward_hook_gives_the_gradient_of_a_clipped_input():
+    # x̂ = clip(x, -c, c) at every linear input: with linear_backward passing dL/dx̂ · [|x| < c] to x
+    # the gradients are the true gradients of the clipped model (clip is differentiable almost
+    # everywhere), checked against central finite differences; without it they are not.
+    cfg, c = TINY, 0.8
+    rng = np.random.default_rng(1)
+    p = {k: v + rng.standard_normal(v.shape) * 0.3 for k, v in init_params(cfg, 2, np.float64).items()}
+    idx, tg = rng.integers(0, cfg.vocab_size, (2, 5)), rng.integers(0, cfg.vocab_size, (2, 5))
+    seen, dxhat = {}, {}
+
+    def clip(name, x, w, b):
+        seen[name] = x
+        xh = np.clip(x, -c, c)
+        return (xh @ w.T if b is None else xh @ w.T + b), xh, w
+
+    def back(name, dx_used):
+        dxhat[name] = dx_used
+        return dx_used * (np.abs(seen[name]) < c)
+
+    _, g = loss_and_grads(p, idx, tg, cfg, linear=clip, linear_backward=back)
+    _, g_ste = loss_and_grads(p, idx, tg, cfg, linear=clip)
+    assert set(dxhat) == set(linear_names(cfg)) and dxhat["lm_head.w"].shape == seen["lm_head.w"].shape
+    assert 0 < np.mean(np.abs(seen["h0.attn.c_attn.w"]) >= c) < 1  # some inputs are clipped
+    h = 1e-6
+    for name in ("wte", "h0.ln_1.g", "h0.attn.c_attn.w", "h1.mlp.c_fc.b"):
+        for _ in range(3):
+            i = np.unravel_index(rng.integers(p[name].size), p[name].shape)
+            pp, pm = dict(p), dict(p)
+            pp[name], pm[name] = p[name].copy(), p[name].copy()
+            pp[name][i] += h
+            pm[name][i] -= h
+            num = (cross_entropy(forward(pp, idx, cfg, linear=clip), tg)[0]
+                   - cross_entropy(forward(pm, idx, cfg, linear=clip), tg)[0]) / (2 * h)
+            assert g[name][i] == pytest.approx(num, rel=1e-4, abs=1e-8), name
+    assert not np.allclose(g["wte"], g_ste["wte"])  # the identity STE is not the clipped model's gradient
+    np.testing.assert_array_equal(g["lm_head.w"], g_ste["lm_head.w"])  # dW never passes the hook

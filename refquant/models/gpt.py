@@ -212,11 +212,16 @@ def cross_entropy(logits, targets):
     return float(nll), np.exp(logp)
 
 
-def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig, *, linear=None):
+def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig, *, linear=None,
+                   linear_backward=None):
     """Mean cross-entropy of next-token prediction and the gradient of every parameter.
 
     With a ``linear=`` hook the gradients are those of the hooked model, each linear layer
     differentiated at the operands it actually multiplied (see :func:`call_linear`).
+    ``linear_backward(name, dx_used)``, when given, receives each linear layer's gradient with respect
+    to the input it multiplied (dL/dx̂, shape of x) and returns the gradient passed on to its input x
+    (default: dx_used itself, the identity STE): the hook of a quantization-aware activation
+    quantizer, which applies its window and reads dL/dx̂ for its own parameters' gradients.
     """
     logits, (idx, caches, xf, c_lnf, used) = forward(p, idx, cfg, linear=linear, cache=True)
     loss, prob = cross_entropy(logits, targets)
@@ -228,7 +233,8 @@ def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig
 
     def lin_back(dy, name):
         x_used, w_used = used[name]
-        return _linear_backward(dy, x_used, w_used)
+        dw, db, dx = _linear_backward(dy, x_used, w_used)
+        return dw, db, (dx if linear_backward is None else linear_backward(name, dx))
 
     g["lm_head.w"], _, dxf = lin_back(dlogits, "lm_head.w")
     dx, g["ln_f.g"], g["ln_f.b"] = _layernorm_backward(dxf, c_lnf)
