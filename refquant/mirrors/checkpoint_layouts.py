@@ -59,8 +59,8 @@ v1 field. What the references do with it (``underflow=`` of :func:`pack_gptq`):
   (GPTQModel's at 3 bits) reads 0 back, and so does :func:`unpack_gptq`; AutoGPTQ's readers add 1
   without wrapping and use zero 2^bits (:func:`dequantize_gptq` mirrors them); GPTQModel's word-wise
   v1 → v2 at 2, 4, 8 bits reads 0 and carries 1 into the next field (:func:`gptq_v1_to_v2`, ``"word"``).
-* GPTQModel exports v1 by subtracting 1 from every field with one int32 subtraction per word
-  (``0x11111111`` at 4 bits): a 0 field borrows from the next one (:func:`gptq_v2_to_v1`, ``"word"``).
+* GPTQModel exports v1 at 2, 4, 8 bits by subtracting 1 from every field with one int32 subtraction
+  per word (``0x11111111`` at 4 bits): a 0 field borrows from the next (:func:`gptq_v2_to_v1`, ``"word"``).
 * ``"raise"`` (default): refused, with the groups named.
 
 **Dequantization** mirrors the torch fallbacks (AutoGPTQ ``qlinear_cuda.QuantLinear.forward``,
@@ -393,7 +393,9 @@ def pack_awq(codes, scale, zero_point, bits=4, group_size=128):
 
     Parameters
     ----------
-    codes : integer ndarray (out, in), values in [0, 15]; out a multiple of 8, in of group_size
+    codes : integer ndarray (out, in), values in [0, 15]; out a multiple of 8 (the layout's unit;
+        AutoAWQ's ``from_linear`` sizes its buffers ``out // 32 · 4`` columns, so needs out % 32 == 0),
+        in a multiple of group_size
     scale : float ndarray (out, in / group_size); stored as float16, finite and > 0 there
     zero_point : integer ndarray (out, in / group_size), values in [0, 15] (stored without offset)
     bits : 4 (``WQLinear_GEMM`` packs nothing else)
