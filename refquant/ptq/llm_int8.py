@@ -12,13 +12,12 @@ with vector-wise absmax quantization (§3.1): one scale per row of X (per token)
 
     SCA[i] = max_k |A[i, k]|  over the values that are not outliers                           (1)
     CA[i, k] = round_half_even(A[i, k] · r[i]),  r[i] = fl32(fl32(1 / SCA[i]) · 127)            (2)
-
-a multiply, not a division, by a factor rounded twice: the source's ``127.0 / row_stats`` is torch's
-``Tensor.__rdiv__``, which computes ``row_stats.reciprocal() * 127`` (measured: fl32(127 / SCA)
-instead changes about one code in a thousand). |CA| ≤ 127 (the restricted range); no clamp is needed.
     CA[:, k] = 0 for k ∈ O                                                                     (3)
 
-which is refquant's ``x ≈ scale · (q − zero_point)`` with scale = SCA/127 and zero_point = 0. A row
+(2) is a multiply, not a division, by a factor rounded twice: the source's ``127.0 / row_stats`` is
+torch's ``Tensor.__rdiv__``, which computes ``row_stats.reciprocal() * 127`` (measured: fl32(127 / SCA)
+instead changes about one code in a thousand). |CA| ≤ 127 (the restricted range); no clamp is needed.
+That is refquant's ``x ≈ scale · (q − zero_point)`` with scale = SCA/127 and zero_point = 0. A row
 whose (non-outlier) values are all zero gets SCA = 0 and codes 0 (bitsandbytes computes 0 · (127/0) =
 NaN and casts it to int8, which gives 0 on x86; here it is guarded explicitly).
 
@@ -35,11 +34,12 @@ What bitsandbytes' default backend computes, each difference from the paper a na
   codes, the scales and the outlier test see float16-rounded values, while the float path multiplies
   the original-precision X. ``cast=None`` quantizes the float32 values themselves.
 * ``outlier_weight="dequantized"`` — the float path multiplies X[:, O] by the *int8-dequantized*
-  weight columns ``CB[:, O] · SCB / 127`` (computed ``(CB · SCB) · fl32(1/127)``, ``ops.py:
-  int8_vectorwise_dequant``): bitsandbytes ≥ 0.45 ``int8_mixed_scaled_mm`` always, and every
-  earlier version for inference weights (``has_fp16_weights=False``, there ``CB · SCB / 127.0``).
-  ``"original"`` uses the float weight W[:, O], as the paper's equation and bitsandbytes < 0.45
-  with ``has_fp16_weights=True`` did (``state.subB = B[:, idx]``).
+  weight columns ``CB[:, O] · SCB / 127`` (computed ``(CB · SCB) · fl32(1/127)``, ``_ops.py:
+  int8_vectorwise_dequant``): the releases with the ``int8_mixed_scaled_mm`` op (0.50.2 here) always,
+  even with ``has_fp16_weights=True`` (a TODO in the source); earlier ``MatMul8bitLt`` versions for
+  inference weights (``has_fp16_weights=False``; there ``CB · SCB / 127.0``, a division).
+  ``"original"`` uses the float weight W[:, O], as the paper's equation does and as those earlier
+  versions did with ``has_fp16_weights=True`` (``state.subB = B[:, idx]``).
 * ``dequant_constant="default"`` — ``int8_mm_dequant`` of the default (CPU) backend computes
   ``(acc · (SCA ⊗ SCB)) · 6.200124e-05`` in float32, then adds the bias: a constant 1.8e-5 (relative)
   larger than 1/127² = 6.2000124e-05, so every int8-path output is scaled by 1.000018. ``"exact"``
