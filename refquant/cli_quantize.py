@@ -27,7 +27,8 @@ from .io.weights import READ_EXTENSIONS, WRITE_EXTENSIONS, iter_weights, save_qu
 
 # registry option -> the command-line flag that sets it
 FLAGS = {"group_size": "--group-size", "symmetric": "--symmetric/--affine", "calibration": "--calibration",
-         "block_size": "--block-size", "double_quant": "--double-quant", "bits": "--bits"}
+         "block_size": "--block-size", "double_quant": "--double-quant", "bits": "--bits",
+         "scale_rounding": "--scale-rounding", "element_rounding": "--element-rounding"}
 _OLD_METHODS = {"uniform": "int2 … int8 (the bits are in the name: --method uniform --bits 4 is --format int4)",
                 "fp8": "fp8_e4m3 or fp8_e5m2", "fp4": "fp4_e2m1", "log": "log2", "nf4": "nf4", "kmeans": "kmeans"}
 
@@ -106,6 +107,10 @@ def add_quantize_arguments(sub) -> None:
     qz.add_argument("--block-size", type=int, help="nf4: elements per absmax block (default 64)")
     qz.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=None,
                     help="nf4: store the absmax values as int8 (QLoRA double quantization)")
+    qz.add_argument("--scale-rounding", choices=("floor", "ceil", "even", "rceil"),
+                    help="mx*: the E8M0 shared exponent rule (default floor, as the OCP MX spec)")
+    qz.add_argument("--element-rounding", choices=("half_even", "half_away"),
+                    help="mx*: element rounding (default half_even; half_away: microxcaling)")
     qz.add_argument("--bits", type=int, help="kmeans (2^bits shared values), log2 (bits per code); default 4")
     qz.add_argument("--include", action="append", default=[], metavar="GLOB",
                     help="quantize only arrays whose name matches (repeatable; e.g. '*.attn.*')")

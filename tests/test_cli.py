@@ -266,3 +266,13 @@ def test_quantize_help_lists_every_format_and_the_layout():
     for name in registry.FORMAT_NAMES:
         assert name in r.stdout
     assert "<name>.codes" in r.stdout and "__refquant__" in r.stdout and "load_quantized" in r.stdout
+
+
+def test_quantize_mx_scale_rounding_flag(tmp_path):
+    src = tmp_path / "w.npz"
+    np.savez(src, w=np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32))
+    ok = _cli("quantize", "--weights", str(src), "--format", "mxfp4", "--scale-rounding", "ceil")
+    assert ok.returncode == 0, ok.stderr
+    assert "4.25" in ok.stdout  # 4 bits + one E8M0 byte per 32
+    bad = _cli("quantize", "--weights", str(src), "--format", "int4", "--scale-rounding", "ceil")
+    assert bad.returncode != 0 and "--scale-rounding: not an option of format int4" in bad.stderr

@@ -188,7 +188,8 @@ def test_bad_weight_files_name_the_path(tmp_path):
 W = np.random.default_rng(7).standard_normal((8, 64)).astype(np.float32)
 CASES = [(name, {}) for name in registry.FORMAT_NAMES] + [
     ("int4", {"symmetric": False, "group_size": 32}), ("int3", {"group_size": None, "calibration": "mse"}),
-    ("nf4", {"double_quant": True, "block_size": 32}), ("kmeans", {"bits": 3}), ("fp8_e5m2", {"group_size": 16})]
+    ("nf4", {"double_quant": True, "block_size": 32}), ("kmeans", {"bits": 3}), ("fp8_e5m2", {"group_size": 16}),
+    ("mxfp6_e3m2", {"scale_rounding": "rceil", "element_rounding": "half_away"})]
 
 
 @pytest.mark.parametrize("ext", ["npz", "safetensors"])

@@ -33,6 +33,10 @@ nf4        ``<name>.packed`` (uint8, bitsandbytes :class:`~refquant.formats.nf4.
 shared     ``<name>.codes``, ``<name>.codebook``  :class:`~refquant.formats.weight_sharing.SharedWeights`
 ggml       ``<name>.blocks`` (uint8, (rows,       :class:`~refquant.formats.ggml.GGMLTensor`, the
            K/32 · bytes per block))               ggml block structs byte for byte
+mx         ``<name>.codes`` (uint8 element bit    :class:`~refquant.formats.mx.MXTensor`:
+           patterns), ``<name>.scales`` (E8M0)    ``x ≈ 2^(scale − 127) · value(code)``
+nvfp4      ``<name>.codes`` (uint8 E2M1),         :class:`~refquant.formats.nvfp4.NVFP4Tensor`; the
+           ``<name>.block_scales`` (E4M3)         float32 tensor scale in the JSON entry
 =========  =====================================  ====================================================
 
 plus the arrays kept as they were (under their own names) and one JSON entry ``__refquant__`` (an
@@ -59,7 +63,9 @@ from ..core.qtensor import QTensor
 from ..core.ranges import QRange
 from ..formats.codebook import CodebookTensor
 from ..formats.ggml import GGMLTensor
+from ..formats.mx import MXTensor
 from ..formats.nf4 import NF4Tensor
+from ..formats.nvfp4 import NVFP4Tensor
 from ..formats.weight_sharing import SharedWeights
 from .safetensors import read_safetensors, read_safetensors_header, write_safetensors
 
@@ -161,6 +167,12 @@ def _parts(t) -> tuple:
         return "shared", {"codes": t.indices, "codebook": t.codebook}, {}
     if isinstance(t, GGMLTensor):
         return "ggml", {"blocks": t.data}, {"qtype": t.qtype}
+    if isinstance(t, MXTensor):
+        return "mx", {"codes": t.codes, "scales": t.scales}, {"elem": t.elem, "block_size": t.block_size,
+                                                              "axis": t.axis}
+    if isinstance(t, NVFP4Tensor):
+        return "nvfp4", {"codes": t.codes, "block_scales": t.block_scales}, {
+            "per_tensor_scale": None if t.per_tensor_scale is None else float(t.per_tensor_scale)}
     raise TypeError(f"tensors: cannot store a {type(t).__name__}")
 
 
@@ -187,6 +199,11 @@ def _rebuild(kind: str, a: dict, f: dict):
         return SharedWeights(a["codes"], a["codebook"])
     if kind == "ggml":
         return GGMLTensor(a["blocks"], f["qtype"], tuple(f["quantized_shape"]))
+    if kind == "mx":
+        return MXTensor(a["codes"], a["scales"], f["elem"], f["block_size"], f["axis"])
+    if kind == "nvfp4":  # the float32 tensor scale survives JSON exactly (a float64 holds it)
+        g = f["per_tensor_scale"]
+        return NVFP4Tensor(a["codes"], a["block_scales"], None if g is None else float(np.float32(g)))
     raise ValueError(f"__refquant__: unknown kind {kind!r}")
 
 
