@@ -8,6 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 from refquant.models import gpt, llama
 from refquant.models.lm import fold_scale, llama_lm, tiny_gpt, weight
+from refquant.ptq.hessian import collect_statistics
 from refquant.ptq.smoothquant import (act_scales, smooth_lm, smooth_scales, smooth_scales_ref, smoothquant_w8a8,
                                       w8a8)
 
@@ -81,6 +82,15 @@ def test_alpha_half_gives_activations_and_weights_the_same_range():
         target = np.sqrt(a[names[0]] * w)
         np.testing.assert_allclose(a2[names[0]], target, rtol=1e-5)
         np.testing.assert_allclose(np.max([np.abs(weight(lm, q, n)).max(0) for n in names], 0), target, rtol=1e-5)
+
+
+def test_act_scales_are_the_hessian_statistics_abs_max():
+    lm, p = _gpt(outlier=20.0)
+    a = act_scales(lm, p, CALIB)
+    stats = collect_statistics(lm.forward, p, CALIB)
+    assert set(a) == set(stats) == set(lm.linear_names)
+    for name, st_ in stats.items():
+        np.testing.assert_array_equal(a[name], st_.abs_max)
 
 
 def test_which_inputs_are_smoothed():
@@ -163,5 +173,7 @@ def test_bad_input_is_refused_with_the_argument_named():
         w8a8(lm, p, [])
     with pytest.raises(ValueError, match="calib_batches: SmoothQuant needs"):
         smoothquant_w8a8(lm, p, [])
+    with pytest.raises(ValueError, match="batches: no calibration batch"):
+        act_scales(lm, p, [])
     with pytest.raises(ValueError, match="scales: no activation maxima"):
         smooth_lm(lm, p, {})

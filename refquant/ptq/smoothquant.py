@@ -43,7 +43,6 @@ from ..core._checks import float_array
 from ..core.observers import calibrate
 from ..models.gpt import affine
 from ..models.lm import LM, fold_scale, weight
-from .hessian import collect_statistics
 from .recipes import Recipe, linear_hook, quantize_weight
 
 ACTIVATIONS = ("static", "dynamic")
@@ -82,9 +81,23 @@ def smooth_scales_ref(act_max, w_list, alpha: float = 0.5) -> np.ndarray:
 
 
 def act_scales(lm: LM, params: dict, batches) -> dict:
-    """Eq. (1) for every linear: ``{name: max |x_j| (K,) float64}`` over every calibration token
-    (``get_act_scales``; collected by :func:`refquant.ptq.hessian.collect_statistics`)."""
-    return {n: s.abs_max for n, s in collect_statistics(lm.forward, params, list(batches)).items()}
+    """Eq. (1) for every linear: ``{name: max |x_j| (K,) float64}`` over every calibration token, a
+    running maximum as ``get_act_scales`` keeps it (the ``abs_max`` of
+    :func:`refquant.ptq.hessian.collect_statistics`, without its K×K Hessians)."""
+    out: dict = {}
+
+    def hook(name, x, w, b):
+        m = np.abs(x.reshape(-1, x.shape[-1])).max(0).astype(np.float64)
+        out[name] = m if name not in out else np.maximum(out[name], m)
+        return affine(x, w, b)
+
+    n = 0
+    for batch in batches:
+        lm.forward(params, batch, linear=hook)
+        n += 1
+    if not n:
+        raise ValueError("batches: no calibration batch was given")
+    return out
 
 
 def smooth_lm(lm: LM, params: dict, scales: dict, alpha: float = 0.5, *, linear_folds: bool = False):
