@@ -126,3 +126,12 @@ def test_calibration_does_not_mutate_input():
 def test_bad_parameters_raise_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
         call(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8))
+
+
+def test_one_partial_block_equals_a_block_of_the_whole_axis():
+    # block_size beyond the axis: one partial block; no NaN padding to block_size is allocated
+    x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(4, 6)
+    for f in (minmax_range, percentile_range):
+        a, b = f(x, axis=1, block_size=20338516), f(x, axis=1, block_size=6)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert np.array_equal(mse_range(x, axis=1, block_size=2**31, n_grid=5)[1], mse_range(x, axis=1, block_size=6, n_grid=5)[1])

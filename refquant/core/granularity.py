@@ -69,6 +69,7 @@ def align(x: np.ndarray, params: list, axis: int | None, block_size: int):
     """
     if axis is None:
         return x, [p.reshape(()) for p in params]
+    block_size = block_size_value(block_size)  # a Python int: NumPy uint8 arithmetic would wrap below
     a = axis_index(axis, x.ndim)
     if not block_size:
         dims = [1] * x.ndim
@@ -99,6 +100,8 @@ def to_groups(x: np.ndarray, axis: int | None = None, block_size: int = 0, data:
     xm = np.moveaxis(x, a, -1)  # (..., n)
     n = xm.shape[-1]
     nb = -(-n // block_size)
+    if nb == 1:  # one (possibly partial) block: a row of n, no padding (a huge block_size allocates nothing)
+        return xm.reshape(-1, n)
     if nb * block_size != n:
         pad = np.full(xm.shape[:-1] + (nb * block_size - n,), np.nan, dtype=np.result_type(x.dtype, np.float32))
         xm = np.concatenate([xm.astype(pad.dtype, copy=False), pad], axis=-1)
@@ -110,6 +113,7 @@ def from_groups(values: np.ndarray, shape: tuple, axis: int | None = None, block
     values = np.asarray(values)
     if axis is None:
         return values.reshape(())
+    block_size = block_size_value(block_size)
     a = axis_index(axis, len(shape))
     if not block_size:
         return values.reshape(shape[a])

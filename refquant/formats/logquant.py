@@ -38,7 +38,8 @@ def log_codebook(bits: int, e_max: int, base: float = 2.0) -> np.ndarray:
     with np.errstate(over="ignore", under="ignore"):
         mags = base ** np.arange(e_max - n + 1, e_max + 1, dtype=np.float64)
     if not np.all(np.isfinite(mags)) or mags[0] == 0:
-        raise ValueError(f"e_max={e_max}, base={base!r}: levels over/underflow float64")
+        raise ValueError(f"bits={bits}, e_max={e_max}, base={base!r}: the {n} levels base^(e_max - {n - 1}) .. "
+                         "base^e_max over/underflow float64")
     return np.concatenate([-mags[::-1], [0.0], mags])
 
 

@@ -222,7 +222,7 @@ def int_layernorm(q, scale, gamma, beta, *, axis: int = -1):
     g = finite_array(gamma, "gamma").astype(np.float64)
     bta = finite_array(beta, "beta").astype(np.float64)
     if g.shape != (n,) or bta.shape != (n,):
-        raise ValueError(f"gamma and beta must have shape ({n},)")
+        raise ValueError(f"gamma and beta must have shape ({n},): the size of q along axis={axis}")
     if np.any(g == 0):
         raise ValueError("gamma must be non-zero (beta is folded in as beta / gamma)")
     if n >= 2**16:

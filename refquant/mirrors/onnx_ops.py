@@ -60,6 +60,14 @@ def _output_type(zero_point, output_dtype) -> str:
     return output_dtype or zname
 
 
+def _same_shape(scale, zero_point, sname: str, zname: str):
+    """ONNX: the zero point has the scale's shape (size-1 shapes count as equal)."""
+    if zero_point is not None and np.shape(zero_point) != np.shape(scale) and not (
+            np.size(zero_point) == 1 and np.size(scale) == 1):
+        raise ValueError(f"{sname} and {zname} must have the same shape, got {np.shape(scale)} and "
+                         f"{np.shape(zero_point)}")
+
+
 def _granularity(scale: np.ndarray, ndim: int, axis: int, block_size: int, name: str):
     """ONNX's rule: a size-1 scale is per-tensor, a 1-D one per-axis, else blocked."""
     block_size_value(block_size)
@@ -96,6 +104,7 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size:
     if s.dtype.kind != "f":
         raise ValueError(f"y_scale: expected a floating-point array, got dtype {s.dtype}")
     xa = float_array(x, "x", check_nan=False)
+    _same_shape(s, y_zero_point, "y_scale", "y_zero_point")
     ax, bs = _granularity(s, xa.ndim, axis, block_size, "y_scale")
     if tname in ONNX_FLOAT_TYPES:
         sv = check_param(positive_scale(s, "y_scale"), xa.shape, ax, bs, "y_scale")
@@ -149,6 +158,7 @@ def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_siz
             raise ValueError(f"x_zero_point has dtype {zp.dtype} but x has dtype {xa.dtype}; ONNX requires the same type")
         if xa.dtype == np.int32 and np.any(zp != 0):
             raise ValueError("x_zero_point must be 0 for int32 x")
+    _same_shape(s, x_zero_point, "x_scale", "x_zero_point")
     ax, bs = _granularity(s, xa.ndim, axis, block_size, "x_scale")
     check_param(positive_scale(s, "x_scale"), xa.shape, ax, bs, "x_scale")
     if x_zero_point is not None:
