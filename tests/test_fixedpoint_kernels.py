@@ -244,3 +244,13 @@ def test_fully_connected_quantization_parameters_are_keyword_only():
 def test_nonlinear_bad_input_raises_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_int_softmax_of_extreme_int64_scores_does_not_wrap():
+    # q - max(q) for q = -2^63 and max 5 wraps to 2^63 - 5 in int64; that element's exp is 0
+    got, _ = int_softmax(np.array([[-2**63, 5, 3]], np.int64), 0.01)
+    ref, _ = int_softmax(np.array([[-10**6, 5, 3]], np.int64), 0.01)
+    assert np.array_equal(got, ref) and got[0, 0] == 0
+    # softmax is shift-invariant: the same scores at the bottom of int64
+    low, _ = int_softmax(np.array([[-2**63, -2**63 + 5, -2**63 + 3]], np.int64), 0.01)
+    assert np.array_equal(low, int_softmax(np.array([[0, 5, 3]], np.int64), 0.01)[0])

@@ -148,7 +148,11 @@ def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
     axis = axis_index(axis, qa.ndim, data="q")
     if qa.shape[axis] >= 2**16:
         raise ValueError("q: softmax over >= 65536 elements would overflow the 32-bit sum")
-    e, _ = int_exp(qa - qa.max(axis=axis, keepdims=True), S)
+    qmax = qa.max(axis=axis, keepdims=True)
+    # q - max without int64 wrap-around: scores more than 2^62 below the maximum (whose exp is 0 anyway,
+    # int_exp clamps at -30·ln2) are raised to max - 2^62 first
+    lower = np.where(qmax < -2**62, np.int64(-2**63), qmax - np.int64(2**62))
+    e, _ = int_exp(np.maximum(qa, lower) - qmax, S)
     # requantize exp to 16 bits with a power-of-two step (I-BERT requantizes here too): the largest
     # value, exp(0), sets the shift; then Σ e < 2^16 · n < 2^32 and ⌊2^32 / Σ⌋ >= 1
     top = int(int_exp(np.zeros(1, np.int64), S)[0][0])
