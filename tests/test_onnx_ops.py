@@ -4,7 +4,7 @@ import pytest
 from hypothesis import assume, given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from refquant import onnx_ops as O
+from refquant import dequantize, onnx_ops as O
 
 F32 = np.float32
 
@@ -246,3 +246,11 @@ def test_float_types_match_onnx_reference(x, tname, kind, saturate, data):
 def test_more_bad_input_raises_naming_the_onnx_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_dequantize_linear_int32_mirrors_the_reference_double_rounding():
+    # the reference computes x.astype(float32) * x_scale: float32(2^25 + 3) = 2^25 + 4 (spacing 4, tie to even),
+    # times 1.5 = 50331654, which rounds to 50331656; refquant.dequantize rounds the exact 50331652.5 once
+    x = np.array([2**25 + 3], np.int32)
+    assert O.dequantize_linear(x, F32(1.5))[0] == F32(50331656)
+    assert dequantize(x, F32(1.5))[0] == F32(50331652)

@@ -129,7 +129,9 @@ def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_siz
     """ONNX DequantizeLinear: ``y = (x - x_zero_point) * x_scale``, in ``x_scale``'s dtype.
 
     ``x`` is any ONNX integer type (int2..uint16 carried in 8/16-bit arrays, or int32 with a zero
-    point of 0). ``x_zero_point`` must have ``x``'s dtype. A float16 ``x_scale`` is applied in
+    point of 0). ``x_zero_point`` must have ``x``'s dtype. int32 ``x`` is converted to float32 before
+    the multiply, as the reference implementation and onnxruntime do: beyond 2^24 that rounds twice
+    (:func:`refquant.uniform.dequantize` rounds the exact product once). A float16 ``x_scale`` is applied in
     float32 and the product cast to float16, as the reference implementation does.
     ``x_dtype="float8e4m3fn" | "float8e5m2" | "float4e2m1"`` reads ``x`` (uint8) as bit patterns of
     that float type: ``y = decode(x) * x_scale`` (NaN / Inf codes decode to NaN / Inf).
@@ -166,8 +168,17 @@ def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_siz
     if ax is None:
         s = s.reshape(())
         zp = zp if np.ndim(zp) == 0 else zp.reshape(())
-    y = dequantize(xa, s.astype(np.promote_types(s.dtype, np.float32)), zp, axis=ax, block_size=bs)
-    return y.astype(s.dtype, copy=False)
+    sw = s.astype(np.promote_types(s.dtype, np.float32))
+    if xa.dtype == np.int32:
+        # the reference (and onnxruntime) converts x to float32 first: above 2^24 that rounds, and the
+        # product rounds again; mirrored here (refquant.dequantize rounds the exact product once)
+        xv, (sv,) = align(xa.astype(np.float32), [check_param(sw, xa.shape, ax, bs, "x_scale")], ax, bs)
+        with np.errstate(over="ignore"):
+            y = np.multiply(xv, sv, dtype=sw.dtype).reshape(xa.shape)
+    else:  # codes of <= 16 bits and their differences are exact in float32: one rounding, as the reference
+        y = dequantize(xa, sw, zp, axis=ax, block_size=bs)
+    with np.errstate(over="ignore"):
+        return y.astype(s.dtype, copy=False)
 
 
 def dynamic_quantize_linear(x):
