@@ -125,7 +125,8 @@ def positive_scale(scale, name: str = "scale", dtype=None) -> np.ndarray:
     with np.errstate(over="ignore", under="ignore"):
         c = s.astype(dtype, copy=False)
     if c.size and not np.all(np.isfinite(c)):
-        raise ValueError(f"{name} must be finite and > 0 in {np.dtype(dtype).name} (got Inf, or a value beyond its range)")
+        raise ValueError(f"{name} must be finite and > 0 in {np.dtype(dtype).name} "
+                         "(got Inf, or a value beyond its range)")
     if c.size and not np.all(c > 0):
         bad = s.reshape(-1)[np.argmin(c.reshape(-1) > 0)]
         why = (f" (it underflows to 0 in {np.dtype(dtype).name})" if bad > 0 else

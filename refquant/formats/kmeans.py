@@ -145,8 +145,10 @@ def optimal_kmeans(v, w, k):
     v = float_array(v, "v").astype(np.float64)
     w = float_array(w, "w").astype(np.float64)
     k = int_value(k, "k", 1)
-    if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)) or float(np.abs(v).max()) > _XMAX or np.any(v[1:] <= v[:-1]):
-        raise ValueError(f"v: expected a non-empty 1-D array of finite, strictly increasing values, got shape {v.shape}")
+    if (v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)) or float(np.abs(v).max()) > _XMAX
+            or np.any(v[1:] <= v[:-1])):
+        raise ValueError(f"v: expected a non-empty 1-D array of finite, strictly increasing values, got shape "
+                         f"{v.shape}")
     if w.shape != v.shape or not np.all(np.isfinite(w)) or np.any(w <= 0):
         raise ValueError(f"w: expected one finite weight > 0 per value of v ({v.shape}), got shape {w.shape}")
     n = v.size

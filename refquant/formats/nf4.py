@@ -85,7 +85,8 @@ class NF4Tensor:
         bs = int_value(self.block_size, "block_size", 1)
         p = np.asarray(self.packed)
         if p.dtype != np.uint8 or p.shape != (-(-n // 2),):
-            raise ValueError(f"packed: expected {-(-n // 2)} uint8 bytes for shape {self.shape}, got {p.dtype} {p.shape}")
+            raise ValueError(f"packed: expected {-(-n // 2)} uint8 bytes for shape {self.shape}, "
+                             f"got {p.dtype} {p.shape}")
         a = np.asarray(self.absmax)
         if a.dtype != np.float32 or a.shape != (-(-n // bs),) or not np.all(np.isfinite(a)) or np.any(a < 0):
             raise ValueError(f"absmax: expected {-(-n // bs)} finite float32 values >= 0, got {a.dtype} {a.shape}")
