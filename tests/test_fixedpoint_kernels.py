@@ -226,8 +226,8 @@ def test_fully_connected_quantization_parameters_are_keyword_only():
     x, w = np.ones((1, 2), np.int8), np.ones((3, 2), np.int8)
     kw = dict(x_zero_point=0, multiplier=2**30, shift=0, out_zero_point=1)  # 2 * 0.5 + 1 = 2
     assert fully_connected(x, w, None, **kw).tolist() == [[2, 2, 2]]
-    with pytest.warns(DeprecationWarning, match="by keyword"):  # the old positional form, during the transition
-        assert fully_connected(x, w, None, 0, 0, 2**30, 0, 1).tolist() == [[2, 2, 2]]
+    with pytest.raises(TypeError):  # the quantization parameters are keyword-only
+        fully_connected(x, w, None, 0, 0, 2**30, 0, 1)
 
 
 @pytest.mark.parametrize("call, match", [

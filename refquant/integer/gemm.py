@@ -31,8 +31,6 @@ exact in binary32).
 from __future__ import annotations
 
 from dataclasses import dataclass
-import functools
-import warnings
 
 import numpy as np
 
@@ -212,22 +210,6 @@ def _out_zero_point(z, r) -> int:
     return z
 
 
-_FC_ARGS = ("x_zero_point", "w_zero_point", "multiplier", "shift", "out_zero_point", "qrange")
-
-
-def _legacy_positional(fn):
-    """Transition shim: the old positional call ``fn(x, w, bias, x_zero_point, w_zero_point, multiplier,
-    shift, out_zero_point[, qrange])`` still works, with a DeprecationWarning. Remove once no caller uses it."""
-    @functools.wraps(fn)
-    def wrapper(x, w, bias=None, *args, **kwargs):
-        if args:
-            if len(args) > len(_FC_ARGS):
-                raise TypeError(f"{fn.__name__}() takes at most {3 + len(_FC_ARGS)} positional arguments")
-            warnings.warn(f"{fn.__name__}: pass {', '.join(_FC_ARGS[:len(args)])} by keyword "
-                          "(the positional form will be removed)", DeprecationWarning, stacklevel=2)
-            kwargs.update(zip(_FC_ARGS, args))
-        return fn(x, w, bias, **kwargs)
-    return wrapper
 
 
 def _fc_checks(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_zero_point, qrange):
@@ -263,7 +245,6 @@ def _fc_checks(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_ze
     return r, bq
 
 
-@_legacy_positional
 def fully_connected(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier, shift, out_zero_point,
                     qrange="int8", rounding: str = "double") -> np.ndarray:
     """TFLite integer FullyConnected: ``y = requantize(x_q·W_qᵀ (with zero points) + bias)``.
@@ -297,7 +278,6 @@ def fully_connected(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier
     return np.clip(y + int(out_zero_point), r.qmin, r.qmax).astype(r.dtype)
 
 
-@_legacy_positional
 def fully_connected_ref(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier, shift, out_zero_point,
                         qrange="int8", rounding: str = "double") -> np.ndarray:
     """Loop twin of :func:`fully_connected`, shaped like TFLite's reference kernel (offsets = −zero points).

@@ -63,8 +63,8 @@ class QuantizedLinear:
 
     def __call__(self, x_q: np.ndarray) -> np.ndarray:
         """x_q : int8/uint8 (batch, n_in) -> int8 (batch, n_out) at ``y_scale``."""
-        return fully_connected(x_q, self.packed, self.bias, self.x_zero_point, 0, self.multiplier, self.shift,
-                               self.y_zero_point, "int8")
+        return fully_connected(x_q, self.packed, self.bias, x_zero_point=self.x_zero_point, multiplier=self.multiplier,
+                               shift=self.shift, out_zero_point=self.y_zero_point, qrange="int8")
 
 
 def _real(v, name: str, integer: bool = False):
