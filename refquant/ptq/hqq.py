@@ -61,7 +61,7 @@ float32 rounding, not bit for bit (measured on the recorded goldens: tests/test_
 References
 ----------
 Badri & Shaji, "Half-Quadratic Quantization of Large Machine Learning Models", Mobius Labs blog, Nov.
-2023 (https://mobiusml.github.io/hqq_blog/), eq. (sp1)–(sp2). Geman & Yang 1995 (half-quadratic
+2023 (https://mobiusml.github.io/hqq_blog/): the two alternating sub-problems. Geman & Yang 1995 (half-quadratic
 splitting). Mirrored: mobiusml/hqq 0.2.8.post1 ``hqq/core/optimize.py: shrink_lp_op,
 optimize_weights_proximal_legacy(_step)``, ``hqq/core/quantize.py: Quantizer.quantize, dequantize,
 hqq_base_quant_config``; the annealing loop of mobiusml/hqq at commit b21fe876.
