@@ -208,3 +208,25 @@ def test_int_gpt_activation_scales_are_absmax_over_127():
 def test_layer_arguments_are_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_int_gpt_logits_match_the_regression_golden():
+    # REGRESSION golden, not an oracle: tests/data/intgpt_logits_golden.npz holds the int8 logits that the
+    # integer GPT (refquant.ptq.intgpt, before the fast requantization rewrite of issue 14 item 5) computed
+    # for the shipped checkpoint, calibrated on the first 4 validation windows, on 4 windows from the middle
+    # of the validation split. The rewrite must reproduce them bit for bit.
+    import os
+
+    from refquant.io.checkpoint import load_checkpoint
+    from refquant.models.corpus import train_val_split
+    from refquant.ptq.intgpt import build_int_gpt, int_forward
+
+    g = np.load(os.path.join(os.path.dirname(__file__), "data", "intgpt_logits_golden.npz"))
+    p, cfg, meta = load_checkpoint()
+    _, val = train_val_split(meta["seed"], n_train=0)
+    T = cfg.context_length
+    m = build_int_gpt(p, cfg, [val[:4 * T].reshape(4, T).astype(np.int64)])
+    x = val[len(val) // 2: len(val) // 2 + 4 * T].reshape(4, T).astype(np.int64)
+    assert np.array_equal(x, g["idx"])
+    q = int_forward(m, x)
+    assert q.dtype == np.int8 and np.array_equal(q, g["logits"])
