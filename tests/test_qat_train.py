@@ -192,6 +192,8 @@ def test_recipe_tables():
      ValueError, "names"),
     (lambda: qat_train(init_params(CFG), gpt_loss(CFG), draw(2), linear_names(CFG),
                        QATRecipe("x", WeightQuant(4), ActQuant(4, "tensor"))), ValueError, "act_params"),
+    (lambda: qat_train(init_params(CFG), gpt_loss(CFG), draw(2), linear_names(CFG),
+                       QATRecipe("x", WeightQuant(4), ActQuant(4, "tensor")), act_params={}), ValueError, "act_params"),
     (lambda: act_init(ActQuant(4, "tensor", "pact"), -np.ones(3)), ValueError, "xs"),
 ])
 def test_bad_input_names_the_argument(make, exc, match):

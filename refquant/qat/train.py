@@ -19,6 +19,22 @@ calibrated on float activations. Learning rate: linear warm-up over the first te
 to a tenth (:func:`refquant.models.train.lr_at`). Deterministic for a seed (batches drawn from
 ``default_rng(seed)``); progress goes to a callback, ``progress(step, loss)``.
 
+Measured (``run_qat``, seed 0, one BLAS thread; the tiny GPT: perplexity on 64 validation windows,
+float 1.690; the MLP: test accuracy, float 0.960; "recovered" = (PTQ − QAT) / (PTQ − float))::
+
+    model  recipe        bits/w  PTQ     QAT     recovered  steps  QAT seconds
+    tiny   w2g32 (LSQ)   3.00    4.346   1.727   99 %       200    64
+    tiny   w2g32-ste     3.00    4.346   1.765   97 %       200    61
+    tiny   w3 (LSQ)      3.25    1.769   1.702   84 %       100    34
+    tiny   w3-ste        3.25    1.769   1.705   81 %       100    27
+    tiny   w4a4 token    4.25    1.734   1.698   82 %       200    57
+    tiny   w4a4-tensor   4.25    1.885   1.715   87 %       100    31
+    mlp    w2 (LSQ)      2.50    0.698   0.947   95 %       300    1.1
+    mlp    w2-ste        2.50    0.698   0.942   93 %       300    1.4
+
+The float model fine-tuned the same way for 200 steps goes from 1.690 to 1.688: the recovery is
+not extra training.
+
 References
 ----------
 Jacob et al., "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
@@ -139,6 +155,8 @@ def qat_train(p: dict, loss_fn, batch_fn, names, recipe: QATRecipe, *, act_param
     if act is not None and act_params is None:
         raise ValueError("act_params: the recipe quantizes activations; pass their calibrated parameters")
     aparams0 = dict(act_params or {}) if act is not None else {}
+    if act is not None and act.granularity == "tensor" and set(names) - set(aparams0):
+        raise ValueError(f"act_params: no activation parameters for the layers {sorted(set(names) - set(aparams0))}")
     p = {k: v.copy() for k, v in p.items()}
     ref = {}  # each quantizer parameter's unit: its layer's initial step size (or α)
     init = {}
