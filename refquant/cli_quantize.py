@@ -6,7 +6,7 @@ an ``--include`` (or none is given) and no ``--exclude``). An array of more than
 quantized as ``(shape[0], -1)`` — output channels first, as a linear or convolution weight. Kept
 unchanged, with a message: integer and bool arrays, and 1-D / 0-d arrays (biases, norm gains,
 scalars: every PTQ scheme — GPTQ, AWQ, llama.cpp — keeps them in float, and a row of length n
-would get a scale of its own). ggml formats need K a multiple of 32; other arrays are kept.
+would get a scale of its own). ggml formats need K a multiple of their block (32; k-quants 256); other arrays are kept.
 Every array is quantized in float32 (float64 and float16 / bfloat16 are converted), so that scales
 are float32 as the registry counts them.
 """
@@ -67,6 +67,8 @@ def _flag_text(option: str, value) -> str:
         return "--symmetric" if value else "--affine"
     if option == "double_quant":
         return "--double-quant" if value else "--no-double-quant"
+    if option not in FLAGS:
+        return f"{option}={value!r} (Python API only)"
     return f"{FLAGS[option]} " + {None: "tensor", 0: "row"}.get(value, str(value))
 
 
@@ -137,7 +139,8 @@ def format_options(args) -> dict:
     if given.get("group_size") == "tensor":
         given["group_size"] = None
     try:  # every value checked on a small weight, before reading the file
-        registry.quantize(np.linspace(-1, 1, 2 * QK, dtype=np.float32).reshape(2, QK), f.name, **given)
+        k = max(QK, f.k_multiple)
+        registry.quantize(np.linspace(-1, 1, 2 * k, dtype=np.float32).reshape(2, k), f.name, **given)
     except ValueError as e:
         msg = str(e)
         raise ValueError(next((FLAGS[k] + msg[len(k):] for k in FLAGS if msg.startswith(k)), msg)) from None
@@ -192,8 +195,8 @@ def run_quantize(args, progress) -> int:
             why = f"{a.ndim}-D: biases, norms and scalars stay float"
         elif a.size == 0:
             why = "empty"
-        elif registry.FORMATS[args.format].family == "ggml" and (a.size // a.shape[0]) % QK:
-            why = f"{args.format} needs rows of a multiple of {QK}, got {a.size // a.shape[0]}"
+        elif (a.size // a.shape[0]) % registry.FORMATS[args.format].k_multiple:
+            why = f"{args.format} needs rows of a multiple of {registry.FORMATS[args.format].k_multiple}, got {a.size // a.shape[0]}"
         if why is not None:
             if args.out and args.out.endswith(".safetensors") and dtype_name(a.dtype) is None:
                 print(f"{name:32s} {str(tuple(a.shape)):>14s}   dropped ({why}; safetensors cannot store {a.dtype})")

@@ -108,7 +108,8 @@ def test_vectorised_equals_loop_twin_and_error_bound(x, qt):
 
 @pytest.mark.parametrize("call, match", [
     (lambda: G.quantize(np.ones(31, F32), "q8_0"), "multiple of 32"),
-    (lambda: G.quantize(np.ones(32, F32), "q3_K"), "qtype: unknown"),
+    (lambda: G.quantize(np.ones(32, F32), "q3_Q"), "qtype: unknown"),
+    (lambda: G.quantize(np.ones(32, F32), "q4_0", np.ones(32)), "imatrix: the legacy type"),
     (lambda: G.quantize(np.full(32, np.nan, F32), "q4_0"), "x contains NaN"),
     (lambda: G.quantize(np.full(32, np.inf, F32), "q4_0"), "x must be finite"),
     (lambda: G.dequantize(np.zeros(33, np.uint8), "q8_0"), "multiple of 34 bytes"),
@@ -152,3 +153,12 @@ def test_dequantize_refuses_non_finite_stored_scales():
     blk[:2] = np.array([np.inf], "<f2").view(np.uint8)
     with pytest.raises(ValueError, match="data: block 0 has a non-finite fp16"):
         G.dequantize(blk, "q8_0")
+
+
+def test_k_quants_go_through_the_same_entry_points():
+    # ggml_ops.quantize / dequantize forward the k-quants to formats.kquants, byte for byte
+    from refquant.formats import kquants
+    x = np.random.default_rng(3).standard_normal((2, 256)).astype(F32)
+    for t in ("q4_K", "q6_K", "iq4_nl"):
+        assert np.array_equal(G.quantize(x, t), kquants.quantize(x, t))
+        assert np.array_equal(G.dequantize(G.quantize(x, t), t), kquants.dequantize(kquants.quantize(x, t), t))

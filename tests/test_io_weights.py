@@ -186,6 +186,7 @@ def test_bad_weight_files_name_the_path(tmp_path):
 # -- the quantized layout ----------------------------------------------------------------------------
 
 W = np.random.default_rng(7).standard_normal((8, 64)).astype(np.float32)
+W256 = np.random.default_rng(8).standard_normal((8, 256)).astype(np.float32)  # k-quants: rows of 256
 CASES = [(name, {}) for name in registry.FORMAT_NAMES] + [
     ("int4", {"symmetric": False, "group_size": 32}), ("int3", {"group_size": None, "calibration": "mse"}),
     ("nf4", {"double_quant": True, "block_size": 32}), ("kmeans", {"bits": 3}), ("fp8_e5m2", {"group_size": 16}),
@@ -195,17 +196,19 @@ CASES = [(name, {}) for name in registry.FORMAT_NAMES] + [
 @pytest.mark.parametrize("ext", ["npz", "safetensors"])
 @pytest.mark.parametrize("fmt, opts", CASES, ids=[f"{f}-{o}" for f, o in CASES])
 def test_load_quantized_rebuilds_every_format_bit_exactly(tmp_path, fmt, opts, ext):
-    t = registry.quantize(W, fmt, **opts)
+    w = W256 if registry.FORMATS[fmt].k_multiple > W.shape[1] else W
+    t = registry.quantize(w, fmt, **opts)
     bias = np.linspace(0, 1, 8)
     p = str(tmp_path / f"q.{ext}")
-    save_quantized(p, {"layer.w": t}, format=fmt, options=opts, shapes={"layer.w": (8, 4, 16)}, kept={"layer.b": bias})
+    shape = (8, 4, w.shape[1] // 4)
+    save_quantized(p, {"layer.w": t}, format=fmt, options=opts, shapes={"layer.w": shape}, kept={"layer.b": bias})
     q = load_quantized(p)
     r = q.tensors["layer.w"]
     assert type(r) is type(t) and r.shape == t.shape
     want, got = t.dequantize(), r.dequantize()
     assert got.dtype == want.dtype and np.array_equal(got.view(np.uint8), want.view(np.uint8))  # bit for bit
     assert r.storage_bits() == t.storage_bits()
-    assert q.dequantize("layer.w").shape == (8, 4, 16) and q.format == fmt and q.options == opts
+    assert q.dequantize("layer.w").shape == shape and q.format == fmt and q.options == opts
     assert np.array_equal(q.kept["layer.b"], bias)
 
 

@@ -44,6 +44,11 @@ HAND = [
     ("q4_1", (1, 32), {}, 20 * 8),
     ("q5_0", (1, 32), {}, 22 * 8),
     ("q5_1", (1, 32), {}, 24 * 8),
+    # k-quants: (2, 512) = 4 super-blocks of 256; q4_K blocks are 144 bytes (fp16 d, dmin, 12 bytes of 6-bit
+    # scales and mins, 128 bytes of nibbles): 4.5 bits; q6_K 210 bytes: 6.5625 bits
+    ("q4_K", (2, 512), {}, 4 * 144 * 8), ("q6_K", (1, 256), {}, 210 * 8), ("q2_K", (1, 256), {}, 84 * 8),
+    ("q3_K", (1, 256), {}, 110 * 8), ("q5_K", (1, 256), {}, 176 * 8), ("iq4_xs", (1, 256), {}, 136 * 8),
+    ("iq4_nl", (1, 64), {}, 2 * 18 * 8),
 ]
 
 
@@ -65,6 +70,7 @@ def test_bits_per_weight_of_the_well_known_formats():
     assert bits_per_weight("q8_0", (4, 64)) == 8.5  # 34 bytes / 32 weights
     assert bits_per_weight("q4_0", (4, 64)) == 4.5
     assert bits_per_weight("q5_1", (4, 64)) == 6.0
+    assert bits_per_weight("q4_K", (4, 256)) == 4.5 and bits_per_weight("q6_K", (4, 256)) == 6.5625
     assert bits_per_weight("int4", (8, 1024), group_size=128) == 4.25
     assert bits_per_weight("mxfp4", (8, 1024)) == 4.25  # OCP MX: 4 + 8/32
     # QLoRA §3: NF4 with double quantization costs 4 + 8/64 + 32/(64*256) = 4.127 bits
@@ -75,7 +81,8 @@ def test_bits_per_weight_of_the_well_known_formats():
 def _case(draw):
     name = draw(st.sampled_from(FORMAT_NAMES))
     rows = draw(st.integers(1, 5))
-    k = 32 * draw(st.integers(1, 4)) if get_format(name).family == "ggml" else draw(st.integers(1, 70))
+    m = get_format(name).k_multiple
+    k = m * draw(st.integers(1, 2 if m > 32 else 4)) if m > 1 else draw(st.integers(1, 70))
     opts = {}
     if "group_size" in get_format(name).defaults:
         opts["group_size"] = draw(st.sampled_from([None, 0, 1, 7, 32]))
@@ -99,7 +106,7 @@ def test_storage_bits_equals_the_tensors_own_count(case, seed):
 
 
 def test_quantize_does_not_mutate_and_reconstructs():
-    w = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((4, 256)).astype(np.float32)
     w0 = w.copy()
     for name in FORMAT_NAMES:
         t = quantize(w, name)

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kquants
 from ..core._checks import float_array, to_float
 
 QK = 32
@@ -55,7 +56,8 @@ F32 = np.float32
 
 def _check_qtype(qtype):
     if not isinstance(qtype, str) or qtype not in BLOCK_BYTES:
-        raise ValueError(f"qtype: unknown ggml type {qtype!r}; expected one of {tuple(BLOCK_BYTES)}")
+        raise ValueError(f"qtype: unknown ggml type {qtype!r}; expected one of "
+                         f"{tuple(BLOCK_BYTES) + tuple(kquants.BLOCK_BYTES)}")
 
 
 def _check_fp16(v: np.ndarray, what: str):
@@ -106,8 +108,12 @@ def _qh(q: np.ndarray) -> np.ndarray:
     return qh.view(np.uint8).reshape(-1, 4)
 
 
-def quantize(x, qtype: str) -> np.ndarray:
+def quantize(x, qtype: str, imatrix=None) -> np.ndarray:
     """Quantize rows into ggml blocks.
+
+    The k-quants and IQ4 types (``q2_K`` … ``q6_K``, ``iq4_nl``, ``iq4_xs``; blocks of 256, iq4_nl 32)
+    are forwarded to :func:`refquant.formats.kquants.quantize`, which also takes llama.cpp's importance
+    matrix ``imatrix`` (one weight per column); the legacy types below take none.
 
     Parameters
     ----------
@@ -118,6 +124,10 @@ def quantize(x, qtype: str) -> np.ndarray:
     -------
     ndarray of uint8, shape (..., n / 32 · bytes_per_block): the blocks' bytes, as in a GGUF file
     """
+    if isinstance(qtype, str) and qtype in kquants.BLOCK_BYTES:
+        return kquants.quantize(x, qtype, imatrix)
+    if imatrix is not None:
+        raise ValueError(f"imatrix: the legacy type {qtype!r} is quantized by its _ref function, which takes none")
     _check_qtype(qtype)
     xa = float_array(x, "x")
     if not np.all(np.isfinite(xa)):
@@ -160,6 +170,8 @@ def quantize(x, qtype: str) -> np.ndarray:
 
 def dequantize(data, qtype: str) -> np.ndarray:
     """Inverse of :func:`quantize`: uint8 blocks of shape (..., n_blocks · bytes) -> float32 (..., n_blocks · 32)."""
+    if isinstance(qtype, str) and qtype in kquants.BLOCK_BYTES:
+        return kquants.dequantize(data, qtype)
     _check_qtype(qtype)
     a = np.asarray(data)
     if a.dtype != np.uint8:
@@ -265,7 +277,7 @@ class GGMLTensor:
     """
 
     data: np.ndarray  # uint8, (..., n_blocks · BLOCK_BYTES[qtype]): rows of blocks, as ggml stores them
-    qtype: str  # one of BLOCK_BYTES
+    qtype: str  # one of BLOCK_BYTES, or of kquants.BLOCK_BYTES
     shape: tuple  # the original tensor's shape (last axis a multiple of 32)
 
     def dequantize(self) -> np.ndarray:
@@ -275,7 +287,7 @@ class GGMLTensor:
         return 8 * int(self.data.size)
 
 
-def quantize_tensor(x, qtype: str) -> GGMLTensor:
-    """:func:`quantize` wrapped with its type and shape: ``x`` (..., K), K a multiple of 32."""
-    data = quantize(x, qtype)
+def quantize_tensor(x, qtype: str, imatrix=None) -> GGMLTensor:
+    """:func:`quantize` wrapped with its type and shape: ``x`` (..., K), K a multiple of the type's block."""
+    data = quantize(x, qtype, imatrix)
     return GGMLTensor(data, qtype, tuple(np.shape(x)))

@@ -34,6 +34,8 @@ mxfp4, mxint8                                                        ``element_r
 nvfp4          nvfp4       E2M1 codes + an E4M3 byte per 16 + one    (none)
                            float32 per-tensor scale
 q8_0 … q5_1    ggml        blocks of 32: the ggml struct's bytes     (none)
+q2_K … q6_K,   ggml        blocks of 256 (iq4_nl: 32), byte-exact    ``imatrix=None`` (llama.cpp's
+iq4_nl, iq4_xs             with ggml-quants.c                        importance matrix, one per column)
 =============  ==========  ========================================  =====================================
 
 References
@@ -53,7 +55,7 @@ import numpy as np
 from ..core._checks import float_array
 from ..core.qtensor import quantize_tensor
 from ..core.ranges import qrange as as_qrange
-from . import ggml
+from . import ggml, kquants
 from .codebook import CodebookTensor, absmax_scale, codebook_quantize, index_bits
 from .logquant import log_quantize
 from .minifloat import minifloat_codebook, minifloat_format
@@ -76,6 +78,7 @@ class Format:
     quantize: Callable  # (w (rows, K) float, **options) -> quantized tensor
     storage_bits: Callable  # (shape (rows, K), **options) -> int, without quantizing
     reference: str  # paper section or mirrored code
+    k_multiple: int = 1  # K (the row length) must be a multiple of this: ggml's block size
 
 
 def _groups(shape, group_size) -> int:
@@ -177,7 +180,7 @@ def _ggml(qtype: str) -> Format:
 
     return Format(qtype, "ggml", f"llama.cpp {qtype}: blocks of 32, {nbytes} bytes each ({8 * nbytes / 32:g} bits/weight)",
                   MappingProxyType({}), lambda w: ggml.quantize_tensor(w, qtype), bits_of,
-                  f"ggml-quants.c: quantize_row_{qtype}_ref")
+                  f"ggml-quants.c: quantize_row_{qtype}_ref", ggml.QK)
 
 
 MX_NAMES = {"mxfp8_e4m3": "fp8_e4m3", "mxfp8_e5m2": "fp8_e5m2", "mxfp6_e2m3": "fp6_e2m3",
@@ -206,12 +209,26 @@ def _nvfp4() -> Format:
                   "NVIDIA NVFP4; torchao nvfp4_tensor.nvfp4_quantize")
 
 
+def _kquant(qtype: str) -> Format:
+    nbytes, bs = kquants.BLOCK_BYTES[qtype], kquants.BLOCK_SIZE[qtype]
+
+    def bits_of(shape, *, imatrix=None):
+        if shape[1] % bs:
+            raise ValueError(f"w: {qtype} needs rows that are a multiple of {bs}, got K={shape[1]}")
+        return shape[0] * shape[1] // bs * nbytes * 8
+
+    return Format(qtype, "ggml", f"llama.cpp {qtype}: blocks of {bs}, {nbytes} bytes each ({8 * nbytes / bs:g} bits/weight)",
+                  MappingProxyType(dict(imatrix=None)),
+                  lambda w, *, imatrix=None: ggml.quantize_tensor(w, qtype, imatrix), bits_of,
+                  f"ggml-quants.c: quantize_row_{qtype}_ref; quantize_{qtype} with an importance matrix", bs)
+
+
 def _table() -> dict:
     rows = [_uniform(b) for b in range(2, 9)]
     rows += [_nf4(), _minifloat("fp8_e4m3", "float8e4m3fn", 0), _minifloat("fp8_e5m2", "float8e5m2", 0),
              _minifloat("fp4_e2m1", "float4e2m1", 32), _kmeans(), _log2()]
     rows += [_mx(n) for n in MX_NAMES] + [_nvfp4()]
-    rows += [_ggml(t) for t in ggml.BLOCK_BYTES]
+    rows += [_ggml(t) for t in ggml.BLOCK_BYTES] + [_kquant(t) for t in kquants.BLOCK_BYTES]
     return {f.name: f for f in rows}
 
 
