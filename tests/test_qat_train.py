@@ -180,7 +180,6 @@ def test_recipe_tables():
     (lambda: WeightQuant(1), ValueError, "bits"),
     (lambda: WeightQuant(4, -1), ValueError, "group_size"),
     (lambda: WeightQuant(4, method="adam"), ValueError, "method"),
-    (lambda: WeightQuant(4, window="wide"), ValueError, "window"),
     (lambda: ActQuant(4, "channel"), ValueError, "granularity"),
     (lambda: QATRecipe("x", "int4"), TypeError, "weights"),
     (lambda: QATRecipe("x", WeightQuant(4), activations="int4"), TypeError, "activations"),

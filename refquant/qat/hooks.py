@@ -9,10 +9,11 @@ point 0, one step size per output channel or per group of ``group_size`` inputs 
 
 ``method="ste"``: ``s`` is the PTQ scale of the current weights, ``max|w_group| / qmax``
 (min-max, recomputed every step as an observer would), and the gradient reaches ``w`` through the
-straight-through estimator (:func:`refquant.qat.ste.ste_grad`; with a min-max scale nothing is
-clamped, so every window is the identity). ``method="lsq"``: ``s`` is a trained parameter
-initialised from the PTQ scale; ``dw`` and ``ds`` are :func:`refquant.qat.lsq.lsq_grad`'s, with
-LSQ's gradient scale ``1 / sqrt(N · qmax)``, N the number of weights that share the step size.
+straight-through estimator (:func:`refquant.qat.ste.ste_grad`, window "range"; with a min-max
+scale nothing is clamped, so the window is all ones and ``dw = dL/dŵ``). ``method="lsq"``: ``s``
+is a trained parameter initialised from the PTQ scale; ``dw`` and ``ds`` are
+:func:`refquant.qat.lsq.lsq_grad`'s (``dw`` is 0 where ``w/s`` reaches qmin or qmax), with LSQ's
+gradient scale ``1 / sqrt(N · qmax)``, N the number of weights that share the step size.
 
 **Activations** (:class:`ActQuant`), the input ``x`` (..., K) of a linear layer:
 
@@ -45,12 +46,11 @@ import numpy as np
 
 from ..core._checks import choice, int_value
 from ..core.dynamic import fake_quantize_per_token
-from ..core.granularity import param_shape
 from ..core.observers import calibrate
 from ..core.uniform import fake_quantize
 from .lsq import lsq_fake_quantize, lsq_grad, lsq_grad_scale
 from .pact import pact_fake_quantize, pact_grad
-from .ste import WINDOWS, ste_grad
+from .ste import ste_grad
 
 WEIGHT_METHODS = ("ste", "lsq")
 GRANULARITIES = ("token", "tensor")
@@ -64,13 +64,11 @@ class WeightQuant:
     bits: int  # codes int<bits>, symmetric (zero point 0): the registry's "int<bits>"
     group_size: int = 0  # 0: one step size per output channel; g > 0: per g consecutive inputs
     method: str = "lsq"  # "ste": the PTQ (min-max) scale of the current weights; "lsq": a learned scale
-    window: str = "range"  # the STE's window for method "ste" (refquant.qat.ste.WINDOWS)
 
     def __post_init__(self):
         int_value(self.bits, "bits", 2, 8)
         int_value(self.group_size, "group_size", 0)
         choice(self.method, "method", WEIGHT_METHODS)
-        choice(self.window, "window", WINDOWS)
 
     @property
     def qrange(self) -> str:
@@ -127,16 +125,11 @@ def weight_backward(dw_hat, w, spec: WeightQuant, scale, out_axis: int = 0):
     axis, block = weight_axes(spec, out_axis)
     s = np.asarray(scale, w.dtype)
     if spec.method == "ste":
-        return ste_grad(dw_hat, w, s, 0, spec.qrange, axis=axis, block_size=block, window=spec.window), None
+        return ste_grad(dw_hat, w, s, 0, spec.qrange, axis=axis, block_size=block, window="range"), None
     n = w.shape[1 - axis] if block == 0 else min(block, w.shape[axis])  # weights per step size
     g = lsq_grad_scale(n, 2 ** (spec.bits - 1) - 1)
     dw, ds, _ = lsq_grad(dw_hat, w, s, spec.qrange, axis=axis, block_size=block, grad_scale=g)
     return dw, ds
-
-
-def weight_scale_shape(shape: tuple, spec: WeightQuant, out_axis: int = 0) -> tuple:
-    axis, block = weight_axes(spec, out_axis)
-    return param_shape(tuple(shape), axis, block, data="w")
 
 
 # -------------------------------------------------------------------------------------- activations
