@@ -22,6 +22,12 @@ frameworks disagree on; each is a named argument here:
 Saturation: values beyond the range, ±Inf included, clamp to qmin / qmax (no integer ever
 wraps: clamping happens in floating point, before the cast). NaN raises ``ValueError``.
 
+Speed: :func:`quantize` and :func:`dequantize` work in chunks of ``_CHUNK`` elements so that their
+several passes stay in cache; the zero point is added before clipping so the bounds are scalars
+(exact: see the comment in :func:`quantize`), a zero zero-point is skipped, and NaN / overflow is
+checked once per chunk by a reduction. The loop twins ``quantize_ref`` / ``dequantize_ref`` must
+equal them bit for bit.
+
 Arithmetic dtype: ``x / scale`` is computed in NumPy's promotion of ``x`` and ``scale``, with a
 Python-float scale taking ``x``'s dtype (float32 data and ``scale=0.1`` compute in float32, as
 ONNX does with float32 tensors). float16 quotients are rounded in float32.
@@ -206,20 +212,28 @@ def quantize(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, 
                                 scale_op, zero_point_order)
     op = np.divide if scale_op == "divide" else np.multiply
     bd = np.promote_types(wd, np.float32)  # buffer dtype: float16 quotients round in float32
+    lo, hi = bd.type(r.qmin), bd.type(r.qmax)
     q = np.empty(xa.shape, dtype=r.dtype)
+    buf = np.empty(0, dtype=bd)  # one scratch buffer, reused by every chunk
     for xc, qc, (sc, zc) in _chunks(xa, q, [s, zp], axis, block_size):
+        if buf.size < xc.size:
+            buf = np.empty(xc.size, dtype=bd)
+        v = buf[:xc.size].reshape(xc.shape)
         with np.errstate(over="ignore"):
-            v = op(xc, sc, dtype=wd).astype(bd, copy=False)  # x / scale, in the working dtype
-        zf = zc.astype(bd)
-        if zero_point_order == "before_rounding":
+            op(xc, sc, out=v, dtype=wd.type, casting="same_kind")  # x / scale in the working dtype, stored in bd
+        zf = None if zc.ndim == 0 and int(zc) == 0 else zc.astype(bd)  # a zero zero-point is not added
+        if zero_point_order == "before_rounding" and zf is not None:
             v += zf
-            round_array(v, rounding, rng, out=v)
-            np.clip(v, r.qmin, r.qmax, out=v)
+        if rounding == "half_even":
+            np.rint(v, out=v)
         else:
             round_array(v, rounding, rng, out=v)
-            np.clip(v, r.qmin - zf, r.qmax - zf, out=v)  # saturate before adding: no overflow
+        if zero_point_order == "after_rounding" and zf is not None:
+            # added before clipping, so the bounds are scalars: exact, since |v| < 2^24 is an integer
+            # in float32 and a larger |v| saturates on the same side after adding |zf| < 2^16
             v += zf
-        if np.isnan(v).any():
+        np.clip(v, lo, hi, out=v)  # scalar bounds (array bounds cost several times more); NaN stays NaN
+        if np.isnan(v.min()):  # one reduction per chunk: min propagates NaN
             raise ValueError("x contains NaN; NaN has no quantized value")
         np.copyto(qc, v, casting="unsafe")  # exact: v is integer-valued and in range
     return q
@@ -328,21 +342,32 @@ def dequantize(q, scale, zero_point=0, *, axis: int | None = None, block_size: i
     dlo, dhi = int(qa.min()) - int(zp.max()), int(qa.max()) - int(zp.min())  # exact bounds of q - zero_point
     big = max(-dlo, dhi)
     p = np.finfo(s.dtype).nmant + 1
+    # q and zero_point exact in the dtype and |q - zero_point| <= 2^p: the float subtraction is exact
+    small = big <= 2**p and max(-int(qa.min()), int(qa.max()), -int(zp.min()), int(zp.max())) <= 2**p
+    # |scale · d| <= max(scale) · big: when that is far below the dtype's maximum nothing can overflow
+    check = float(s.max()) * big >= float(np.finfo(s.dtype).max) / 4
     for qc, oc, (sc, zc) in _chunks(qa, out, [s, zp], axis, block_size):
         if big >= 2**63 or (s.dtype == np.float64 and big > 2**p) or big >= 2**58:
             for idx, (qi, zi, si) in zip(np.ndindex(qc.shape), np.broadcast(qc, zc, sc)):
                 oc[idx] = round_product(int(qi) - int(zi), float(si), s.dtype)
-            continue
-        # int64 arithmetic is modular: uint64 codes >= 2^63 wrap in the cast and wrap back in the
-        # subtraction, and the true difference fits (|d| < 2^58 here), so d is exact
-        d = np.subtract(qc.astype(np.int64), zc, dtype=np.int64)
-        with np.errstate(over="ignore"):
-            if big <= 2**p:
-                np.multiply(d.astype(s.dtype), sc, out=oc)
-            else:
-                oc[...] = round_to_odd_product(d, sc).astype(s.dtype)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"q, scale: scale · (q - zero_point) overflows {s.dtype.name}")
+        elif small:
+            with np.errstate(over="ignore"):
+                if zc.ndim == 0 and int(zc) == 0:  # a zero zero-point is not subtracted
+                    np.multiply(qc, sc, out=oc, dtype=s.dtype.type, casting="unsafe")
+                else:
+                    np.subtract(qc, zc.astype(s.dtype), out=oc, dtype=s.dtype.type, casting="unsafe")
+                    oc *= sc
+        else:
+            # int64 arithmetic is modular: uint64 codes >= 2^63 wrap in the cast and wrap back in the
+            # subtraction, and the true difference fits (|d| < 2^58 here), so d is exact
+            d = np.subtract(qc.astype(np.int64), zc, dtype=np.int64)
+            with np.errstate(over="ignore"):
+                if big <= 2**p:
+                    np.multiply(d.astype(s.dtype), sc, out=oc)
+                else:
+                    oc[...] = round_to_odd_product(d, sc).astype(s.dtype)
+        if check and (not np.isfinite(oc.min()) or not np.isfinite(oc.max())):
+            raise ValueError(f"q, scale: scale · (q - zero_point) overflows {s.dtype.name}")
     return out
 
 
