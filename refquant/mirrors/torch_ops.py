@@ -97,7 +97,11 @@ def _scale32(scale, name: str) -> np.ndarray:
 
 
 def _x32(x) -> np.ndarray:
-    xa = float_array(x, "x", check_nan=False).astype(np.float32, copy=False)
+    """``x`` as float32, as PyTorch's ``.float()`` makes it: values beyond float32's range become ±Inf
+    (which the quantizers then saturate); NaN raises."""
+    xa = float_array(x, "x", check_nan=False)
+    with np.errstate(over="ignore"):
+        xa = xa.astype(np.float32, copy=False)
     if xa.size and np.isnan(xa).any():
         raise ValueError("x contains NaN; NaN has no quantized value (PyTorch returns qmax or 0)")
     return xa
@@ -215,7 +219,14 @@ def _quant_range(quant_min, quant_max):
             raise ValueError(f"{name} must be an int, got {v!r}")
     if quant_min > quant_max:
         raise ValueError(f"quant_min ({quant_min}) > quant_max ({quant_max})")
-    return as_qrange((int(quant_min), int(quant_max)))
+    if not -2**15 <= int(quant_min) <= 2**16 - 1:
+        raise ValueError(f"quant_min must lie in [-2^15, 2^16 - 1] (refquant's integer ranges: up to 16 bits), "
+                         f"got {quant_min}")
+    try:
+        return as_qrange((int(quant_min), int(quant_max)))
+    except ValueError:
+        raise ValueError(f"quant_max: [quant_min, quant_max] = [{quant_min}, {quant_max}] does not fit an integer "
+                         "range of up to 16 bits (refquant's integer ranges)") from None
 
 
 def fake_quantize_per_tensor_affine(x, scale: float, zero_point: int, quant_min: int, quant_max: int) -> np.ndarray:
@@ -233,8 +244,10 @@ def fake_quantize_per_tensor_affine(x, scale: float, zero_point: int, quant_min:
     r = _quant_range(quant_min, quant_max)
     if not isinstance(zero_point, (int, np.integer)) or not quant_min <= zero_point <= quant_max:
         raise ValueError(f"zero_point must be an int in [quant_min, quant_max], got {zero_point!r}")
-    xa = float_array(x, "x", check_nan=False).astype(np.float32, copy=False)
-    return fake_quantize(xa, np.float32(scale), int(zero_point), r, scale_op="multiply_reciprocal")
+    s = positive_scale(scale, "scale", np.float32)
+    if s.ndim:
+        raise ValueError(f"scale: expected one number for per-tensor fake quantization, got shape {s.shape}")
+    return fake_quantize(_x32(x), s, int(zero_point), r, scale_op="multiply_reciprocal")
 
 
 def fake_quantize_per_channel_affine(x, scale, zero_point, axis: int, quant_min: int, quant_max: int) -> np.ndarray:
@@ -255,11 +268,11 @@ def fake_quantize_per_channel_affine(x, scale, zero_point, axis: int, quant_min:
     Reference: ``QuantizedOpKernels.cpp: _fake_quant_per_channel_cachemask_cpu_helper``.
     """
     r = _quant_range(quant_min, quant_max)
-    xa = float_array(x, "x", check_nan=False).astype(np.float32, copy=False)
+    xa = _x32(x)
     zp = np.asarray(zero_point)
+    scale = positive_scale(scale, "scale", np.float32)
     if zp.dtype.kind != "f":
-        return fake_quantize(xa, np.asarray(scale, dtype=np.float32), zero_point, r, axis=axis,
-                             scale_op="multiply_reciprocal")
+        return fake_quantize(xa, scale, zero_point, r, axis=axis, scale_op="multiply_reciprocal")
     if xa.ndim == 0:
         raise ValueError("x must have at least one dimension for per-channel fake quantization")
     a = axis_index(axis, xa.ndim)
@@ -311,7 +324,7 @@ def minmax_qparams(x, *, dtype: str = "quint8", qscheme: str = "per_tensor_affin
         raise ValueError(f"dtype: expected 'quint8' or 'qint8', got {dtype!r}")
     if qscheme not in QSCHEMES:
         raise ValueError(f"qscheme: unknown {qscheme!r}; expected one of {QSCHEMES}")
-    xa = float_array(x, "x").astype(np.float32, copy=False)
+    xa = _x32(x)
     if xa.size == 0:
         raise ValueError("x is empty; the observer has no range")
     if not np.all(np.isfinite(xa)):
@@ -322,6 +335,8 @@ def minmax_qparams(x, *, dtype: str = "quint8", qscheme: str = "per_tensor_affin
     lim = ((-64, 63) if reduce_range else (-128, 127)) if signed else ((0, 127) if reduce_range else (0, 255))
     r = as_qrange(lim)
     if qscheme.startswith("per_channel"):
+        if xa.ndim == 0:
+            raise ValueError("x must have at least one dimension for a per-channel scheme (its channel axis)")
         a = axis_index(axis, xa.ndim)
         flat = np.moveaxis(xa, a, 0).reshape(xa.shape[a], -1)  # (C, rest)
         lo, hi = flat.min(axis=1), flat.max(axis=1)
