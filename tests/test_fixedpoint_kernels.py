@@ -8,8 +8,10 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from refquant.integer.fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
-                                 saturating_rounding_doubling_high_mul)
+from refquant.integer.fixedpoint import (_multiply_by_quantized_multiplier_ref, multiply_by_quantized_multiplier,
+                                         quantize_multiplier, rounding_divide_by_pot, _rounding_divide_by_pot_ref,
+                                         saturating_rounding_doubling_high_mul,
+                                         _saturating_rounding_doubling_high_mul_ref)
 from refquant.integer.nonlinear import int_erf, int_exp, int_layernorm, int_poly2, int_softmax
 from refquant.integer.gemm import K_CHUNK, fully_connected, fully_connected_ref, int_matmul, int_matmul_ref, prepack, requantize
 
@@ -106,6 +108,100 @@ def test_vectorised_per_channel():
 def test_fixedpoint_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------- fast closed forms == the gemmlowp transcriptions (_ref)
+EXTREMES = [-2**31, -2**31 + 1, -2**30 - 1, -2**30, -2**30 + 1, -1, 0, 1, 2**30 - 1, 2**30, 2**30 + 1, 2**31 - 1]
+I32X = st.one_of(I32, st.sampled_from(EXTREMES), st.integers(-300, 300))
+
+
+def _same(fast, ref):
+    """Both raise the same ValueError, or both return equal int32 arrays (tolerance 0)."""
+    try:
+        want = ref()
+    except ValueError as e:
+        with pytest.raises(ValueError, match=None) as got:
+            fast()
+        assert str(got.value) == str(e)
+        return
+    have = fast()
+    assert have.dtype == want.dtype == np.int32 and have.shape == want.shape
+    assert np.array_equal(have, want)
+
+
+@given(hnp.arrays(np.int32, st.integers(0, 12), elements=I32X), I32X)
+@example(np.array([-2**31, -2**31, 2**30, -(2**30), -(2**30) - 1], np.int32), -2**31)  # saturation; ±0.5 ties
+@example(np.array([3 * 2**29, -3 * 2**29, 1, -1], np.int32), 2)  # ±1.5 ties -> 2, -1 (half up); ±2^-30 -> 0
+def test_srdhm_fast_equals_ref(a, b):
+    _same(lambda: saturating_rounding_doubling_high_mul(a, b), lambda: _saturating_rounding_doubling_high_mul_ref(a, b))
+
+
+@st.composite
+def rdbp_ties(draw):
+    """x = (2q + 1) · 2^(e−1): exactly half-way between two multiples of 2^e."""
+    e = draw(st.integers(1, 31))
+    q = draw(st.integers(-2**(31 - e), 2**(31 - e) - 1))
+    return np.array([(2 * q + 1) << (e - 1)], np.int64).clip(-2**31, 2**31 - 1).astype(np.int32), e
+
+
+@given(st.one_of(st.tuples(hnp.arrays(np.int32, st.integers(0, 12), elements=I32X), st.integers(0, 31)),
+                 rdbp_ties()))
+@example((np.array([5, -5, 6, -6, 7, -7, 2**31 - 1, -2**31], np.int32), 1))  # ±2.5 -> ±3 (away from zero)
+@example((np.array([5, -5, 2**31 - 1, -2**31], np.int32), 0))  # exponent 0: the identity
+@example((np.array([2**31 - 1, -2**31, -2**30, 2**30], np.int32), 31))
+def test_rounding_divide_by_pot_fast_equals_ref(case):
+    x, e = case
+    _same(lambda: rounding_divide_by_pot(x, e), lambda: _rounding_divide_by_pot_ref(x, e))
+
+
+def test_rounding_divide_by_pot_per_element_exponents_equal_ref():
+    x = np.array([[5, -5, 6, -6], [2**31 - 1, -2**31, -3, 3]], np.int32)
+    e = np.array([0, 1, 2, 31])
+    assert rounding_divide_by_pot(x, e).tolist() == _rounding_divide_by_pot_ref(x, e).tolist()
+    # by hand: row 0: 5 (e=0), -2.5 -> -3, 1.5 -> 2, -6/2^31 -> -0 = 0
+    assert rounding_divide_by_pot(x, e)[0].tolist() == [5, -3, 2, 0]
+
+
+@st.composite
+def multiplier_case(draw):
+    rounding = draw(st.sampled_from(["double", "single"]))
+    n = draw(st.integers(1, 4))
+    per_channel = draw(st.booleans())
+    shape = (n,) if per_channel else ()
+    m_el = st.one_of(st.integers(2**30, 2**31 - 1), st.sampled_from([0, 2**30, 2**31 - 1, 3 * 2**29]))
+    if rounding == "double":
+        m_el = st.one_of(m_el, st.sampled_from([-2**31, -2**31 + 1, -(2**30)]), st.integers(-2**31, 2**31 - 1))
+    s_el = st.one_of(st.integers(-31, 30), st.sampled_from([0, 0, -1, 1, -31]), st.integers(-12, 3))
+    m = draw(hnp.arrays(np.int32, shape, elements=m_el))
+    s = draw(hnp.arrays(np.int32, shape, elements=s_el))
+    x = draw(hnp.arrays(np.int32, (draw(st.integers(0, 5)), n), elements=I32X))
+    return x, m, s, rounding
+
+
+@given(multiplier_case())
+@example((np.array([[7984]], np.int32), np.int32(1583594044), np.int32(-9), "double"))  # tensorflow#25087: 12
+@example((np.array([[7984]], np.int32), np.int32(1583594044), np.int32(-9), "single"))  # ... and 11
+@example((np.array([[-2**31, 5, -5, 2**31 - 1]], np.int32), np.int32(-2**31), np.int32(0), "double"))  # shift 0
+@example((np.array([[-2**31, 3, -3, 1, -1]], np.int32), np.int32(-2**31), np.int32(-1), "double"))  # saturate, e=1
+@example((np.array([[3, -3, 1, -1, 2, -2]], np.int32), np.int32(2**30), np.int32(-1), "double"))  # x/4: ties
+@example((np.array([[3, -3, 1, -1, 2, -2]], np.int32), np.int32(2**30), np.int32(-1), "single"))
+@example((np.array([[1, -1, 2**10]], np.int32), np.int32(2**30), np.int32(21), "double"))  # left shift fits
+@example((np.array([[1, 2**10, -2**10 - 1]], np.int32), np.int32(2**30), np.int32(21), "double"))  # overflows
+def test_multiply_by_quantized_multiplier_fast_equals_ref(case):
+    x, m, s, rounding = case
+    _same(lambda: multiply_by_quantized_multiplier(x, m, s, rounding=rounding),
+          lambda: _multiply_by_quantized_multiplier_ref(x, m, s, rounding=rounding))
+
+
+def test_multiply_by_quantized_multiplier_int64_input_and_no_mutation():
+    x = np.array([[2**31 - 1, -2**31, 7984]], np.int64)
+    m, s = np.array([2**30, 1583594044, 1583594044], np.int32), np.array([-1, 0, -9], np.int32)
+    before = x.copy()
+    got = multiply_by_quantized_multiplier(x, m, s)
+    assert np.array_equal(x, before)
+    # (2^31 - 1) / 4 = 536870911.75 -> 536870912; -2^31 · 0.737.. = -1583594044 exactly; tf#25087: 12
+    assert got.tolist() == [[536870912, -1583594044, 12]]
+    assert got.tolist() == _multiply_by_quantized_multiplier_ref(x, m, s).tolist()
 
 
 # ---------------------------------------------------------------- integer GEMM
