@@ -1,4 +1,4 @@
-"""Command line: ``refquant demo | train | quantize`` (or ``python -m refquant …``; ``--help`` for options).
+"""Command line: ``refquant demo | train | quantize | qat | llm`` (or ``python -m refquant …``; ``--help`` for options).
 
 Output policy: results (tables, the final line of ``train``) go to stdout; progress of the long
 commands and errors go to stderr, so ``refquant demo > table.txt`` still shows what is happening.
@@ -8,7 +8,7 @@ BLAS threads: the tiny GPT's matmuls are small — (4096, 96) · (96, 384) for 6
 characters — and OpenBLAS threads cost more than they give there, ruinously so when other processes
 compete for the cores. Measured on 2 cores shared with other jobs (load average ~5): five perplexity
 evaluations took 1.9–2.5 s with one BLAS thread and 11–21 s with two; the whole demo 27–40 s against
-81–129 s, printing the same numbers. The long commands (demo, train, quantize) therefore run with
+81–129 s, printing the same numbers. The long commands (demo, train, quantize, qat, llm) run with
 BLAS limited to one thread by ``threadpoolctl`` (a scikit-learn dependency), inside the command only
 — importing refquant changes nothing. Override with the environment variable
 ``REFQUANT_BLAS_THREADS``: a number N ≥ 1, or ``0`` / ``auto`` for the BLAS library's own default
@@ -25,6 +25,7 @@ import time
 
 from ._version import __version__
 from .cli_quantize import add_quantize_arguments, run_quantize
+from .llm import add_llm_parser, run_llm
 
 BLAS_ENV = "REFQUANT_BLAS_THREADS"
 DEMO_QUICK_WINDOWS = 16  # --quick: evaluation windows per recipe (the full demo: 64)
@@ -129,13 +130,33 @@ def run_train_command(args, progress) -> int:
     return 0
 
 
+def run_qat_command(args, progress) -> int:
+    """``qat``: float, PTQ and QAT of one recipe; a table, and with ``--json`` the rows as the last line."""
+    from .qat.train import run_qat
+
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    progress(f"QAT of {args.model} with {args.recipe}")
+    every = 25
+    rows = run_qat(args.model, args.recipe, args.steps, seed=args.seed,
+                   progress=lambda step, loss: step % every or progress(f"step {step:5d}  loss {loss:.4f}"))
+    print(f"{'method':22s} {'bits/weight':>11s} {'perplexity':>10s} {'accuracy':>9s} {'seconds':>8s}")
+    for r in rows:
+        acc = r.get("accuracy")
+        print(f"{r['method']:22s} {r['bits_per_weight']:11.3f} {r['perplexity']:10.4f} "
+              f"{'' if acc is None else f'{acc:9.4f}':>9s} {r['seconds']:8.1f}")
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("method", "bits_per_weight", "perplexity", "seconds")} for r in rows]))
+    return 0
+
+
 def build_parser(prog: str = "refquant") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog=prog, description="refquant: reference quantization in NumPy",
         epilog=f"Progress goes to stderr, results to stdout. BLAS runs one thread in these commands; set "
                f"{BLAS_ENV}=N (or 0 / auto for the BLAS default) to change it.")
     ap.add_argument("--version", action="version", version=f"refquant {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{demo,train,quantize}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{demo,train,quantize,qat,llm}")
     d = sub.add_parser("demo", help="quantize sample tensors with every format and the tiny GPT with every recipe; "
                                     "print the tables, write figures")
     d.add_argument("--out-dir", default="figures", help="where figures are written (default: figures)")
@@ -152,6 +173,15 @@ def build_parser(prog: str = "refquant") -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true",
                    help="allow --out inside the installed package (to regenerate refquant/data/tiny_gpt.npz)")
     add_quantize_arguments(sub)
+    q = sub.add_parser("qat", help="quantization-aware training from PTQ: float, PTQ and QAT rows of one recipe")
+    q.add_argument("--model", default="tiny", choices=("tiny", "mlp", "smollm2"),
+                   help="the shipped tiny GPT (default), the digits MLP, or SmolLM2 (no LLaMA backward yet: an error)")
+    q.add_argument("--recipe", default="w2g32", help="tiny: w2g32, w2g32-ste, w3, w3-ste, w4a4, w4a4-tensor; "
+                                                     "mlp: w2, w2-ste (default: w2g32)")
+    q.add_argument("--steps", type=int, default=None, help="QAT steps (default: the recipe's)")
+    q.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    q.add_argument("--json", action="store_true", help="make the last line of stdout a JSON list of the rows")
+    add_llm_parser(sub)
     return ap
 
 
@@ -159,7 +189,8 @@ def main(argv=None) -> int:
     prog = "python -m refquant" if sys.argv[0].endswith("__main__.py") else "refquant"
     ap = build_parser(prog)
     args = ap.parse_args(argv)
-    run = {"demo": run_demo_command, "train": run_train_command, "quantize": run_quantize}[args.command]
+    run = {"demo": run_demo_command, "train": run_train_command, "quantize": run_quantize, "qat": run_qat_command,
+           "llm": run_llm}[args.command]
     try:
         blas_threads()
     except ValueError as e:

@@ -276,3 +276,13 @@ def test_quantize_mx_scale_rounding_flag(tmp_path):
     assert "4.25" in ok.stdout  # 4 bits + one E8M0 byte per 32
     bad = _cli("quantize", "--weights", str(src), "--format", "int4", "--scale-rounding", "ceil")
     assert bad.returncode != 0 and "--scale-rounding: not an option of format int4" in bad.stderr
+
+
+def test_qat_command_rows_and_errors():
+    ok = _cli("qat", "--model", "mlp", "--recipe", "w2", "--steps", "20", "--json")
+    assert ok.returncode == 0, ok.stderr
+    rows = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert [r["method"] for r in rows] == ["float", "ptq-w2", "qat-w2"]
+    assert rows[1]["bits_per_weight"] == rows[2]["bits_per_weight"] == 2.5  # int2 per row + float32 scales
+    bad = _cli("qat", "--model", "smollm2")
+    assert bad.returncode == 2 and "backward pass" in bad.stderr and "Traceback" not in bad.stderr
