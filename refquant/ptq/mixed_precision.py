@@ -28,7 +28,8 @@ is the same recurrence as plain loops; tests check both against exhaustive searc
 **Greedy ΔΩ/Δbits** (:func:`allocate_greedy`, the baseline; Dantzig's value-per-weight rule): start
 from each layer's smallest candidate; repeatedly make the single change (layer i → candidate j) that
 lowers Ω most per extra bit, (Ω[i, c_i] − Ω[i, j]) / (s[i, j] − s[i, c_i]), among the changes that lower
-Ω and keep Σ s ≤ B (a change that lowers Ω without adding bits ranks first); stop when none is left.
+Ω and keep Σ s ≤ B; stop when none is left. Each step lowers Σ Ω, so it ends; it is not optimal in
+general (an early cheap upgrade can block a better expensive one: a test shows such a case).
 
 **llama.cpp's Q4_K_M rule** (:func:`q4km_types`; ``src/llama-quant.cpp: llama_tensor_get_type_impl``,
 a non-Falcon model without experts): Q4_K everywhere except
@@ -193,6 +194,7 @@ def allocate_greedy(sensitivity, sizes, budget_bits: int) -> Allocation:
             d_bits = int(s[i, j] - s[i, choice[i]])
             if d_omega <= 0 or total + d_bits > budget:
                 continue
+            # d_bits <= 0 cannot happen from the smallest start (that j would have had the better ratio)
             key = np.inf if d_bits <= 0 else d_omega / d_bits
             if best_key is None or key > best_key:
                 best, best_key = (i, j, d_bits), key

@@ -130,8 +130,9 @@ def loss_sensitivity(lm: LM, params: dict, windows, candidates, names=None) -> d
     -------
     dict with ``"delta_nll"`` (layers, candidates) — NLL(layer i in format j) − NLL(float), nats;
     ``"kl"`` (layers, candidates) — mean KL(P_float ‖ P_quantized) per prediction, nats;
-    ``"nll"`` — the float model's NLL. One forward pass per (layer, candidate); logits and
-    log-probabilities of all B·T predictions are held at once (float64: 8·B·T·V bytes).
+    ``"nll"`` — the float model's NLL. One forward pass per (layer, candidate) over all B·T
+    predictions at once: three (B, T, V) float64 arrays are held (24·B·T·V bytes).
+    ΔNLL can come out negative (a format that happens to fit the windows better); KL cannot.
     """
     names, candidates = _names(lm, names), _candidates(candidates)
     x, y = (np.asarray(a) for a in windows)
@@ -195,7 +196,8 @@ def hutchinson_trace(hvp, shape, n_samples: int = 32, seed=0) -> TraceEstimate:
 
     ``hvp(v)`` returns H v (an array of v's shape). Unbiased; for a diagonal H every sample equals
     Tr(H) exactly (vᵀHv = Σ_i H_ii v_i² + Σ_{i≠j} H_ij v_i v_j and v_i² = 1), otherwise the variance
-    of one sample is 2 Σ_{i≠j} H_ij². The vectors come from ``numpy.random.default_rng(seed)``.
+    of one sample is 2 Σ_{i≠j} H_ij². The vectors come from ``numpy.random.default_rng(seed)``
+    (``seed``: an int or a sequence of ints).
     """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
@@ -224,6 +226,8 @@ def gpt_hessian_traces(params: dict, cfg: gpt.GPTConfig, windows, names=None, *,
     """Tr(H_i) of the tiny GPT's mean cross-entropy on ``windows`` = (x, y) with respect to each
     linear layer's weight: ``{name: TraceEstimate}``. Eq. (3) in float64 (a float64 copy of the
     parameters); 2·n_samples backward passes per layer; layer k's vectors from ``default_rng([seed, k])``.
+    The loss is not convex: a layer's trace may come out negative (or be estimated so, with few
+    samples), and eq. (2) then rewards error in that layer — check ``std_error``.
 
     LLaMA models: unavailable (refquant has no LLaMA backward pass) — a TypeError says so.
     """
