@@ -32,6 +32,7 @@ import numpy as np
 
 from ..core._checks import choice, float_array, int_array, int_value, positive_scale, real_value, to_float
 from ..core.granularity import align, check_param, param_shape, to_groups
+from ..core.uniform import _CHUNK, _chunks  # noqa: F401  (the chunking the uniform quantizer uses)
 
 TIES = ("even", "down", "up")
 
@@ -123,18 +124,14 @@ def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block
     choice(scale_op, "scale_op", ("divide", "multiply_reciprocal"))
     c = check_codebook(codebook)
     xa = float_array(x, "x")
-    v = xa
+    sv, wd = None, None
     if scale is not None:
-        s = check_param(positive_scale(scale, "scale", None if type(scale) is not float else xa.dtype),
-                        xa.shape, axis, block_size, "scale")
-        xv, (sv,) = align(xa, [s], axis, block_size)
+        sv = check_param(positive_scale(scale, "scale", None if type(scale) is not float else xa.dtype),
+                         xa.shape, axis, block_size, "scale")
         wd = np.result_type(xa.dtype, sv.dtype)
-        with np.errstate(over="ignore"):  # x / scale beyond the dtype is ±Inf: it saturates to an end codeword
-            if scale_op == "divide":
-                v = np.divide(xv, sv, dtype=wd).reshape(xa.shape)
-            else:
-                v = np.multiply(xv, np.divide(wd.type(1), sv, dtype=wd), dtype=wd).reshape(xa.shape)
-    v = v.astype(np.float64)
+        if scale_op == "multiply_reciprocal":
+            with np.errstate(over="ignore"):
+                sv = np.divide(wd.type(1), sv, dtype=wd)
     if thresholds is not None:
         t = check_codebook(thresholds, "thresholds").astype(np.float64) if np.size(thresholds) else np.zeros(0)
         if c.ndim != 1 or t.shape != (c.shape[0] - 1,):
@@ -142,7 +139,25 @@ def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block
     else:
         t = _midpoint_sums(c)
     if c.ndim == 1:
-        return _assign(v, t, ties).astype(_index_dtype(c.shape[0]))
+        # in chunks of _CHUNK elements: the float64 values, search indices and masks of one chunk
+        # stay in cache, and the only full-size allocation is the index array returned
+        out = np.empty(xa.shape, dtype=_index_dtype(c.shape[0]))
+        pars = [] if sv is None else [sv]
+        for xc, oc, pc in _chunks(xa, out, pars, None if sv is None else axis, block_size):
+            if sv is None:
+                v = xc.astype(np.float64)
+            else:
+                with np.errstate(over="ignore"):  # x / scale beyond the dtype is ±Inf: an end codeword
+                    v = (np.divide if scale_op == "divide" else np.multiply)(xc, pc[0], dtype=wd)
+                v = v.astype(np.float64, copy=False)
+            oc[...] = _assign(v.reshape(-1), t, ties).reshape(oc.shape)
+        return out
+    v = xa
+    if sv is not None:
+        xv, (sa,) = align(xa, [sv], axis, block_size)
+        with np.errstate(over="ignore"):
+            v = (np.divide if scale_op == "divide" else np.multiply)(xv, sa, dtype=wd).reshape(xa.shape)
+    v = v.astype(np.float64)
     g = to_groups(v, axis, block_size)  # (n_params, group_len), NaN-padded
     if g.shape[0] != c.shape[0]:
         raise ValueError(f"codebook has {c.shape[0]} rows but the granularity has {g.shape[0]} parameter groups")
@@ -176,7 +191,17 @@ def codebook_dequantize(indices, codebook, *, scale=None, axis: int | None = Non
         positive_scale(scale, "scale", None if type(scale) is not float else dtype), idx.shape, axis, block_size,
         "scale", "indices")
     if c.ndim == 1:
-        vals = c.astype(dtype)[idx]
+        cd = c.astype(dtype)
+        if s is None:
+            return cd[idx]
+        od = np.promote_types(dtype, s.dtype)
+        out = np.empty(idx.shape, dtype=od)
+        for ic, oc, (sc,) in _chunks(idx, out, [s], axis, block_size):  # chunked: no full-size temporary
+            with np.errstate(over="ignore"):
+                np.multiply(cd[ic], sc, out=oc, dtype=od)
+            if not (np.isfinite(oc.min()) and np.isfinite(oc.max())):
+                raise ValueError(f"scale · codebook overflows {od.name}")
+        return out
     else:
         g = to_groups(idx.astype(np.float64), axis, block_size, "indices")
         if g.shape[0] != c.shape[0]:
