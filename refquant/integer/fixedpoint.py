@@ -181,6 +181,7 @@ def _apply_multiplier_ref(x, multiplier, shift, rounding, names):
 #     y = RDBP(SRDHM) = (p + 2^30 + 2^(30+e) − 2^31·[p < −2^30]) >> (31 + e).
 #     Proof. With v = (p + 2^30) / 2^31, SRDHM = floor(v) and [floor(v) < 0] = [p < −2^30]; for an integer
 #     c and n > 0, floor((floor(v) + c) / n) = floor((v + c) / n); take c = 2^(e−1) − [p < −2^30], n = 2^e.
+#     Computed as ((p + 2^30 + 2^(30+e)) >> 31 − [p < −2^30]) >> e: the same nested-floor identity with n = 2^31.
 #     The saturated case p = 2^62 gives 2^(31−e) from 2^31 and from 2^31 − 1 alike when e >= 1, so
 #     only e = 0 needs the min of (3). Every intermediate lies below 2^62 + 2^61 + 2^30 < 2^63: exact int64.
 
@@ -303,11 +304,14 @@ def _apply_multiplier(x, multiplier, shift, rounding, names):
     if s.ndim == 0 and slo >= 0:  # e = 0: SRDHM alone, identity (3)
         p += 1 << 30
         p >>= 31
-    else:  # identity (5); channels with e = 0 get neither the 2^(30+e) nor the 2^31 term
+    else:  # identity (5), as ((p + 2^30 + 2^(30+e)) >> 31 − [p < −2^30]) >> e (nested floors, integer n)
         neg = p < -(1 << 30)
+        if s.ndim:
+            neg &= e > 0  # channels with e = 0 get neither the 2^(30+e) nor the [p < −2^30] term
         p += (1 << 30) + np.where(e > 0, np.int64(1) << (30 + e), 0)
-        np.subtract(p, np.where(e > 0, np.int64(1) << 31, 0), out=p, where=neg)
-        p >>= 31 + e
+        p >>= 31
+        p -= neg
+        p >>= e
     if m.size and mlo == INT32_MIN and int(m.min()) == INT32_MIN:
         np.minimum(p, INT32_MAX, out=p)  # the saturation of (3); only reachable with m = INT32_MIN
     return p
