@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core._checks import int_array, int_value
-from .fixedpoint import INT32_MAX, INT32_MIN, _apply_multiplier
+from .fixedpoint import INT32_MAX, INT32_MIN, _apply_multiplier, _apply_multiplier_ref
 from ..core.ranges import qrange as as_qrange
 
 K_CHUNK = 1024  # 1024 · 128² = 2^24: the largest exact float32 chunk
@@ -199,8 +199,16 @@ def requantize(acc, multiplier, shift, out_zero_point=0, qrange="int8", *, round
     """
     r = as_qrange(qrange)
     z = _out_zero_point(out_zero_point, r)
-    y = _apply_multiplier(acc, multiplier, shift, rounding, ("acc", "multiplier", "shift")).astype(np.int64) + z
-    return np.clip(y, r.qmin, r.qmax).astype(r.dtype)
+    return _finish(_apply_multiplier(acc, multiplier, shift, rounding, ("acc", "multiplier", "shift")), z, r)
+
+
+def _finish(y, z, r):
+    """``clamp(y + z, qmin, qmax)`` cast to ``r.dtype``, in place on the int64 array ``y`` the caller owns."""
+    if z:
+        y += z
+    np.minimum(y, r.qmax, out=y)
+    np.maximum(y, r.qmin, out=y)
+    return y.astype(r.dtype)
 
 
 def _out_zero_point(z, r) -> int:
@@ -269,13 +277,14 @@ def fully_connected(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier
     """
     r, bq = _fc_checks(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_zero_point, qrange)
     W = w if isinstance(w, PackedMatrix) else np.asarray(w).T  # (n_in, n_out) for x @ W
-    acc = _matmul(x, W, x_zero_point, w_zero_point, ("x", "w", "x_zero_point", "w_zero_point")).astype(np.int64)
+    acc = _matmul(x, W, x_zero_point, w_zero_point, ("x", "w", "x_zero_point", "w_zero_point"))
     if bq is not None:
-        acc = acc + bq.astype(np.int64)
+        acc = acc.astype(np.int64)
+        acc += bq
         if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
             raise ValueError("bias: accumulator + bias overflows int32")
-    y = _apply_multiplier(acc, multiplier, shift, rounding, ("x @ w", "multiplier", "shift")).astype(np.int64)
-    return np.clip(y + int(out_zero_point), r.qmin, r.qmax).astype(r.dtype)
+    y = _apply_multiplier(acc, multiplier, shift, rounding, ("x @ w", "multiplier", "shift"))
+    return _finish(y, int(out_zero_point), r)
 
 
 def fully_connected_ref(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier, shift, out_zero_point,
@@ -307,7 +316,7 @@ def fully_connected_ref(x, w, bias=None, *, x_zero_point, w_zero_point=0, multip
                 acc += int(bq[c])
             if not INT32_MIN <= acc <= INT32_MAX:
                 raise ValueError("x, w: the int32 accumulator overflows")
-            acc = int(_apply_multiplier(acc, int(m[c]), int(s[c]), rounding, ("x @ w", "multiplier", "shift")))
+            acc = int(_apply_multiplier_ref(acc, int(m[c]), int(s[c]), rounding, ("x @ w", "multiplier", "shift")))
             acc += int(out_zero_point)
             out[b, c] = min(max(acc, r.qmin), r.qmax)
     return out
