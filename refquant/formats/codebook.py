@@ -331,13 +331,14 @@ def absmax_scale(x, target: float = 1.0, *, axis: int | None = None, block_size:
     if not 0 < t32 < np.inf:
         raise ValueError(f"target={target!r} is 0 or Inf in float32, where the scale is computed")
     xa = float_array(x, "x")
-    if not np.all(np.isfinite(xa)):
-        raise ValueError("x must be finite for an absmax scale")
-    xa = to_float(xa, np.float32, "x")
     if xa.size == 0:
         raise ValueError("x is empty; there is no absmax")
-    g = to_groups(np.abs(xa), axis, block_size)
-    amax = np.nanmax(g, axis=1)
+    xa = to_float(xa, np.float32, "x")
+    g = to_groups(xa, axis, block_size)  # a view unless a partial block needs NaN padding
+    hi, lo = np.nanmax(g, axis=1), np.nanmin(g, axis=1)  # max|x| without a full-size |x| copy
+    if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
+        raise ValueError("x must be finite for an absmax scale")
+    amax = np.maximum(hi, -lo)
     with np.errstate(over="ignore", under="ignore"):
         s = np.where(amax > 0, amax / np.float32(target), np.float32(1)).astype(np.float32)
     if not (np.all(np.isfinite(s)) and np.all(s > 0)):

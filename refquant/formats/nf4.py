@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core._checks import float_array, int_value, real_value, to_float
-from ..core.uniform import quantize
+from ..core.uniform import _CHUNK, quantize
 from .codebook import codebook_quantize
 
 # bitsandbytes' table (functional.py / kernels.cu nf4_dequantization_lut), float32
@@ -126,27 +126,37 @@ def nf4_quantize(x, block_size: int = 64, *, double_quant: bool = False) -> NF4T
     """
     block_size = int_value(block_size, "block_size", 1, 2**31)
     xa = float_array(x, "x")
-    if not np.all(np.isfinite(xa)):
-        raise ValueError("x must be finite: the block absmax would be infinite")
     xa = to_float(xa, np.float32, "x")
     flat = xa.reshape(-1)
     n = flat.size
     if n == 0:
         raise ValueError("x is empty; there is no block to quantize")
     nb = -(-n // block_size)
-    absmax = np.maximum.reduceat(np.abs(flat), np.arange(0, n, block_size))  # (nb,); a last block may be partial
-    with np.errstate(divide="ignore", over="ignore"):  # all-zero block: v = 0 -> code 7
-        recip = np.where(absmax > 0, np.float32(1) / absmax, np.float32(0))
-    blk = np.arange(n) // block_size
-    with np.errstate(over="ignore", invalid="ignore"):
-        v = flat * recip[blk]  # float32, as the kernel
-    # a block whose absmax is subnormal has 1/absmax = Inf: its non-zero values become ±Inf and take the
-    # end codes (±1 · absmax), as in the float32 kernel; its zeros give 0 · Inf = NaN there, kept at code 7 here
-    v = np.where(flat == 0, np.float32(0), v)
-    codes = codebook_quantize(v, _NF4, thresholds=_THRESHOLDS.astype(np.float64), ties="down")
-    if n % 2:
-        codes = np.append(codes, np.uint8(7))  # the missing element is padded with 0.0 (code 7)
-    packed = ((codes[0::2] << 4) | codes[1::2]).astype(np.uint8)
+    absmax = np.empty(nb, np.float32)
+    packed = np.empty(-(-n // 2), np.uint8)
+    # an even number of whole blocks per chunk (two codes per byte): a chunk's temporaries stay in
+    # cache and the only full-size arrays are the packed codes and absmax returned
+    k = max(1, _CHUNK // block_size)
+    step = (k + k % 2) * block_size
+    for i in range(0, n, step):
+        fc = flat[i:i + step]
+        b0 = i // block_size
+        am = np.maximum.reduceat(np.abs(fc), np.arange(0, fc.size, block_size))  # a last block may be partial
+        if not np.all(np.isfinite(am)):
+            raise ValueError("x must be finite: the block absmax would be infinite")
+        absmax[b0:b0 + am.size] = am
+        with np.errstate(divide="ignore", over="ignore"):  # all-zero block: v = 0 -> code 7
+            recip = np.where(am > 0, np.float32(1) / am, np.float32(0))
+        recip = np.repeat(recip, block_size)[:fc.size]
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = fc * recip  # float32, as the kernel
+        # a block whose absmax is subnormal has 1/absmax = Inf: its non-zero values become ±Inf and take the
+        # end codes (±1 · absmax), as in the float32 kernel; its zeros give 0 · Inf = NaN there, kept at code 7 here
+        v = np.where(fc == 0, np.float32(0), v)
+        codes = codebook_quantize(v, _NF4, thresholds=_THRESHOLDS.astype(np.float64), ties="down")
+        if codes.size % 2:
+            codes = np.append(codes, np.uint8(7))  # the missing element is padded with 0.0 (code 7)
+        packed[i // 2:i // 2 + codes.size // 2] = (codes[0::2] << 4) | codes[1::2]
     dq = None
     if double_quant:
         offset = np.float32(absmax.mean())
