@@ -78,6 +78,7 @@ import math
 import numpy as np
 
 from ..core._checks import choice, float_array, int_array, int_value, to_float
+from ..core.uniform import _CHUNK
 from .codebook import codebook_quantize
 from .minifloat import FORMATS as MINIFLOATS
 from .minifloat import MinifloatFormat, minifloat_decode
@@ -246,11 +247,21 @@ def mx_quantize(x, elem: str = "fp4_e2m1", *, block_size: int = 32, scale_roundi
     """
     xa = _as_f32(x)
     ax, bs = _check_layout(xa.ndim, axis, block_size)
-    b, moved = _blocks(xa, ax, bs)  # (P, nb, bs)
-    s = shared_exponent(np.abs(b).max(axis=2, initial=F32(0)), elem, scale_rounding)  # (P, nb)
-    v = np.ldexp(b.astype(np.float64), -s[..., None])  # V_i / X, exact
-    codes = _unblock(encode_elements(v, elem, element_rounding), moved, ax)
-    scales = np.moveaxis((s + 127).astype(np.uint8).reshape(moved[:-1] + (b.shape[1],)), -1, ax)
+    xm = np.moveaxis(xa, ax, -1)
+    moved, n = xm.shape, xm.shape[-1]
+    nb = -(-n // bs)
+    rows = xm.reshape(-1, n)  # (P, n)
+    codes = np.empty(rows.shape, np.uint8)
+    s_all = np.empty((rows.shape[0], nb), np.int64)
+    step = max(1, _CHUNK // max(1, nb * bs))  # rows per chunk: the float64 temporaries stay in cache
+    for i in range(0, rows.shape[0], step):
+        b, _ = _blocks(rows[i:i + step], 1, bs)  # (p, nb, bs), zero-padded
+        s = shared_exponent(np.abs(b).max(axis=2, initial=F32(0)), elem, scale_rounding)  # (p, nb)
+        v = np.ldexp(b.astype(np.float64), -s[..., None])  # V_i / X, exact
+        codes[i:i + step] = encode_elements(v, elem, element_rounding).reshape(b.shape[0], -1)[:, :n]
+        s_all[i:i + step] = s
+    codes = np.moveaxis(codes.reshape(moved), -1, ax)
+    scales = np.moveaxis((s_all + 127).astype(np.uint8).reshape(moved[:-1] + (nb,)), -1, ax)
     return MXTensor(codes, scales, elem, bs, ax)
 
 
