@@ -39,6 +39,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..core._checks import float_array, int_array, positive_scale, to_float
+from ..core.uniform import _CHUNK
 from .minifloat import minifloat_decode, minifloat_encode
 
 F32 = np.float32
@@ -62,7 +63,7 @@ def _per_tensor(xa: np.ndarray, per_tensor_scale):
     if isinstance(per_tensor_scale, str):
         if per_tensor_scale != "amax":
             raise ValueError(f"per_tensor_scale: expected 'amax', None or a positive float, got {per_tensor_scale!r}")
-        amax = np.abs(xa).max(initial=F32(0))
+        amax = np.maximum(xa.max(initial=F32(0)), -xa.min(initial=F32(0)))  # max|x| without a full |x| copy
         g = F32(amax / F32(448.0 * 6.0)) if amax > 0 else F32(1)
     else:
         if np.ndim(per_tensor_scale):
@@ -115,15 +116,23 @@ def nvfp4_quantize(x, *, per_tensor_scale="amax") -> NVFP4Tensor:
     """
     xa = _as_f32(x)
     g = _per_tensor(xa, per_tensor_scale)
-    b = _blocks(xa)  # (P, nb, 16)
-    bs = np.divide(np.abs(b).max(axis=2, initial=F32(0)), E2M1_MAX, dtype=F32)  # (2)
-    sb = bs if g is None else np.divide(bs, g, dtype=F32)
-    s_code = minifloat_encode(np.clip(sb, E4M3_TINY, E4M3_MAX), "float8e4m3fn")  # (3)
-    s = minifloat_decode(s_code, "float8e4m3fn")
-    r = np.divide(F32(1) if g is None else np.divide(F32(1), g, dtype=F32), s, dtype=F32)  # (4)
-    v = np.clip(np.multiply(b, r[..., None], dtype=F32), -E2M1_MAX, E2M1_MAX)
-    codes = minifloat_encode(v, "float4e2m1").reshape(b.shape[0], -1)[:, : xa.shape[-1]]  # (5)
-    return NVFP4Tensor(codes.reshape(xa.shape), s_code.reshape(xa.shape[:-1] + (b.shape[1],)),
+    n = xa.shape[-1]
+    rows = xa.reshape(-1, n)  # (P, K)
+    nb = -(-n // BLOCK)
+    codes = np.empty(rows.shape, np.uint8)
+    s_code = np.empty((rows.shape[0], nb), np.uint8)
+    step = max(1, _CHUNK // max(1, nb * BLOCK))  # rows per chunk: its temporaries stay in cache
+    for i in range(0, rows.shape[0], step):
+        b = _blocks(rows[i:i + step])  # (p, nb, 16)
+        bs = np.divide(np.abs(b).max(axis=2, initial=F32(0)), E2M1_MAX, dtype=F32)  # (2)
+        sb = bs if g is None else np.divide(bs, g, dtype=F32)
+        sc = minifloat_encode(np.clip(sb, E4M3_TINY, E4M3_MAX), "float8e4m3fn")  # (3)
+        s = minifloat_decode(sc, "float8e4m3fn")
+        r = np.divide(F32(1) if g is None else np.divide(F32(1), g, dtype=F32), s, dtype=F32)  # (4)
+        v = np.clip(np.multiply(b, r[..., None], dtype=F32), -E2M1_MAX, E2M1_MAX)
+        codes[i:i + step] = minifloat_encode(v, "float4e2m1").reshape(b.shape[0], -1)[:, :n]  # (5)
+        s_code[i:i + step] = sc
+    return NVFP4Tensor(codes.reshape(xa.shape), s_code.reshape(xa.shape[:-1] + (nb,)),
                        None if g is None else float(g))
 
 
