@@ -48,6 +48,7 @@ import numpy as np
 
 from . import kquants
 from ..core._checks import float_array, to_float
+from ..core.uniform import _CHUNK
 
 QK = 32
 BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
@@ -60,13 +61,14 @@ def _check_qtype(qtype):
                          f"{tuple(BLOCK_BYTES) + tuple(kquants.BLOCK_BYTES)}")
 
 
-def _check_fp16(v: np.ndarray, what: str):
-    """ValueError where a block's fp16 field would overflow to Inf (|v| >= 65520 rounds to Inf)."""
+def _check_fp16(v: np.ndarray, what: str, first: int = 0):
+    """ValueError where a block's fp16 field would overflow to Inf (|v| >= 65520 rounds to Inf).
+    ``first``: the index of ``v[0]``'s block in the tensor (for the message)."""
     with np.errstate(over="ignore"):
         bad = np.isinf(v.astype(np.float16))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"x: block {i} needs {what} = {float(v[i]):.6g}, beyond fp16 (max 65504); ggml would store "
+        raise ValueError(f"x: block {first + i} needs {what} = {float(v[i]):.6g}, beyond fp16 (max 65504); ggml would store "
                          "Inf and dequantize the block to NaN / Inf. Scale x down or use a wider type")
 
 
@@ -138,17 +140,26 @@ def quantize(x, qtype: str, imatrix=None) -> np.ndarray:
     if not np.all(np.isfinite(xa)):
         raise ValueError("x must be finite (ggml's scales would be Inf)")
     lead = xa.shape[:-1]
-    b = xa.reshape(-1, QK)  # (nb, 32)
+    blocks = xa.reshape(-1, QK)  # (nb, 32)
+    out = np.empty((blocks.shape[0], BLOCK_BYTES[qtype]), np.uint8)
+    step = max(1, _CHUNK // QK)  # blocks per chunk: the float temporaries stay in cache
+    for i in range(0, blocks.shape[0], step):
+        out[i:i + step] = _quantize_blocks(blocks[i:i + step], qtype, i)
+    return out.reshape(lead + (-1,))
+
+
+def _quantize_blocks(b: np.ndarray, qtype: str, first: int) -> np.ndarray:
+    """Blocks ``b`` (nb, 32) float32 -> their bytes (nb, BLOCK_BYTES[qtype]); ``first``: index of b[0]."""
     if qtype == "q8_0":
         d = (np.abs(b).max(axis=1) / F32(127)).astype(F32)
-        _check_fp16(d, "the scale d")
+        _check_fp16(d, "the scale d", first)
         v = b * _recip(d)[:, None]
         q = (np.trunc(v) + np.where(np.abs(v - np.trunc(v)) >= 0.5, np.sign(v), 0)).astype(np.int8)  # roundf
         out = np.concatenate([_fp16_bytes(d), q.view(np.uint8)], axis=1)
     elif qtype in ("q4_0", "q5_0"):
         half = 8 if qtype == "q4_0" else 16
         d = (_signed_absmax(b) / F32(-half)).astype(F32)
-        _check_fp16(d, "the scale d")
+        _check_fp16(d, "the scale d", first)
         v = b * _recip(d)[:, None] + F32(half + 0.5)  # float32 add, then (int8) truncation
         q = np.minimum(2 * half - 1, np.trunc(v)).astype(np.uint8)
         parts = [_fp16_bytes(d)] + ([_qh(q)] if qtype == "q5_0" else []) + [_nibbles(q)]
@@ -158,14 +169,14 @@ def quantize(x, qtype: str, imatrix=None) -> np.ndarray:
         lo, hi = _first_extreme(b, np.min), _first_extreme(b, np.max)
         with np.errstate(over="ignore"):
             d = ((hi - lo) / F32(levels)).astype(F32)  # hi - lo may overflow float32: caught as an fp16 overflow
-        _check_fp16(d, "the scale d")
-        _check_fp16(lo, "the minimum m")
+        _check_fp16(d, "the scale d", first)
+        _check_fp16(lo, "the minimum m", first)
         v = (b - lo[:, None]) * _recip(d)[:, None] + F32(0.5)
         q = np.trunc(v)
         q = (np.minimum(15, q) if qtype == "q4_1" else q).astype(np.uint8)
         parts = [_fp16_bytes(d), _fp16_bytes(lo)] + ([_qh(q)] if qtype == "q5_1" else []) + [_nibbles(q)]
         out = np.concatenate(parts, axis=1)
-    return out.reshape(lead + (-1,))
+    return out
 
 
 def dequantize(data, qtype: str) -> np.ndarray:
