@@ -239,6 +239,27 @@ def test_int_matmul_fast_equals_exact_and_ref(case):
         assert np.array_equal(int_matmul_ref(a, b, za, zb), exact)
 
 
+@pytest.mark.parametrize("dtypes", [(np.int8, np.int8), (np.uint8, np.uint8), (np.uint8, np.int8)])
+def test_int_matmul_cache_sized_slices_are_exact(monkeypatch, dtypes):
+    # A 64-row conversion buffer (BUFFER_BYTES = 64 rows · N · 4 bytes) makes K = 2100 run as slices of 64
+    # inside the exact 1024-row chunks (1024 = 16 · 64, then a 52-row tail), for few rows (M = 3 < SMALL_M)
+    # and for a batch of b's; extreme codes (all -128 or 255) included. Oracle: float64 products, exact here.
+    import refquant.integer.gemm as gemm
+
+    M, K, N = 3, 2100, 5
+    monkeypatch.setattr(gemm, "BUFFER_BYTES", 64 * N * 4)
+    rng = np.random.default_rng(0)
+    ia, ib = np.iinfo(dtypes[0]), np.iinfo(dtypes[1])
+    a = rng.integers(ia.min, ia.max + 1, (2, M, K)).astype(dtypes[0])
+    b = rng.integers(ib.min, ib.max + 1, (2, K, N)).astype(dtypes[1])
+    a[0, 0], b[0, :, 0] = ia.min, ib.min
+    za, zb = np.array([ia.max, 0, 7], dtypes[0]), np.array([ib.min, 0, 1, ib.max, 3], dtypes[1])
+    for A, B in ((a[0], b[0]), (a, b), (a, b[1])):
+        exact = (A.astype(np.float64) - za[:, None]) @ (B.astype(np.float64) - zb[None, :].astype(np.float64))
+        assert np.array_equal(int_matmul(A, B, za, zb), exact.astype(np.int64))
+        assert np.array_equal(int_matmul(A, B), (A.astype(np.float64) @ B.astype(np.float64)).astype(np.int64))
+
+
 def test_int_matmul_overflow_raises_not_wraps():
     k = 33100  # 33100 * 255 * 255 > 2^31 - 1
     a = np.full((1, k), 255, np.uint8)

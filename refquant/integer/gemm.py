@@ -13,7 +13,11 @@ so :func:`int_matmul` computes (1) with float32 BLAS, exactly:
   magnitude at most 2^24 — representable in float32, so each float32 addition is exact in any
   order (FMA included) and the chunk's result is exact;
 * chunk results are summed in float64 (exact below 2^53) and the zero-point terms are added in
-  int64: ``Σ(a−za)(b−zb) = Σab − zb·Σ_k a − za·Σ_k b + K·za·zb``.
+  int64: ``Σ(a−za)(b−zb) = Σab − zb·Σ_k a − za·Σ_k b + K·za·zb``;
+* ``b`` is converted per call (no prepacking needed), K-slice by K-slice into one reused float32
+  buffer: for a product of few rows (GEMV-like, memory-bound) a slice of about ``BUFFER_BYTES`` that the
+  GEMM reads from cache, otherwise whole 1024-row chunks. Slices of one chunk are summed in float32,
+  exact because every partial sum of the chunk is an integer of magnitude at most 2^24.
 
 The result is checked to fit in int32 (ValueError otherwise: accumulation never wraps).
 :func:`int_matmul_ref` is the plain triple loop on Python integers.
@@ -39,6 +43,8 @@ from .fixedpoint import INT32_MAX, INT32_MIN, _apply_multiplier, _apply_multipli
 from ..core.ranges import qrange as as_qrange
 
 K_CHUNK = 1024  # 1024 · 128² = 2^24: the largest exact float32 chunk
+BUFFER_BYTES = 2**20  # the reused float32 conversion buffer of a few-row product: about one L2 cache
+SMALL_M = 32  # below this many rows of a, b is converted slice by slice into that buffer
 
 
 def _operand(v, name, ndim_min=2):
@@ -144,19 +150,34 @@ def _matmul(a, b, a_zero_point, b_zero_point, names):
     out_shape = lead + (M, N)
     acc, buf = None, np.empty(out_shape, np.float32)
     colsum = packed.colsum if packed else 0
+    rows = M * int(np.prod(lead, dtype=np.int64))
+    # few rows: the conversion of b is the cost, so convert it in cache-sized K-slices into one reused
+    # buffer that the GEMM reads while it is still in cache; many rows amortise converting whole blocks
+    step = K_CHUNK if packed or rows >= SMALL_M else max(64, min(K_CHUNK, BUFFER_BYTES // (4 * max(N, 1))))
+    conv = None if packed else np.empty(B.shape[:-2] + (min(step, K), N), np.float32)
+    part = None  # the second output buffer, only when a block has several slices
     for k0 in range(0, K, K_CHUNK):
-        Ac = Af[..., k0:k0 + K_CHUNK]
-        if packed:
-            Bc = B[..., k0:k0 + K_CHUNK, :]
-        else:
-            Bc = B[..., k0:k0 + K_CHUNK, :].astype(np.float32)
-            if sb:
-                Bc -= 128
-            if need_colsum:
-                colsum = colsum + Bc.sum(axis=-2, keepdims=True, dtype=np.float64).astype(np.int64)
-        np.matmul(Ac, Bc, out=buf)  # float32 GEMM, exact: |partial sums| <= 1024 · 2^14 = 2^24
+        k_end = min(k0 + K_CHUNK, K)
+        for k1 in range(k0, k_end, step):
+            k2 = min(k1 + step, k_end)
+            if packed:
+                Bc = B[..., k1:k2, :]
+            else:
+                Bc = conv[..., :k2 - k1, :]
+                np.copyto(Bc, B[..., k1:k2, :], casting="unsafe")  # int8/uint8 -> float32: exact
+                if sb:
+                    Bc -= 128
+                if need_colsum:
+                    colsum = colsum + Bc.sum(axis=-2, keepdims=True, dtype=np.float64).astype(np.int64)
+            if k1 == k0:
+                np.matmul(Af[..., k1:k2], Bc, out=buf)  # float32 GEMM, exact: |partial sums| <= 1024 · 2^14 = 2^24
+            else:
+                if part is None:
+                    part = np.empty(out_shape, np.float32)
+                np.matmul(Af[..., k1:k2], Bc, out=part)
+                buf += part  # still one block: every partial sum is an integer <= 2^24, exact in float32
         if acc is None:
-            acc = buf if k0 + K_CHUNK >= K else buf.astype(np.float64)
+            acc = buf if k_end >= K else buf.astype(np.float64)
         else:
             np.add(acc, buf, out=acc)  # float64: exact below 2^53
     rowsum = Af.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.int64) if need_rowsum else 0
