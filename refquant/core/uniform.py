@@ -239,8 +239,8 @@ def quantize(x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, 
     return q
 
 
-def _chunks(a: np.ndarray, out: np.ndarray, params: list, axis, block_size):
-    """Yield ``(a_chunk, out_chunk, [param_chunk, ...])`` over pieces of about ``_CHUNK`` elements.
+def _chunks(a: np.ndarray, out: np.ndarray, params: list, axis, block_size, size: int = _CHUNK):
+    """Yield ``(a_chunk, out_chunk, [param_chunk, ...])`` over pieces of about ``size`` elements.
 
     Each pass of the caller then runs on cache-resident temporaries (several passes over a chunk
     cost about one pass over memory). ``out`` has ``a``'s shape; chunks are views into it, in C
@@ -255,7 +255,7 @@ def _chunks(a: np.ndarray, out: np.ndarray, params: list, axis, block_size):
     if av.size == 0:
         return
     rows = av.shape[0]
-    step = max(1, _CHUNK // max(1, av.size // rows))
+    step = max(1, size // max(1, av.size // rows))
     for i in range(0, rows, step):
         sl = slice(i, i + step)
         yield av[sl], ov[sl], [p[sl] if p.ndim and p.shape[0] > 1 else p for p in pv]

@@ -143,7 +143,7 @@ def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block
         # stay in cache, and the only full-size allocation is the index array returned
         out = np.empty(xa.shape, dtype=_index_dtype(c.shape[0]))
         pars = [] if sv is None else [sv]
-        for xc, oc, pc in _chunks(xa, out, pars, None if sv is None else axis, block_size):
+        for xc, oc, pc in _chunks(xa, out, pars, None if sv is None else axis, block_size, _CHUNK // 4):
             if sv is None:
                 v = xc.astype(np.float64)
             else:

@@ -253,7 +253,7 @@ def mx_quantize(x, elem: str = "fp4_e2m1", *, block_size: int = 32, scale_roundi
     rows = xm.reshape(-1, n)  # (P, n)
     codes = np.empty(rows.shape, np.uint8)
     s_all = np.empty((rows.shape[0], nb), np.int64)
-    step = max(1, _CHUNK // max(1, nb * bs))  # rows per chunk: the float64 temporaries stay in cache
+    step = max(1, _CHUNK // 4 // max(1, nb * bs))  # rows per chunk: the float64 temporaries stay in cache
     for i in range(0, rows.shape[0], step):
         b, _ = _blocks(rows[i:i + step], 1, bs)  # (p, nb, bs), zero-padded
         s = shared_exponent(np.abs(b).max(axis=2, initial=F32(0)), elem, scale_rounding)  # (p, nb)

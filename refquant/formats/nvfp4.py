@@ -121,7 +121,7 @@ def nvfp4_quantize(x, *, per_tensor_scale="amax") -> NVFP4Tensor:
     nb = -(-n // BLOCK)
     codes = np.empty(rows.shape, np.uint8)
     s_code = np.empty((rows.shape[0], nb), np.uint8)
-    step = max(1, _CHUNK // max(1, nb * BLOCK))  # rows per chunk: its temporaries stay in cache
+    step = max(1, _CHUNK // 4 // max(1, nb * BLOCK))  # rows per chunk: its temporaries stay in cache
     for i in range(0, rows.shape[0], step):
         b = _blocks(rows[i:i + step])  # (p, nb, 16)
         bs = np.divide(np.abs(b).max(axis=2, initial=F32(0)), E2M1_MAX, dtype=F32)  # (2)
