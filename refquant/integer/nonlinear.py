@@ -48,7 +48,7 @@ import math
 import numpy as np
 
 from ..core._checks import axis_index, finite_array, int_array, int_value, real_value
-from .fixedpoint import _int32
+from .fixedpoint import _int32, _owned_int64
 
 LN2 = math.log(2)
 EXP_COEF = (0.3585, 1.353, 0.344)  # I-BERT eq. (12): exp(p) ≈ a(p + b)² + c on (−ln2, 0]
@@ -90,9 +90,18 @@ def _bit_length(n: np.ndarray) -> np.ndarray:
 def _to_int32(v: np.ndarray, scale):
     """Requantize int64 values into int32 by an arithmetic right shift (floor), with the scale
     multiplied by the same power of two — exact bookkeeping, integers only on the tensor."""
-    top = int(np.abs(v).max(initial=0))
+    top = max(int(v.max()), -int(v.min())) if v.size else 0  # = max|v| without an abs copy
     shift = max(0, top.bit_length() - 31)
-    return (v >> shift).astype(np.int32), scale * 2.0**shift
+    return (v >> shift if shift else v).astype(np.int32), scale * 2.0**shift
+
+
+def _poly2_scale(S: float, a: float) -> float:
+    """i-poly's output scale ``a·S²``, refused where float64 makes it 0 or Inf."""
+    with np.errstate(over="ignore", under="ignore"):
+        sa = a * S * S
+    if sa == 0 or not math.isfinite(sa):
+        raise ValueError(f"a, scale: the output scale a·scale² = {sa!r} is 0 or Inf in float64")
+    return sa
 
 
 def int_poly2(q, scale, a: float, b: float, c: float):
@@ -103,10 +112,7 @@ def int_poly2(q, scale, a: float, b: float, c: float):
         raise ValueError("a must be non-zero (the output scale is a·scale²)")
     qa = _int32(q, "q")
     q_b = _floor_int(b / S, "b / scale", 31)
-    with np.errstate(over="ignore", under="ignore"):
-        sa = a * S * S
-    if sa == 0 or not math.isfinite(sa):
-        raise ValueError(f"a, scale: the output scale a·scale² = {sa!r} is 0 or Inf in float64")
+    sa = _poly2_scale(S, a)
     q_c = _floor_int(c / sa, "c / (a·scale²)")
     t = qa + q_b
     _check_bound(t, 31, "i-poly")  # t² < 2^62
@@ -176,16 +182,28 @@ def int_erf(q, scale):
 def int_gelu(q, scale):
     """i-GELU: ``(q_out int32, S_out)`` with ``S_out·q_out ≈ GELU(scale·q)``."""
     S = _scale(scale)
-    qa = _int32(q, "q")
+    qa = _owned_int64(q, "q")[0]  # one fresh int64 copy, worked on in place below
     a, b, c = ERF_COEF
-    q_abs = np.minimum(np.abs(qa), _floor_int(-b / (S / math.sqrt(2)), "1.769·√2 / scale", 31))
-    q_l, s_erf = int_poly2(q_abs, S / math.sqrt(2), a, b, c)
-    q_erf = np.sign(qa) * q_l  # i-erf at full int64 precision (int_erf would requantize it)
-    q_one = _floor_int(1 / s_erf, "1 / (erf's output scale)")
-    t = q_erf + q_one
-    if qa.size and int(np.abs(qa).max()) * int(np.abs(t).max()) >= 1 << 62:  # Python ints: exact
+    bound = _floor_int(-b / (S / math.sqrt(2)), "1.769·√2 / scale", 31)
+    t = np.abs(qa, out=np.empty_like(qa))  # an array even for 0-d q
+    qa_max = int(t.max()) if t.size else 0
+    np.minimum(t, bound, out=t)  # |q| clipped at −b: erf is flat beyond
+    s_erf = _poly2_scale(S / math.sqrt(2), a)
+    q_b = _floor_int(b / (S / math.sqrt(2)), "b / scale", 31)
+    q_c = _floor_int(c / s_erf, "c / (a·scale²)")
+    # int_poly2 inlined: t + q_b lies in [q_b, bound + q_b] = [q_b, 0 or -1], so |t + q_b| <= |q_b| <= 2^31,
+    # reaching 2^31 (int_poly2's bound check) only for q_b = -2^31 at some t = 0
+    if q_b <= -(1 << 31) and t.size and int(t.min()) == 0:
+        raise ValueError("i-poly leaves the int64 working range: the scale is too small for this function")
+    t += q_b
+    t *= t
+    t += q_c
+    t *= np.sign(qa)  # i-erf at full int64 precision (int_erf would requantize it)
+    t += _floor_int(1 / s_erf, "1 / (erf's output scale)")
+    if t.size and qa_max * max(int(t.max()), -int(t.min())) >= 1 << 62:  # Python ints: exact
         raise ValueError("i-GELU leaves the int64 working range: the scale is too small for this function")
-    return _to_int32(qa * t, S * s_erf / 2)
+    qa *= t
+    return _to_int32(qa, S * s_erf / 2)
 
 
 def isqrt(n) -> np.ndarray:
