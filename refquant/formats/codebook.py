@@ -72,7 +72,28 @@ def _compare(v: np.ndarray, s: np.ndarray, e: np.ndarray):
 
 
 def _assign(v: np.ndarray, t, ties: str) -> np.ndarray:
-    """Index of the codeword for each v; ``t`` is (s, e) midpoint pairs or exact float64 thresholds."""
+    """Index of the codeword for each v; ``t`` is (s, e) midpoint pairs or exact float64 thresholds.
+
+    Midpoint pairs: ``m = s / 2`` is within a quarter ulp of the exact midpoint, so a value farther
+    than 4 ulps from both neighbouring ``m`` is ordered correctly by the float64 search alone; the
+    exact comparison (:func:`_assign_exact`) runs only on the values near a threshold.
+    """
+    if isinstance(t, tuple) and t[0].size:
+        s, e = t
+        m = s / 2
+        idx = np.searchsorted(m, v, side="left")
+        tol = 4 * np.spacing(np.abs(m))
+        below, above = np.maximum(idx - 1, 0), np.minimum(idx, m.size - 1)
+        with np.errstate(invalid="ignore"):  # inf - inf cannot occur (m is finite); ±inf v is never near
+            near = (np.abs(v - m[below]) <= tol[below]) | (np.abs(v - m[above]) <= tol[above])
+        if near.any():
+            idx[near] = _assign_exact(v[near], t, ties)
+        return idx
+    return _assign_exact(v, t, ties)
+
+
+def _assign_exact(v: np.ndarray, t, ties: str) -> np.ndarray:
+    """:func:`_assign` with every value compared exactly (TwoSum midpoints) and ties resolved."""
     if isinstance(t, tuple):
         s, e = t
         idx = np.searchsorted(s / 2, v, side="left")  # approximate: off by one at most near a threshold
