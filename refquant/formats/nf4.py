@@ -102,8 +102,16 @@ class NF4Tensor:
     def dequantize(self) -> np.ndarray:
         """``NF4[code] · absmax`` in float32, shape of the original tensor."""
         n = int(np.prod(self.shape))
-        blocks = np.arange(n) // self.block_size
-        return (_NF4[self.codes().reshape(-1)] * self.absmax[blocks]).reshape(self.shape)
+        out = np.empty(n, np.float32)
+        table = _NF4.astype(np.float32)
+        k = max(1, _CHUNK // self.block_size)
+        step = (k + k % 2) * self.block_size  # whole blocks, an even number of codes: whole bytes
+        for i in range(0, n, step):  # in chunks: no full-size code, block-index or gather temporaries
+            p = self.packed[i // 2:(i + step) // 2]
+            codes = np.stack([p >> 4, p & 0x0F], axis=1).reshape(-1)[:min(step, n - i)]
+            am = np.repeat(self.absmax[i // self.block_size:(i + step) // self.block_size + 1], self.block_size)
+            np.multiply(table[codes], am[:codes.size], out=out[i:i + codes.size])
+        return out.reshape(self.shape)
 
     def storage_bits(self) -> int:
         """4 bits per element + one float32 absmax per block (double quantization: int8 absmax codes,
