@@ -126,29 +126,54 @@ def int_exp(q, scale):
     that exp(0), the largest possible value, fits in int32 (31 bits).
     """
     S = _scale(scale)
-    qa = int_array(q, "q").astype(np.int64)  # any int64: values below -30·ln2/S are clamped
+    qa = np.array(int_array(q, "q"), dtype=np.int64)  # any int64: values below -30·ln2/S are clamped
     if qa.size and qa.max() > 0:
         raise ValueError("q must be <= 0: i-exp approximates exp on x <= 0 (subtract the maximum first)")
+    out, s_out, _ = _exp_owned(qa, S)
+    return out.astype(np.int32), s_out
+
+
+def _exp_owned(qa, S):
+    """:func:`int_exp` on an int64 array ``qa <= 0`` that the caller owns (overwritten: the result is
+    ``qa`` itself, int64 with values that fit int32). Also returns the output for q = 0, the largest."""
     q_ln2 = _floor_int(LN2 / S, "ln 2 / scale", 31)  # ln2 in units of S
     if q_ln2 < 1:
         raise ValueError(f"scale {S} is coarser than ln 2: i-exp needs scale < ln 2")
-    qa = np.maximum(qa, -_N * q_ln2)  # exp below 2^-30 underflows to 0 anyway
-    z = (-qa) // q_ln2  # number of halvings, 0..30
-    p = qa + z * q_ln2  # in (-q_ln2, 0]: p·S in (-ln2, 0]
+    np.maximum(qa, -_N * q_ln2, out=qa)  # exp below 2^-30 underflows to 0 anyway
+    z = np.negative(qa, out=np.empty_like(qa))  # an array even for 0-d q
+    z //= q_ln2  # number of halvings, 0..30
+    qa += z * q_ln2  # p in (-q_ln2, 0]: p·S in (-ln2, 0]
     a, b, c = EXP_COEF
-    q_l, s_l = int_poly2(p, S, a, b, c)  # exp(p) ≈ s_l · q_l, q_l > 0
-    _check_bound(q_l, 62 - _N, "i-exp")  # q_l · 2^30 < 2^62
-    top = int(int_poly2(np.zeros(1, np.int64), S, a, b, c)[0][0]) << _N  # exp(0): the largest output
+    # int_poly2(p, S, a, b, c) in place; p fits int32 because q_ln2 < 2^31
+    q_b = _floor_int(b / S, "b / scale", 31)
+    s_l = _poly2_scale(S, a)
+    q_c = _floor_int(c / s_l, "c / (a·scale²)")
+    qa += q_b  # t = p + q_b in (q_b - q_ln2, q_b]
+    if max(abs(q_b - q_ln2 + 1), abs(q_b)) >= 1 << 31:
+        _check_bound(qa, 31, "i-poly")  # only then can int_poly2's t² < 2^62 check fail
+    qa *= qa
+    qa += q_c  # q_l: exp(p) ≈ s_l · q_l
+    t_max = max(abs(q_b - q_ln2 + 1), abs(q_b)) ** 2
+    if max(abs(q_c), t_max + abs(q_c)) >= 1 << (62 - _N):
+        _check_bound(qa, 62 - _N, "i-exp")  # q_l · 2^30 < 2^62
+    top = (q_b * q_b + q_c) << _N  # exp(0): the largest output
     down = max(0, top.bit_length() - 31)
     # 2^-z as a left shift by 30 - z, then a common right shift so that every value fits in int32
-    return ((q_l << (_N - z)) >> down).astype(np.int32), s_l / 2.0**_N * 2.0**down
+    np.subtract(_N, z, out=z)
+    qa <<= z
+    if down:
+        qa >>= down
+    return qa, s_l / 2.0**_N * 2.0**down, top >> down
 
 
 def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
     """I-BERT integer softmax along ``axis``: returns ``(q_out int32 in [0, 2^out_bits], 2^-out_bits)``."""
     S = _scale(scale)
     out_bits = int_value(out_bits, "out_bits", 1, 16)
-    qa = int_array(q, "q", -2**63, 2**63 - 1, " (int64)").astype(np.int64)  # int32 scores, or int64 masked ones
+    qa = int_array(q, "q")  # int32 scores, or int64 masked ones
+    if qa.dtype.kind == "u" and qa.dtype.itemsize == 8:
+        int_array(q, "q", -2**63, 2**63 - 1, " (int64)")
+    qa = np.array(qa, dtype=np.int64)  # owned: worked on in place below
     if qa.ndim == 0 or qa.size == 0:
         raise ValueError(f"q: softmax needs at least one element along an axis, got shape {qa.shape}")
     axis = axis_index(axis, qa.ndim, data="q")
@@ -158,15 +183,17 @@ def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
     # q - max without int64 wrap-around: scores more than 2^62 below the maximum (whose exp is 0 anyway,
     # int_exp clamps at -30·ln2) are raised to max - 2^62 first
     lower = np.where(qmax < -2**62, np.int64(-2**63), qmax - np.int64(2**62))
-    e, _ = int_exp(np.maximum(qa, lower) - qmax, S)
+    np.maximum(qa, lower, out=qa)
+    qa -= qmax
+    e, _, top = _exp_owned(qa, S)  # int_exp of q − max, in place
     # requantize exp to 16 bits with a power-of-two step (I-BERT requantizes here too): the largest
     # value, exp(0), sets the shift; then Σ e < 2^16 · n < 2^32 and ⌊2^32 / Σ⌋ >= 1
-    top = int(int_exp(np.zeros(1, np.int64), S)[0][0])
-    e = e.astype(np.int64) >> max(0, top.bit_length() - 16)
+    e >>= max(0, top.bit_length() - 16)
     total = e.sum(axis=axis, keepdims=True)  # >= the max element's term > 0
     factor = (np.int64(1) << 32) // total
-    out = (e * factor) >> (32 - out_bits)  # e·factor <= 2^32: exact
-    return out.astype(np.int32), 2.0**-out_bits
+    e *= factor  # e·factor <= 2^32: exact
+    e >>= 32 - out_bits
+    return e.astype(np.int32), 2.0**-out_bits
 
 
 def int_erf(q, scale):
