@@ -193,6 +193,17 @@ def test_multiply_by_quantized_multiplier_fast_equals_ref(case):
           lambda: _multiply_by_quantized_multiplier_ref(x, m, s, rounding=rounding))
 
 
+def test_per_channel_double_rounding_at_the_sign_boundary_golden():
+    # channel 0: p = -1 · 2^30 = -2^30: SRDHM = round_half_up(-0.5) = 0, RDBP(0, 1) = 0
+    # channel 1: p = -(2^30 + 1) < -2^30: SRDHM = floor(-1 / 2^31) = -1, RDBP(-1, 2) = round(-0.25) = 0
+    # channel 2: shift 0: SRDHM(-2, 2^30) = round_half_up(-1) = -1;  channel 3: SRDHM(3, 2^30) = 1.5 -> 2
+    x = np.array([[-1, -1, -2, 3]], np.int32)
+    m = np.array([2**30, 2**30 + 1, 2**30, 2**30], np.int32)
+    s = np.array([-1, -2, 0, 0], np.int32)
+    assert multiply_by_quantized_multiplier(x, m, s).tolist() == [[0, 0, -1, 2]]
+    assert _multiply_by_quantized_multiplier_ref(x, m, s).tolist() == [[0, 0, -1, 2]]
+
+
 def test_multiply_by_quantized_multiplier_int64_input_and_no_mutation():
     x = np.array([[2**31 - 1, -2**31, 7984]], np.int64)
     m, s = np.array([2**30, 1583594044, 1583594044], np.int32), np.array([-1, 0, -9], np.int32)
