@@ -53,7 +53,8 @@ def _to_residual(q, s_from, s_res):
     """int32 ``q`` at scale ``s_from`` requantized to the residual scale, clamped to ±R_MAX by hand: a
     31-bit range is wider than the core's ranges (<= 16 bits), so ``requantize`` cannot clamp it."""
     m, sh = quantize_multiplier(np.asarray(s_from, np.float64) / s_res)
-    return np.clip(multiply_by_quantized_multiplier(q, m, sh), -R_MAX, R_MAX)
+    y = multiply_by_quantized_multiplier(q, m, sh)
+    return np.clip(y, -R_MAX, R_MAX, out=y)
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,12 @@ def int_forward(m: IntGPT, idx: np.ndarray) -> np.ndarray:
                    for j in range(3))  # (B, nh, T, hs) each
         y = int_attention(q, k, v, s_qkv, s_qkv, s_qkv, s_y).transpose(0, 2, 1, 3).reshape(B, T, C)
         o = L[h + "attn.c_proj.w"](flat(y)).reshape(B, T, C)
-        r = r + _to_residual(o.astype(np.int32), m.s_act[h + "attn.c_proj.w:out"], m.s_res)
+        r += _to_residual(o.astype(np.int32), m.s_act[h + "attn.c_proj.w:out"], m.s_res)
         mm = _norm_to_int8(m, r, h + "ln_2", m.s_act[h + "mlp.c_fc.w:in"])
         u = L[h + "mlp.c_fc.w"](flat(mm))  # int8 at s_u
         gq, s_g = int_gelu(u.astype(np.int32), m.s_act[h + "mlp.c_fc.w:out"])
         g8 = _to_int8(gq, s_g, m.s_act[h + "mlp.c_proj.w:in"])
         o = L[h + "mlp.c_proj.w"](g8).reshape(B, T, C)
-        r = r + _to_residual(o.astype(np.int32), m.s_act[h + "mlp.c_proj.w:out"], m.s_res)
+        r += _to_residual(o.astype(np.int32), m.s_act[h + "mlp.c_proj.w:out"], m.s_res)
     xf = _norm_to_int8(m, r, "ln_f", m.s_act["lm_head.w:in"])
     return m.layers["lm_head.w"](flat(xf)).reshape(B, T, -1)
