@@ -154,7 +154,17 @@ def test_outlier_group_is_clipped_and_apply_clip_clamps():
     w = np.array([[0.0, 1, 1, 1, 1, 1, 1, 9]])
     m = awq_clip(w, np.ones((3, 8)), bits=2, group_size=8)
     assert 0.55 * 9 - 1e-12 <= m[0, 0] < 9
-    np.testing.assert_array_equal(apply_clip(w, m), np.minimum(w, m[0, 0]))
+    np.testing.assert_array_equal(apply_clip(w, m, 8), np.minimum(w, m[0, 0]))
+
+
+def test_apply_clip_with_a_shorter_last_group():
+    # K = 10, groups of 4: columns 0-3 -> 1, 4-7 -> 2, 8-9 -> 3 (a ceil(10 / 3) = 4-wide guess would misplace 8)
+    w = np.arange(10.0)[None] * np.array([[1.0], [-1.0]])
+    got = apply_clip(w, np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), 4)
+    np.testing.assert_array_equal(got[0], [0, 1, 1, 1, 2, 2, 2, 2, 3, 3])
+    np.testing.assert_array_equal(got[1], -got[0])
+    with pytest.raises(ValueError, match="max_val: expected shape"):
+        apply_clip(w, np.ones((2, 2)), 4)
 
 
 @settings(max_examples=20)

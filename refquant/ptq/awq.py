@@ -353,11 +353,16 @@ def awq_clip_ref(w, x, *, bits: int = 4, group_size: int = 128, zero_point: bool
     return best
 
 
-def apply_clip(w, max_val) -> np.ndarray:
-    """``clamp(W_rg, −max_val[r, g], max_val[r, g])`` per row and group (llm-awq ``apply_clip``)."""
+def apply_clip(w, max_val, group_size: int) -> np.ndarray:
+    """``clamp(W_rg, −max_val[r, g], max_val[r, g])`` per row and group of ``group_size`` columns, the
+    last possibly shorter (llm-awq ``apply_clip``)."""
     w = np.asarray(w)
-    gs = -(-w.shape[1] // max_val.shape[1])
-    m = np.repeat(max_val, gs, axis=1)[:, :w.shape[1]]
+    gs = _check(4, group_size, w.shape[1])
+    g = np.arange(w.shape[1]) // gs
+    if np.shape(max_val) != (w.shape[0], g[-1] + 1):
+        raise ValueError(f"max_val: expected shape {(w.shape[0], g[-1] + 1)} for w {w.shape} and group_size "
+                         f"{group_size}, got {np.shape(max_val)}")
+    m = np.asarray(max_val)[:, g]
     return np.clip(w, -m, m)
 
 
@@ -487,7 +492,7 @@ def awq_quantize(lm: LM, params: dict, calib_batches, *, bits: int = 4, group_si
             if rows is not None:
                 clips[name] = awq_clip(w, xs[name], n_grid=n_grid, max_shrink=max_shrink,
                                        n_sample_token=len(xs[name]), rows=rows, **opts)
-                q[name] = apply_clip(w, clips[name])
+                q[name] = apply_clip(w, clips[name], group_size)
     for name in names:
         tensors[name] = pseudo_quantize(weight(lm, q, name), **opts)
         q[name] = tensors[name].w_hat
