@@ -75,7 +75,7 @@ def log_quantize(x, bits: int = 4, *, base: float = 2.0, e_max: int | None = Non
     if not np.all(np.isfinite(xa)):
         raise ValueError("x must be finite for logarithmic quantization (calibration takes max|x|)")
     if e_max is None:
-        amax = float(np.abs(xa).max()) if xa.size else 0.0
+        amax = float(max(xa.max(), -xa.min())) if xa.size else 0.0  # max|x| without a full |x| copy
         e_max = int(np.rint(np.log(amax) / np.log(base))) if amax > 0 else 0
     cb = log_codebook(bits, e_max, base)
     t = log_thresholds(cb, base, domain)
