@@ -281,15 +281,25 @@ def mx_dequantize(codes, scales, elem: str = "fp4_e2m1", *, block_size: int = 32
     if c.ndim == 0:
         raise ValueError("codes: expected an array with at least one axis, got a scalar")
     ax, bs = _check_layout(c.ndim, axis, block_size)
-    val = code_values(elem)[c]
-    if not np.isfinite(val).all():
-        raise ValueError(f"codes: {int(c[~np.isfinite(val)][0]):#04x} is not a finite {elem} value (NaN / Inf code)")
+    table = code_values(elem)
+    finite = np.isfinite(table)
+    if not finite.all():
+        bad = ~finite[c]
+        if bad.any():
+            raise ValueError(f"codes: {int(c[bad][0]):#04x} is not a finite {elem} value (NaN / Inf code)")
     x_scale = e8m0_to_float(scales)
     want = c.shape[:ax] + (-(-c.shape[ax] // bs),) + c.shape[ax + 1:]
     if x_scale.shape != want:
         raise ValueError(f"scales: expected shape {want} for codes of shape {c.shape} in blocks of {bs}, got {x_scale.shape}")
-    y = np.moveaxis(val, ax, -1) * np.repeat(np.moveaxis(x_scale, ax, -1), bs, axis=-1)[..., : c.shape[ax]]
-    return to_float(np.moveaxis(y, -1, ax), F32, "dequantized values")
+    cm = np.moveaxis(c, ax, -1)
+    n = cm.shape[-1]
+    rows, srows = cm.reshape(-1, n), np.moveaxis(x_scale, ax, -1).reshape(-1, want[ax])
+    out = np.empty(rows.shape, F32)
+    step = max(1, _CHUNK // 4 // max(1, n))  # rows per chunk: the float64 products stay in cache
+    for i in range(0, rows.shape[0], step):
+        y = table[rows[i:i + step]] * np.repeat(srows[i:i + step], bs, axis=-1)[:, :n]
+        out[i:i + step] = to_float(y, F32, "dequantized values")
+    return np.moveaxis(out.reshape(cm.shape), -1, ax)
 
 
 def _shared_exponent_ref(a: float, f: ElementFormat, rule: str) -> int:
