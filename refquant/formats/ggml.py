@@ -199,12 +199,22 @@ def dequantize(data, qtype: str) -> np.ndarray:
             i = int(np.flatnonzero(~np.isfinite(f.reshape(-1)))[0])
             raise ValueError(f"data: block {i} has a non-finite fp16 scale or minimum (Inf / NaN): not a block that "
                              "quantize writes, and it would dequantize to NaN")
+    m = blk[:, 2:4].copy().view("<f2").astype(F32) if qtype in ("q4_1", "q5_1") else None
+    out = np.empty((blk.shape[0], QK), F32)
+    step = max(1, _CHUNK // QK)  # blocks per chunk: the int / float temporaries stay in cache
+    for i in range(0, blk.shape[0], step):
+        sl = slice(i, i + step)
+        out[sl] = _dequantize_blocks(blk[sl], d[sl], None if m is None else m[sl], qtype)
+    return out.reshape(lead + (-1,))
+
+
+def _dequantize_blocks(blk: np.ndarray, d: np.ndarray, m, qtype: str) -> np.ndarray:
+    """Block bytes (nb, BLOCK_BYTES[qtype]) with their scales d (nb, 1) and minimums m -> (nb, 32) float32."""
     if qtype == "q8_0":
         q = blk[:, 2:].view(np.int8).astype(F32)
         y = q * d
     else:
         off = 4 if qtype in ("q4_1", "q5_1") else 2
-        m = blk[:, 2:4].copy().view("<f2").astype(F32) if off == 4 else None
         qs = blk[:, -16:]
         q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int32)  # (nb, 32)
         if qtype in ("q5_0", "q5_1"):
@@ -214,7 +224,7 @@ def dequantize(data, qtype: str) -> np.ndarray:
             y = (q - (8 if qtype == "q4_0" else 16)).astype(F32) * d
         else:
             y = q.astype(F32) * d + m
-    return y.astype(F32).reshape(lead + (-1,))
+    return y.astype(F32)
 
 
 def quantize_block_ref(x, qtype: str) -> bytes:
