@@ -150,8 +150,14 @@ def nvfp4_dequantize(codes, block_scales, per_tensor_scale=None) -> np.ndarray:
         raise ValueError("block_scales: 0x7F / 0xFF is E4M3's NaN")
     if per_tensor_scale is not None:
         s = np.multiply(positive_scale(per_tensor_scale, "per_tensor_scale", F32), s, dtype=F32)
-    y = minifloat_decode(c, "float4e2m1") * np.repeat(s, BLOCK, axis=-1)[..., : c.shape[-1]]
-    return to_float(y.astype(np.float64), F32, "dequantized values")
+    n = c.shape[-1]
+    rows, srows = c.reshape(-1, n), s.reshape(-1, want[-1])
+    out = np.empty(rows.shape, F32)
+    step = max(1, _CHUNK // 4 // max(1, n))  # rows per chunk: no full-size float64 temporaries
+    for i in range(0, rows.shape[0], step):
+        y = minifloat_decode(rows[i:i + step], "float4e2m1") * np.repeat(srows[i:i + step], BLOCK, axis=-1)[:, :n]
+        out[i:i + step] = to_float(y.astype(np.float64), F32, "dequantized values")
+    return out.reshape(c.shape)
 
 
 def _nearest_ref(t: Fraction, values: list, ties_even: bool = True) -> int:
