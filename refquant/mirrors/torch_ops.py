@@ -272,6 +272,9 @@ def fake_quantize_per_channel_affine(x, scale, zero_point, axis: int, quant_min:
     zp = np.asarray(zero_point)
     scale = positive_scale(scale, "scale", np.float32)
     if zp.dtype.kind != "f":
+        if zp.dtype.kind in "iu" and zp.size and not (quant_min <= zp.min() and zp.max() <= quant_max):
+            raise ValueError(f"zero_point must lie in [quant_min, quant_max] = [{quant_min}, {quant_max}], got values "
+                             f"in [{zp.min()}, {zp.max()}]")
         return fake_quantize(xa, scale, zero_point, r, axis=axis, scale_op="multiply_reciprocal")
     if xa.ndim == 0:
         raise ValueError("x must have at least one dimension for per-channel fake quantization")
