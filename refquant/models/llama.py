@@ -191,16 +191,21 @@ def attention(q, k, v):
     nkv, S = k.shape[1], k.shape[2]
     g = nh // nkv
     qg = q.reshape(B, nkv, g * T, hd)  # the g query heads of one kv head, stacked along time
-    att = qg @ k.transpose(0, 1, 3, 2) * q.dtype.type(1.0 / math.sqrt(hd))  # (B, nkv, g·T, S)
-    att = att.reshape(B, nkv, g, T, S) + causal_mask(T, S, q.dtype)
-    att = np.exp(att - att.max(-1, keepdims=True))
+    att = qg @ k.transpose(0, 1, 3, 2)  # (B, nkv, g·T, S); then in place: one (g·T, S) array per kv head
+    att *= q.dtype.type(1.0 / math.sqrt(hd))
+    a5 = att.reshape(B, nkv, g, T, S)  # a view
+    a5 += causal_mask(T, S, q.dtype)
+    att -= att.max(-1, keepdims=True)
+    np.exp(att, out=att)
     att /= att.sum(-1, keepdims=True)
-    return (att.reshape(B, nkv, g * T, S) @ v).reshape(B, nh, T, hd)
+    return (att @ v).reshape(B, nh, T, hd)
 
 
 def silu(u):
     """``u · σ(u)`` (the Swish of SwiGLU)."""
-    return u * expit(u)
+    s = expit(u)
+    s *= u
+    return s
 
 
 # ---------------------------------------------------------------- the model, layer by layer
@@ -243,7 +248,8 @@ def block(p: dict, i: int, x, cfg: LlamaConfig, *, past=None, linear=None, tap=N
     tap("res", x)
 
     h = rmsnorm(x, p[b + "ffn_norm.weight"], cfg.norm_eps)
-    a = silu(lin("ffn_gate.weight", h)) * lin("ffn_up.weight", h)  # (B, T, F)
+    a = silu(lin("ffn_gate.weight", h))  # (B, T, F)
+    a *= lin("ffn_up.weight", h)
     tap(b + "ffn_act", a)
     x = x + lin("ffn_down.weight", a)
     tap("res", x)

@@ -3,10 +3,9 @@ uses, next-token top-1 accuracy, and the KL divergence of a quantized model's ne
 from the float model's.
 
 A window of T tokens gives T − 1 predictions: logits[t] predicts ids[t + 1], t = 0 … T − 2.
-``nll[t] = −log softmax(logits[t])[ids[t + 1]]``, with ``log Σ exp`` taken as
-``max + log Σ_v exp(z_v − max)`` in float64 (llama.cpp takes the exp in float32 and sums in double:
-a relative difference ~1e-8 in the perplexity, and it would let a KL of two nearly equal
-distributions come out negative).
+``nll[t] = −log softmax(logits[t])[ids[t + 1]] = lse[t] − logits[t, ids[t + 1]]``, with
+``lse = max + log Σ_v exp(z_v − max)`` taken as llama.cpp does: exp in float32, the sum in float64
+(llama.cpp also rounds ``logit − max`` to float32 before subtracting the log: ~1e-8 relative).
 
 * **GPTQ / AWQ convention** (``perplexity``): every prediction of every window counts;
   ``ppl = exp(Σ nll / count)``. GPTQ's ``llama_eval`` averages the windows' mean losses, which is the
@@ -16,8 +15,9 @@ distributions come out negative).
   scored token has at least ``n_ctx/2`` tokens of context: ``first = n_ctx/2``, predictions
   t = first … n_ctx − 2, i.e. ``n_ctx − first − 1`` = 255 per window of 512.
 * **KL divergence** (llama.cpp ``--kl-divergence``): ``KL(P_base ‖ P) = Σ_v p_base,v (log p_base,v −
-  log p_v)`` per prediction, averaged. llama.cpp stores the base log-probabilities as 16-bit
-  codes and skips terms with log p_base ≤ −16; here they are exact float64 — differences of ~1e-6.
+  log p_v)`` per prediction, averaged; computed as ``Σ_v e_v (zb_v − z_v) / Σ_v e_v − (lse_base − lse)``
+  with ``e = exp(zb − max zb)`` — exactly 0 for equal logits. llama.cpp stores the base
+  log-probabilities as 16-bit codes and skips terms with log p_base ≤ −16: differences of ~1e-6.
   ``same_top``: the fraction of predictions where both models' argmax agree (llama.cpp "Same top p").
 * **top-1**: the fraction of predictions whose argmax is the actual next token.
 
@@ -49,11 +49,18 @@ def _check(logits, ids):
     return z, ids
 
 
+def _lse(z):
+    """(lse (rows,) float64, e = exp(z − max) float32) of float32 rows (rows, V)."""
+    m = z.max(-1, keepdims=True)
+    e = np.exp(z - m)
+    return m[:, 0].astype(np.float64) + np.log(e.sum(-1, dtype=np.float64)), e
+
+
 def log_softmax(z) -> np.ndarray:
-    """``z − max − log Σ exp(z − max)`` over the last axis, in float64."""
-    d = np.asarray(z, np.float64)
-    d = d - d.max(-1, keepdims=True)
-    return d - np.log(np.exp(d).sum(-1, keepdims=True))
+    """``z − lse(z)`` over the last axis (float64), lse as in the module docstring."""
+    z = np.asarray(z, np.float32)
+    lse, _ = _lse(z.reshape(-1, z.shape[-1]))
+    return z.astype(np.float64) - lse.reshape(z.shape[:-1] + (1,))
 
 
 def score_window(logits, ids, base_logits=None) -> dict:
@@ -64,23 +71,28 @@ def score_window(logits, ids, base_logits=None) -> dict:
     ``same_top`` (bool).
     """
     z, ids = _check(logits, ids)
+    z = z.astype(np.float32, copy=False)
     if base_logits is not None:
         zb, _ = _check(base_logits, ids)
         if zb.shape != z.shape:
             raise ValueError(f"base_logits: shape {zb.shape} differs from logits {z.shape}")
+        zb = zb.astype(np.float32, copy=False)
     T = len(ids)
     out = {"nll": np.empty(T - 1), "top1": np.empty(T - 1, bool)}
     if base_logits is not None:
         out["kl"], out["same_top"] = np.empty(T - 1), np.empty(T - 1, bool)
     for r0 in range(0, T - 1, _ROWS):
         r = np.arange(r0, min(T - 1, r0 + _ROWS))
-        lp = log_softmax(z[r])  # (rows, V)
-        out["nll"][r] = -lp[np.arange(len(r)), ids[r + 1]]
+        lse, _ = _lse(z[r])
+        out["nll"][r] = lse - z[r, ids[r + 1]]
         top = z[r].argmax(-1)
         out["top1"][r] = top == ids[r + 1]
         if base_logits is not None:
-            lpb = log_softmax(zb[r])
-            out["kl"][r] = (np.exp(lpb) * (lpb - lp)).sum(-1)
+            lse_b, e_b = _lse(zb[r])
+            diff = zb[r].astype(np.float64)
+            diff -= z[r]  # in float64: a float32 difference would not cancel against lse_b − lse
+            dot = (diff * e_b).sum(-1)
+            out["kl"][r] = dot / e_b.sum(-1, dtype=np.float64) - (lse_b - lse)
             out["same_top"][r] = top == zb[r].argmax(-1)
     return out
 
