@@ -16,7 +16,8 @@ A window of T tokens gives T − 1 predictions: logits[t] predicts ids[t + 1], t
   t = first … n_ctx − 2, i.e. ``n_ctx − first − 1`` = 255 per window of 512.
 * **KL divergence** (llama.cpp ``--kl-divergence``): ``KL(P_base ‖ P) = Σ_v p_base,v (log p_base,v −
   log p_v)`` per prediction, averaged; computed as ``Σ_v e_v (zb_v − z_v) / Σ_v e_v − (lse_base − lse)``
-  with ``e = exp(zb − max zb)`` — exactly 0 for equal logits. llama.cpp stores the base
+  with ``e = exp(zb − max zb)`` — exactly 0 for equal or shifted logits, else within ~1e-7 (the
+  float32 exp): a KL below that is noise. llama.cpp stores the base
   log-probabilities as 16-bit codes and skips terms with log p_base ≤ −16: differences of ~1e-6.
   ``same_top``: the fraction of predictions where both models' argmax agree (llama.cpp "Same top p").
 * **top-1**: the fraction of predictions whose argmax is the actual next token.
