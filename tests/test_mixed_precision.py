@@ -174,8 +174,9 @@ def test_q4km_fallback_on_row_lengths():
 
 def test_ggml_candidates_registered_or_stand_ins():
     for t in ("q4_K", "q6_K"):
-        c = ggml_candidate(t)
-        assert c == (Candidate(t, t) if t in registry.FORMAT_NAMES else K_QUANT_STAND_INS[t])
+        assert ggml_candidate(t) == (Candidate(t, t) if t in registry.FORMAT_NAMES else K_QUANT_STAND_INS[t])
+        assert ggml_candidate(t, stand_in=True) == K_QUANT_STAND_INS[t]
+    assert K_QUANT_STAND_INS["q6_K"] == Candidate("int6-g128", "int6", {"group_size": 128})
     assert ggml_candidate("q8_0") == Candidate("q8_0", "q8_0")
     assert ggml_candidate("f16").format is None
     with pytest.raises(ValueError, match="qtype: 'q9_X'"):
@@ -187,6 +188,9 @@ def test_q4km_assignment_on_a_tiny_llama():
     a = q4km_assignment(lm, p, fallback=False)
     assert list(a) == list(lm.linear_names)
     assert a["output.weight"] == ggml_candidate("q6_K") and a["blk.0.attn_q.weight"] == ggml_candidate("q4_K")
+    a = q4km_assignment(lm, p, fallback=False, stand_ins=True)
+    # 2 layers: n/8 = 0, 7n/8 = 1 -> block 1 gets more bits (and block 0 does not: 0 % 3 != 2)
+    assert [a[f"blk.{i}.attn_v.weight"].label for i in range(2)] == ["int4-g128", "int6-g128"]
     # K = 8: no fallback for the head's q8_0 (llama-quantize throws)
     with pytest.raises(ValueError, match="row_lengths: output.weight has K = 8"):
         q4km_assignment(lm, p)
@@ -199,6 +203,22 @@ def test_q4km_assignment_on_a_tiny_llama():
     assert [a[f"blk.{i}.attn_v.weight"].label for i in range(2)] == ["q5_0", "q8_0"]
     assert [a[f"blk.{i}.ffn_down.weight"].label for i in range(2)] == ["q5_0", "q8_0"]
     assert a["output.weight"].label == "q8_0" and a["blk.1.ffn_up.weight"].label == "q5_0"
+
+
+def test_q4km_with_the_registered_k_quants():
+    if "q4_K" not in registry.FORMAT_NAMES:
+        pytest.skip("k-quants not in the registry")
+    cfg = llama.LlamaConfig(vocab_size=13, context_length=16, n_layer=1, n_embd=256, n_ff=512, n_head=2, n_kv_head=1,
+                            rope_dim=4)
+    lm, p = llama_lm(cfg), llama.init_params(cfg)
+    a = q4km_assignment(lm, p)  # every K is 256 or 512: no fallback
+    # one layer: use_more_bits(0, 1) (0 >= 7·1 // 8 = 0) -> attn_v and ffn_down q6_K, and the head
+    assert {n for n, c in a.items() if c.format == "q6_K"} == {"blk.0.attn_v.weight", "blk.0.ffn_down.weight",
+                                                               "output.weight"}
+    _, bits, n = apply_assignment(lm, p, a)
+    # q4_K: q 256·256 + k 128·256 + o 256·256 + gate, up 2·512·256 = 425984 weights × 144/256 bytes · 8 = 4.5 bits
+    # q6_K: v 128·256 + down 256·512 + head 13·256 = 167168 weights × 210/256 · 8 = 6.5625 bits
+    assert (bits, n) == (425984 * 9 // 2 + 167168 * 105 // 16, 425984 + 167168)  # 1916928 + 1097040
 
 
 # ---------------------------------------------------------------- Hutchinson and the OBS proxy

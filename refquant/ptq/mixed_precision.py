@@ -40,8 +40,11 @@ a non-Falcon model without experts): Q4_K everywhere except
     use_more_bits(i, n) = i < n/8  or  i ≥ 7n/8  or  (i − n/8) mod 3 = 2          (C integer division)
 
 then ``tensor_type_fallback``: a row length K that is not a multiple of 256 turns Q4_K into Q5_0 and
-Q6_K into Q8_0 (and into F16 when K is not a multiple of 32 either). Until the registry holds the
-k-quants, :data:`K_QUANT_STAND_INS` stand in for them: int4 and int6 with a scale per group of 128.
+Q6_K into Q8_0 (and into F16 when K is not a multiple of 32 either; an output head whose K is not a
+multiple of 32 stops llama-quantize). The registry's ``q4_K`` / ``q6_K`` are ggml's own bytes; with
+``stand_ins=True`` (or a registry without them) :data:`K_QUANT_STAND_INS` replace them — int4 and int6
+with a float32 scale per group of 128, which take any row length: the rule's choice of tensors on the
+grid of uniform int4-g128.
 
 References
 ----------
@@ -239,24 +242,26 @@ def q4km_types(names, row_lengths: Mapping | None = None) -> dict:
     return out
 
 
-def ggml_candidate(qtype: str) -> Candidate:
-    """The registry format for a ggml type: itself when registered, else its stand-in
-    (:data:`K_QUANT_STAND_INS`); "f16" becomes the float32 candidate."""
+def ggml_candidate(qtype: str, *, stand_in: bool = False) -> Candidate:
+    """The registry format for a ggml type: itself when registered (and not ``stand_in``), else its
+    stand-in (:data:`K_QUANT_STAND_INS`); "f16" becomes the float32 candidate."""
+    if qtype in K_QUANT_STAND_INS and (stand_in or qtype not in registry.FORMAT_NAMES):
+        return K_QUANT_STAND_INS[qtype]
     if qtype in registry.FORMAT_NAMES:
         return Candidate(qtype, qtype)
-    if qtype in K_QUANT_STAND_INS:
-        return K_QUANT_STAND_INS[qtype]
     if qtype == "f16":
         return Candidate("float", None)
     raise ValueError(f"qtype: {qtype!r} is neither registered nor a known stand-in")
 
 
-def q4km_assignment(lm: LM, params: dict, names=None, *, fallback: bool = True) -> dict:
-    """``{name: Candidate}`` of the Q4_K_M rule on ``lm``'s linear layers (``fallback``: apply
-    llama.cpp's row-length fallbacks, as llama-quantize would write the file)."""
+def q4km_assignment(lm: LM, params: dict, names=None, *, fallback: bool = True, stand_ins: bool = False) -> dict:
+    """``{name: Candidate}`` of the Q4_K_M rule on ``lm``'s linear layers. ``fallback``: apply
+    llama.cpp's row-length fallbacks, as llama-quantize would write the file (without them a registered
+    q4_K / q6_K refuses rows whose K is not a multiple of 256); ``stand_ins``: int4 / int6 g128 for
+    q4_K / q6_K (module docstring)."""
     names = _names(lm, names)
     rows = {n: weight(lm, params, n).shape[1] for n in names} if fallback else None
-    return {n: ggml_candidate(t) for n, t in q4km_types(names, rows).items()}
+    return {n: ggml_candidate(t, stand_in=stand_ins) for n, t in q4km_types(names, rows).items()}
 
 
 def assignment(names, candidates, choice) -> dict:

@@ -46,7 +46,6 @@ import numpy as np
 from ..formats import registry
 from ..models import gpt
 from ..models.lm import LM, weight
-from ..models.lm_eval import log_softmax
 from .hessian import collect_statistics
 
 FLOAT_BITS = 32  # a weight kept in float32
@@ -110,8 +109,15 @@ def _delta(w, c: Candidate) -> np.ndarray:
     return candidate_weight(w, c).astype(np.float64) - np.asarray(w, np.float64)
 
 
+def _log_softmax(z) -> np.ndarray:
+    """``z − max − log Σ exp(z − max)`` over the last axis, all in float64 (KL of equal logits is 0)."""
+    d = np.asarray(z, np.float64)
+    d = d - d.max(-1, keepdims=True)
+    return d - np.log(np.exp(d).sum(-1, keepdims=True))
+
+
 def _nll_logp(lm, params, x, y, hook=None):
-    lp = log_softmax(lm.forward(params, x, linear=hook))  # (B, T, V) float64
+    lp = _log_softmax(lm.forward(params, x, linear=hook))  # (B, T, V)
     return -float(np.take_along_axis(lp, y[..., None], -1).mean()), lp
 
 
