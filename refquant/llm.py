@@ -22,14 +22,14 @@ import time
 
 import numpy as np
 
-from .core.observers import calibrate
 from .io import evaltext
 from .io.gguf import config, load_params, open_gguf
 from .io.tokenizer import decode, encode, load_tokenizer
 from .models import lm_eval
 from .models.gpt import affine
 from .models.llama import chat_prompt, forward, generate, linear_names
-from .ptq.recipes import Recipe, linear_hook, quantize_weight, standard_recipes
+from .models.lm import llama_lm
+from .ptq.recipes import Recipe, apply_weights, calibrate_activations, linear_hook, standard_recipes
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 512
@@ -70,31 +70,15 @@ def load(path: str | None = None):
 
 def quantize_params(p: dict, cfg, r: Recipe) -> dict:
     """A copy of ``p`` with the linear weights fake-quantized by the recipe — all, or ``r.layers`` —
-    (the tied head quantized into its own ``output.weight``); the embedding and norms unchanged."""
-    q = dict(p)
-    if r.weight_format is None:
-        return q
-    names = linear_names(cfg)
-    unknown = set(r.layers or ()) - set(names)
-    if unknown:
-        raise ValueError(f"layers: unknown linear layers {sorted(unknown)}")
-    for name in names if r.layers is None else [n for n in names if n in r.layers]:
-        w = p.get(name, p["token_embd.weight"] if name == "output.weight" else None)
-        q[name] = quantize_weight(w, r)[0]
-    return q
+    (the tied head quantized into its own ``output.weight``); the embedding and norms unchanged.
+    The recipes of the tiny GPT, unchanged: :func:`refquant.ptq.recipes.apply_weights` on the LLaMA ``LM``."""
+    return apply_weights(llama_lm(cfg), p, r)[0]
 
 
 def calibrate_static(p: dict, cfg, windows, r: Recipe) -> dict:
-    """Per-linear (scale, zero point) of its input, from float forward passes over ``windows``."""
-    seen: dict = {}
-
-    def record(name, x, w, b):
-        seen.setdefault(name, []).append(x.reshape(-1, x.shape[-1]))
-        return affine(x, w, b)
-
-    for w in windows:
-        forward(p, w[None], cfg, linear=record)
-    return {n: calibrate(np.concatenate(xs), "int8", r.act_calibration) for n, xs in seen.items()}
+    """Per-linear (scale, zero point) of its input, from float forward passes over ``windows`` (n, T):
+    :func:`refquant.ptq.recipes.calibrate_activations` on the LLaMA ``LM``."""
+    return calibrate_activations(llama_lm(cfg), p, [w[None] for w in windows], r)
 
 
 def evaluate_recipes(p: dict, cfg, tok, names, n_tokens: int = 16 * N_CTX, progress=None) -> list:
