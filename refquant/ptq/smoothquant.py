@@ -40,10 +40,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._checks import float_array
-from ..core.observers import calibrate
 from ..models.gpt import affine
 from ..models.lm import LM, fold_scale, weight
-from .recipes import Recipe, linear_hook, quantize_weight
+from .recipes import Recipe, calibrate_activations, linear_hook, quantize_weight
 
 ACTIVATIONS = ("static", "dynamic")
 
@@ -118,21 +117,6 @@ def smooth_lm(lm: LM, params: dict, scales: dict, alpha: float = 0.5, *, linear_
     return q, chosen
 
 
-def calibrate_static(lm: LM, params: dict, batches, recipe: Recipe) -> dict:
-    """Per-linear (scale, zero point) of the inputs, as :func:`refquant.ptq.recipes.calibrate_activations`
-    computes them for the tiny GPT, for any :class:`~refquant.models.lm.LM` (every input row of every
-    batch, ``recipe.act_calibration``, int8 per tensor)."""
-    seen: dict = {}
-
-    def record(name, x, w, b):
-        seen.setdefault(name, []).append(x.reshape(-1, x.shape[-1]))
-        return affine(x, w, b)
-
-    for batch in batches:
-        lm.forward(params, batch, linear=record)
-    return {name: calibrate(np.concatenate(xs), "int8", recipe.act_calibration) for name, xs in seen.items()}
-
-
 def w8a8(lm: LM, params: dict, calib_batches=(), *, activation: str = "static", act_calibration: str = "minmax"):
     """W8A8 of every linear: ``(params', hook)`` — int8 per-channel weights (fake-quantized in ``params'``)
     and the ``linear=`` hook that quantizes the activations (static: ranges calibrated on the float
@@ -148,7 +132,7 @@ def w8a8(lm: LM, params: dict, calib_batches=(), *, activation: str = "static", 
         batches = list(calib_batches)
         if not batches:
             raise ValueError("calib_batches: static activations need calibration batches")
-        acts = calibrate_static(lm, params, batches, r)
+        acts = calibrate_activations(lm, params, batches, r)
     return q, linear_hook(r, acts)
 
 
