@@ -184,14 +184,8 @@ def dequantize(data, qtype: str) -> np.ndarray:
     if isinstance(qtype, str) and qtype in kquants.BLOCK_BYTES:
         return kquants.dequantize(data, qtype)
     _check_qtype(qtype)
-    a = np.asarray(data)
-    if a.dtype != np.uint8:
-        raise ValueError(f"data: expected uint8 bytes, got dtype {a.dtype}")
     nbytes = BLOCK_BYTES[qtype]
-    if a.ndim == 0 or a.shape[-1] % nbytes:
-        raise ValueError(f"data: the last axis must be a multiple of {nbytes} bytes for {qtype}, got shape {a.shape}")
-    lead = a.shape[:-1]
-    blk = np.ascontiguousarray(a).reshape(-1, nbytes)
+    lead, blk = kquants.byte_blocks(data, nbytes, qtype)
     d = blk[:, 0:2].copy().view("<f2").astype(F32)  # (nb, 1)
     fields = [d] if qtype in ("q8_0", "q4_0", "q5_0") else [d, blk[:, 2:4].copy().view("<f2")]
     for f in fields:

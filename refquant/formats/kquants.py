@@ -205,13 +205,18 @@ def dequantize(data, qtype: str) -> np.ndarray:
     (``d·sc`` rounded first; no fused multiply-add).
     """
     _check_qtype(qtype)
+    lead, blk = byte_blocks(data, BLOCK_BYTES[qtype], qtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = _DEQUANTIZERS[qtype](blk)
+    return y.astype(F32).reshape(lead + (-1,))
+
+
+def byte_blocks(data, nbytes: int, qtype: str):
+    """``data`` (uint8, (..., n_blocks · nbytes)) checked and viewed as blocks: ``(leading shape, (n, nbytes))``.
+    Shared by every ggml dequantizer (legacy types in :mod:`refquant.formats.ggml`, k-quants here)."""
     a = np.asarray(data)
     if a.dtype != np.uint8:
         raise ValueError(f"data: expected uint8 bytes, got dtype {a.dtype}")
-    nbytes = BLOCK_BYTES[qtype]
     if a.ndim == 0 or a.shape[-1] % nbytes:
         raise ValueError(f"data: the last axis must be a multiple of {nbytes} bytes for {qtype}, got shape {a.shape}")
-    blk = np.ascontiguousarray(a).reshape(-1, nbytes)
-    with np.errstate(over="ignore", invalid="ignore"):
-        y = _DEQUANTIZERS[qtype](blk)
-    return y.astype(F32).reshape(a.shape[:-1] + (-1,))
+    return a.shape[:-1], np.ascontiguousarray(a).reshape(-1, nbytes)
