@@ -701,6 +701,7 @@ BY_NAME = {c.name: c for c in CASES}
     ("requantize", "acc", np.array([2**40])),  # the message said "x"
     ("quantize", "zero_point", np.uint64(2**64 - 1)),  # wrapped to -1, inside int8: silently accepted
     ("sqnr_db", "x", np.array([np.inf, 1.0, 2.0, 3.0] * 6, np.float32).reshape(4, 6)),  # returned NaN
+    ("int_poly2", "q", np.array(2147483548, np.int32)),  # the message said "i-poly", not q
 ])
 def test_pinned_found_cases(name, arg, value):
     outcome, detail = classify(BY_NAME[name], arg, value)

@@ -115,7 +115,7 @@ def int_poly2(q, scale, a: float, b: float, c: float):
     sa = _poly2_scale(S, a)
     q_c = _floor_int(c / sa, "c / (a·scale²)")
     t = qa + q_b
-    _check_bound(t, 31, "i-poly")  # t² < 2^62
+    _check_bound(t, 31, "q: q + ⌊b / scale⌋ in i-poly")  # t² < 2^62
     return t * t + q_c, a * S * S
 
 
