@@ -1,4 +1,4 @@
-"""Command line: ``refquant demo | train | quantize | qat | llm`` (or ``python -m refquant …``; ``--help`` for options).
+"""Command line: ``refquant demo | train | quantize | qat | mixed | llm`` (or ``python -m refquant …``; ``--help`` for options).
 
 Output policy: results (tables, the final line of ``train``) go to stdout; progress of the long
 commands and errors go to stderr, so ``refquant demo > table.txt`` still shows what is happening.
@@ -25,6 +25,8 @@ import time
 
 from ._version import __version__
 from .cli_quantize import add_quantize_arguments, run_quantize
+from . import llm_compare, llm_export
+from .cli_mixed import add_mixed_parser, run_mixed_command
 from .llm import add_llm_parser, run_llm
 
 BLAS_ENV = "REFQUANT_BLAS_THREADS"
@@ -156,7 +158,7 @@ def build_parser(prog: str = "refquant") -> argparse.ArgumentParser:
         epilog=f"Progress goes to stderr, results to stdout. BLAS runs one thread in these commands; set "
                f"{BLAS_ENV}=N (or 0 / auto for the BLAS default) to change it.")
     ap.add_argument("--version", action="version", version=f"refquant {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{demo,train,quantize,qat,llm}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{demo,train,quantize,qat,mixed,llm}")
     d = sub.add_parser("demo", help="quantize sample tensors with every format and the tiny GPT with every recipe; "
                                     "print the tables, write figures")
     d.add_argument("--out-dir", default="figures", help="where figures are written (default: figures)")
@@ -181,7 +183,10 @@ def build_parser(prog: str = "refquant") -> argparse.ArgumentParser:
     q.add_argument("--steps", type=int, default=None, help="QAT steps (default: the recipe's)")
     q.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     q.add_argument("--json", action="store_true", help="make the last line of stdout a JSON list of the rows")
-    add_llm_parser(sub)
+    add_mixed_parser(sub)
+    s = add_llm_parser(sub)
+    llm_compare.add_parser(s)
+    llm_export.add_parser(s)
     return ap
 
 
@@ -190,7 +195,7 @@ def main(argv=None) -> int:
     ap = build_parser(prog)
     args = ap.parse_args(argv)
     run = {"demo": run_demo_command, "train": run_train_command, "quantize": run_quantize, "qat": run_qat_command,
-           "llm": run_llm}[args.command]
+           "mixed": run_mixed_command, "llm": run_llm}[args.command]
     try:
         blas_threads()
     except ValueError as e:

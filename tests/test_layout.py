@@ -10,7 +10,7 @@ import refquant
 
 PKG = os.path.dirname(refquant.__file__)
 RANK = {"_version": 0, "core": 0, "formats": 1, "integer": 1, "models": 2, "io": 3, "ptq": 4, "qat": 4, "mirrors": 4,
-        "plotting": 5, "demo": 6, "llm": 6, "cli_quantize": 6.5, "__main__": 7, "__init__": 8}
+        "plotting": 5, "demo": 6, "llm": 6, "llm_compare": 6.2, "llm_export": 6.2, "cli_mixed": 6.2, "cli_quantize": 6.5, "__main__": 7, "__init__": 8}
 
 
 def _modules():

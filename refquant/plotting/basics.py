@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core.ranges import qrange as as_qrange
-from .core.uniform import dequantize, fake_quantize
-from .formats import registry
+from ..core.ranges import qrange as as_qrange
+from ..core.uniform import dequantize, fake_quantize
+from ..formats import registry
 
 
 def plot_levels(ax, x, scale, zero_point=0, qrange="int8", *, bins: int = 200, max_lines: int = 64, label=None,
