@@ -8,12 +8,16 @@ underflows to 0 in float32 is refused).
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
+
+from ._types import ArrayLike, DTypeLike
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
 
-def float_array(x, name: str, check_nan: bool = True) -> np.ndarray:
+def float_array(x: ArrayLike, name: str, check_nan: bool = True) -> np.ndarray:
     """``x`` as a floating-point ndarray without NaN (integers are widened to float64).
 
     ±Inf is allowed: quantizers saturate it. NaN has no defined quantized value, so it is
@@ -31,7 +35,7 @@ def float_array(x, name: str, check_nan: bool = True) -> np.ndarray:
     return a
 
 
-def finite_array(x, name: str, dtype=None, what: str = "") -> np.ndarray:
+def finite_array(x: ArrayLike, name: str, dtype: DTypeLike | None = None, what: str = "") -> np.ndarray:
     """:func:`float_array` converted to ``dtype`` (if given), every entry finite after the conversion."""
     a = float_array(x, name)
     if dtype is not None:
@@ -41,7 +45,7 @@ def finite_array(x, name: str, dtype=None, what: str = "") -> np.ndarray:
     return a
 
 
-def to_float(a: np.ndarray, dtype, name: str) -> np.ndarray:
+def to_float(a: np.ndarray, dtype: DTypeLike, name: str) -> np.ndarray:
     """Cast a float array to ``dtype``; ValueError if a finite value overflows to ±Inf."""
     dtype = np.dtype(dtype)
     if a.dtype == dtype:
@@ -54,7 +58,7 @@ def to_float(a: np.ndarray, dtype, name: str) -> np.ndarray:
     return b
 
 
-def int_array(q, name: str, lo: int | None = None, hi: int | None = None, what: str = "") -> np.ndarray:
+def int_array(q: ArrayLike, name: str, lo: int | None = None, hi: int | None = None, what: str = "") -> np.ndarray:
     """``q`` as an integer ndarray; float and bool arrays are refused (no silent truncation).
 
     With ``lo`` / ``hi``, every value is checked to lie in [lo, hi], comparing exact Python integers
@@ -70,7 +74,7 @@ def int_array(q, name: str, lo: int | None = None, hi: int | None = None, what: 
     return a
 
 
-def int_value(v, name: str, lo: int | None = None, hi: int | None = None) -> int:
+def int_value(v: object, name: str, lo: int | None = None, hi: int | None = None) -> int:
     """A Python int from an int / NumPy integer / 0-d integer array (not bool), inside [lo, hi]."""
     if isinstance(v, np.ndarray) and v.ndim == 0:
         v = v[()]
@@ -83,7 +87,7 @@ def int_value(v, name: str, lo: int | None = None, hi: int | None = None) -> int
     return v
 
 
-def real_value(v, name: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+def real_value(v: object, name: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
                hi_open: bool = False, finite: bool = True) -> float:
     """A Python float from a real number (int, float, NumPy real, 0-d real array; not bool, complex
     or str), not NaN, finite unless ``finite=False``, inside the (half-)open or closed interval."""
@@ -102,14 +106,14 @@ def real_value(v, name: str, lo: float | None = None, hi: float | None = None, *
     return f
 
 
-def choice(v, name: str, choices) -> str:
+def choice(v: object, name: str, choices: Collection[str]) -> str:
     """``v`` if it is one of ``choices`` (compared as strings only: a list or an int is refused)."""
     if not isinstance(v, str) or v not in choices:
         raise ValueError(f"{name}: unknown {v!r}; expected one of {tuple(choices)}")
     return v
 
 
-def positive_scale(scale, name: str = "scale", dtype=None) -> np.ndarray:
+def positive_scale(scale: ArrayLike, name: str = "scale", dtype: DTypeLike | None = None) -> np.ndarray:
     """``scale`` as a float array (cast to ``dtype`` if given) with every entry finite and > 0.
 
     The check runs after the cast: a scale of 1e-300 underflows to 0 in float32 and is refused,
@@ -144,7 +148,7 @@ def axis_index(axis: int, ndim: int, name: str = "axis", data: str = "the array"
     return int(axis) % ndim
 
 
-def block_size_value(block_size, name: str = "block_size") -> int:
+def block_size_value(block_size: int, name: str = "block_size") -> int:
     """``block_size`` as an int >= 0 (0 means no blocking); at most 2^31 (no array is that long here)."""
     b = int_value(block_size, name)
     if b < 0:

@@ -48,6 +48,7 @@ import numpy as np
 from ._checks import float_array
 from .ranges import qrange as as_qrange
 from .uniform import SYMMETRIC_DIVISORS, fake_quantize, qparams_from_range, quantize, quantize_ref
+from ._types import ArrayLike, DTypeLike, QRangeLike
 
 EPS = float(np.finfo(np.float32).eps)  # qparams_from_range's default floor on the scale
 
@@ -103,8 +104,9 @@ def _qparams(x2, qrange, symmetric, symmetric_divisor, eps, dtype):
         raise
 
 
-def per_token_qparams(x, qrange="int8", *, symmetric: bool = True, symmetric_divisor: str = "qmax",
-                      eps: float = EPS, dtype=np.float32):
+def per_token_qparams(x: ArrayLike, qrange: QRangeLike = "int8", *, symmetric: bool = True,
+                      symmetric_divisor: str = "qmax", eps: float = EPS, dtype: DTypeLike =
+                      np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Per-token ``(scale, zero_point)`` of ``x`` (..., K): equations (1)-(2) of the module docstring.
 
     Returns
@@ -117,8 +119,9 @@ def per_token_qparams(x, qrange="int8", *, symmetric: bool = True, symmetric_div
     return s.reshape(lead), z.reshape(lead)
 
 
-def quantize_per_token(x, qrange="int8", *, symmetric: bool = True, symmetric_divisor: str = "qmax",
-                       eps: float = EPS, dtype=np.float32):
+def quantize_per_token(x: ArrayLike, qrange: QRangeLike = "int8", *, symmetric: bool = True,
+                       symmetric_divisor: str = "qmax", eps: float = EPS, dtype: DTypeLike =
+                       np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantize each token (row of the last axis) with its own scale: equations (1)-(3).
 
     Parameters
@@ -153,8 +156,9 @@ def quantize_per_token(x, qrange="int8", *, symmetric: bool = True, symmetric_di
     return q.reshape(np.shape(x)), s.reshape(lead), z.reshape(lead)
 
 
-def fake_quantize_per_token(x, qrange="int8", *, symmetric: bool = True, symmetric_divisor: str = "qmax",
-                            eps: float = EPS, dtype=np.float32) -> np.ndarray:
+def fake_quantize_per_token(x: ArrayLike, qrange: QRangeLike = "int8", *, symmetric: bool = True,
+                            symmetric_divisor: str = "qmax", eps: float = EPS, dtype: DTypeLike =
+                            np.float32) -> np.ndarray:
     """Quantize then dequantize each token: ``x̂_t = scale_t · (q_t − zero_point_t)``, equations (1)-(4).
 
     Same arguments as :func:`quantize_per_token`. Returns an array of shape (..., K) in the working
@@ -169,8 +173,9 @@ def fake_quantize_per_token(x, qrange="int8", *, symmetric: bool = True, symmetr
     return fake_quantize(x2, s, z, qrange, axis=0).reshape(np.shape(x))
 
 
-def quantize_per_token_ref(x, qrange="int8", *, symmetric: bool = True, symmetric_divisor: str = "qmax",
-                           eps: float = EPS, dtype=np.float32):
+def quantize_per_token_ref(x: ArrayLike, qrange: QRangeLike = "int8", *, symmetric: bool = True,
+                           symmetric_divisor: str = "qmax", eps: float = EPS, dtype: DTypeLike =
+                           np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Loop twin of :func:`quantize_per_token`: one token at a time, the row range found by a Python loop,
     the parameters written out in scalar ``dtype`` arithmetic, and :func:`refquant.core.uniform.quantize_ref`
     (exact rational rounding) for the codes. Shares only argument checking with the vectorised code."""

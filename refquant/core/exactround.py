@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from ._types import DTypeLike
 
 
 def round_to_odd_product(d: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -38,7 +39,7 @@ def round_to_odd_product(d: np.ndarray, s: np.ndarray) -> np.ndarray:
         return np.where(move, np.nextafter(hi, np.where(err > 0, np.inf, -np.inf)), hi)
 
 
-def round_product(d: int, s: float, dtype) -> float:
+def round_product(d: int, s: float, dtype: DTypeLike) -> float:
     """``d · s`` rounded once, to nearest even, to ``dtype``, on Python integers (any d)."""
     m, e = math.frexp(s)
     n, e = d * int(m * 2**53), e - 53  # d · s = n · 2^e exactly

@@ -10,6 +10,7 @@ import numpy as np
 
 from ._checks import finite_array, positive_scale
 from .packing import bits_per_element  # noqa: F401  (re-exported: storage is a metric too)
+from ._types import ArrayLike
 
 
 def _pair(x, x_hat):
@@ -28,14 +29,14 @@ def _scaled(a, b):
     return np.ldexp(a, -e), np.ldexp(b, -e)
 
 
-def mse(x, x_hat) -> float:
+def mse(x: ArrayLike, x_hat: ArrayLike) -> float:
     """Mean squared error ``mean((x - x̂)²)`` (float64; +inf only when the true value exceeds float64)."""
     a, b = _pair(x, x_hat)
     with np.errstate(over="ignore"):
         return float(np.mean((a - b) ** 2))
 
 
-def sqnr_db(x, x_hat) -> float:
+def sqnr_db(x: ArrayLike, x_hat: ArrayLike) -> float:
     """Signal-to-quantization-noise ratio ``10·log10(Σx² / Σ(x − x̂)²)`` in dB.
 
     +inf when the reconstruction is exact, −inf when x is all zero; about 6.02·b + const dB for
@@ -54,7 +55,7 @@ def sqnr_db(x, x_hat) -> float:
     return 10.0 * np.log10(signal / noise)
 
 
-def max_error_lsb(x, x_hat, scale) -> float:
+def max_error_lsb(x: ArrayLike, x_hat: ArrayLike, scale: ArrayLike) -> float:
     """Largest error in units of the step: ``max |x − x̂| / scale``.
 
     ``scale`` broadcasts against ``x`` (pass a per-channel scale reshaped, or a scalar). A correct
@@ -70,7 +71,7 @@ def max_error_lsb(x, x_hat, scale) -> float:
         return float(np.max(np.abs(a - b) / s))
 
 
-def cosine_similarity(x, x_hat) -> float:
+def cosine_similarity(x: ArrayLike, x_hat: ArrayLike) -> float:
     """``<x, x̂> / (‖x‖·‖x̂‖)`` over all elements; ValueError if either is all zero."""
     a, b = _pair(x, x_hat)
     with np.errstate(over="ignore"):

@@ -38,6 +38,7 @@ from ._checks import choice, float_array, int_value, real_value, to_float
 from .granularity import from_groups, to_groups
 from .ranges import qrange as as_qrange
 from .uniform import fake_quantize, qparams_from_range
+from ._types import ArrayLike, QRangeLike
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,15 @@ def _groups(x, axis, block_size, name="x"):
     return a, to_groups(a.astype(np.result_type(a.dtype, np.float32), copy=False), axis, block_size)
 
 
-def minmax_range(x, *, axis: int | None = None, block_size: int = 0):
+def minmax_range(x: ArrayLike, *, axis: int | None = None, block_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(min x, max x)`` per tensor / channel / group. Returns ``(lo, hi)`` of the parameter shape."""
     a, g = _groups(x, axis, block_size)
     return (from_groups(np.nanmin(g, axis=1), a.shape, axis, block_size),
             from_groups(np.nanmax(g, axis=1), a.shape, axis, block_size))
 
 
-def minmax_update(state: MinMaxState | None, x, *, axis: int | None = None, block_size: int = 0) -> MinMaxState:
+def minmax_update(state: MinMaxState | None, x: ArrayLike, *, axis: int | None = None, block_size: int =
+                  0) -> MinMaxState:
     """Running min-max: ``lo ← min(lo, min x)``, ``hi ← max(hi, max x)``. ``state=None`` starts."""
     lo, hi = minmax_range(x, axis=axis, block_size=block_size)
     if state is None:
@@ -74,7 +76,7 @@ def minmax_update(state: MinMaxState | None, x, *, axis: int | None = None, bloc
     return MinMaxState(np.minimum(state.lo, lo), np.maximum(state.hi, hi), state.batches + 1)
 
 
-def moving_average_update(state: MinMaxState | None, x, *, momentum: float = 0.01, axis: int | None = None,
+def moving_average_update(state: MinMaxState | None, x: ArrayLike, *, momentum: float = 0.01, axis: int | None = None,
                           block_size: int = 0) -> MinMaxState:
     """Exponential moving average of batch ranges (PyTorch ``MovingAverageMinMaxObserver``).
 
@@ -103,7 +105,8 @@ def _check_state(state, lo):
                          f"whose range has shape {lo.shape} (granularity changed?)")
 
 
-def percentile_range(x, percentile: float = 99.99, *, axis: int | None = None, block_size: int = 0):
+def percentile_range(x: ArrayLike, percentile: float = 99.99, *, axis: int | None = None, block_size: int =
+                     0) -> tuple[np.ndarray, np.ndarray]:
     """``(P_{100−p}(x), P_p(x))``: clip the rarest ``100 − p`` % at each end (linear interpolation)."""
     percentile = real_value(percentile, "percentile", 50, 100, lo_open=True)
     a, g = _groups(x, axis, block_size)
@@ -111,8 +114,8 @@ def percentile_range(x, percentile: float = 99.99, *, axis: int | None = None, b
     return from_groups(lo, a.shape, axis, block_size), from_groups(hi, a.shape, axis, block_size)
 
 
-def mse_range(x, qrange="int8", *, symmetric: bool = False, symmetric_divisor: str = "qmax", n_grid: int = 100,
-              axis: int | None = None, block_size: int = 0):
+def mse_range(x: ArrayLike, qrange: QRangeLike = "int8", *, symmetric: bool = False, symmetric_divisor: str = "qmax",
+              n_grid: int = 100, axis: int | None = None, block_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Clipping range minimising ``Σ (x − fake_quantize(x))²``, by grid search.
 
     Candidates are ``α·(lo, hi)`` of the min-max range for ``α = k / n_grid``, k = 1..n_grid; each
@@ -182,7 +185,8 @@ def _kl_threshold(a: np.ndarray, n_bins: int, n_levels: int) -> float:
     return float(edges[best_i])
 
 
-def kl_range(x, qrange="int8", *, n_bins: int = 2048, axis: int | None = None, block_size: int = 0):
+def kl_range(x: ArrayLike, qrange: QRangeLike = "int8", *, n_bins: int = 2048, axis: int | None = None,
+             block_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric range ``(−t, t)`` minimising KL(P || Q) between the histogram of ``|x|`` and its
     quantized version (TensorRT entropy calibration).
 
@@ -212,8 +216,9 @@ def kl_range(x, qrange="int8", *, n_bins: int = 2048, axis: int | None = None, b
 CALIBRATORS = {"minmax": minmax_range, "percentile": percentile_range, "mse": mse_range, "kl": kl_range}
 
 
-def calibrate(x, qrange="int8", calibration: str = "minmax", *, symmetric: bool = False,
-              symmetric_divisor: str = "qmax", axis: int | None = None, block_size: int = 0, **options):
+def calibrate(x: ArrayLike, qrange: QRangeLike = "int8", calibration: str = "minmax", *, symmetric: bool = False,
+              symmetric_divisor: str = "qmax", axis: int | None = None, block_size: int = 0, **options:
+              object) -> tuple[np.ndarray, np.ndarray]:
     """Range estimation followed by :func:`refquant.uniform.qparams_from_range`.
 
     Parameters

@@ -17,6 +17,7 @@ import numpy as np
 
 from ._checks import int_array, int_value
 from .ranges import qrange as as_qrange
+from ._types import ArrayLike, QRangeLike
 
 
 def _codes(q, r) -> np.ndarray:
@@ -26,7 +27,7 @@ def _codes(q, r) -> np.ndarray:
     return qa
 
 
-def pack(q, qrange) -> np.ndarray:
+def pack(q: ArrayLike, qrange: QRangeLike) -> np.ndarray:
     """Pack integer codes into bytes.
 
     Parameters
@@ -50,7 +51,7 @@ def pack(q, qrange) -> np.ndarray:
     return np.packbits(bits.reshape(-1), bitorder="little")
 
 
-def unpack(packed, qrange, count: int) -> np.ndarray:
+def unpack(packed: ArrayLike, qrange: QRangeLike, count: int) -> np.ndarray:
     """Inverse of :func:`pack`: the first ``count`` codes, as ``qrange.dtype``, shape ``(count,)``."""
     r = as_qrange(qrange)
     p = np.asarray(packed)
@@ -67,7 +68,7 @@ def unpack(packed, qrange, count: int) -> np.ndarray:
     return u.astype(r.dtype)
 
 
-def pack_ref(q, qrange) -> np.ndarray:
+def pack_ref(q: ArrayLike, qrange: QRangeLike) -> np.ndarray:
     """Loop twin of :func:`pack`: sets one bit at a time."""
     r = as_qrange(qrange)
     qa = _codes(q, r)
@@ -80,7 +81,7 @@ def pack_ref(q, qrange) -> np.ndarray:
     return np.frombuffer(bytes(out), dtype=np.uint8).copy()
 
 
-def storage_bits(n_elements: int, qrange, *, n_scales: int = 0, scale_bits: int = 32,
+def storage_bits(n_elements: int, qrange: QRangeLike, *, n_scales: int = 0, scale_bits: int = 32,
                  n_zero_points: int = 0) -> int:
     """Total storage of a quantized tensor in bits.
 
@@ -93,7 +94,7 @@ def storage_bits(n_elements: int, qrange, *, n_scales: int = 0, scale_bits: int 
     return n_elements * r.bits + n_scales * int_value(scale_bits, "scale_bits", 1) + n_zero_points * r.bits
 
 
-def bits_per_element(n_elements: int, qrange, *, n_scales: int = 0, scale_bits: int = 32,
+def bits_per_element(n_elements: int, qrange: QRangeLike, *, n_scales: int = 0, scale_bits: int = 32,
                      n_zero_points: int = 0) -> float:
     """Storage per element, scales and zero points included: int4 with one float32 scale per group
     of 32 is ``4 + 32/32 = 5.0`` bits. Returns NaN-free results; ``n_elements`` must be > 0."""

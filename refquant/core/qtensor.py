@@ -17,6 +17,7 @@ from .observers import calibrate
 from .packing import bits_per_element, storage_bits
 from .ranges import QRange, qrange as as_qrange
 from .uniform import dequantize, quantize
+from ._types import ArrayLike, QRangeLike
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -79,9 +80,9 @@ class QTensor:
                                 n_zero_points=nz)
 
 
-def quantize_tensor(x, qrange="int8", *, symmetric: bool = False, axis: int | None = None, block_size: int = 0,
-                    calibration: str = "minmax", symmetric_divisor: str = "qmax", rounding: str = "half_even",
-                    rng: np.random.Generator | None = None, **options) -> QTensor:
+def quantize_tensor(x: ArrayLike, qrange: QRangeLike = "int8", *, symmetric: bool = False, axis: int | None = None,
+                    block_size: int = 0, calibration: str = "minmax", symmetric_divisor: str = "qmax",
+                    rounding: str = "half_even", rng: np.random.Generator | None = None, **options: object) -> QTensor:
     """Calibrate on ``x`` itself (``calibration``, see :func:`refquant.observers.calibrate`) and quantize.
 
     Symmetric signed tensors store no zero point (it is 0); everything else stores one per scale.

@@ -90,7 +90,7 @@ def round_array(v: np.ndarray, mode: str = "half_even", rng: np.random.Generator
     raise ValueError(f"rounding: unknown mode {mode!r}; expected one of {ROUNDING_MODES}")
 
 
-def round_scalar_ref(v, mode: str = "half_even", draw: float | None = None) -> int | float:
+def round_scalar_ref(v: float, mode: str = "half_even", draw: float | None = None) -> int | float:
     """Slow, exact twin of :func:`round_array` for one finite or infinite value.
 
     Works on the exact rational value of ``v`` (``fractions.Fraction``), so it shares no

@@ -28,13 +28,14 @@ def _rng(seed):
     return np.random.default_rng(int_value(seed, "seed", 0))
 
 
-def gaussian_weights(shape=(256, 256), std: float = 0.02, seed: int = 0) -> np.ndarray:
+def gaussian_weights(shape: tuple[int, ...] = (256, 256), std: float = 0.02, seed: int = 0) -> np.ndarray:
     """N(0, std²) weights, float32: the easy case."""
     std = real_value(std, "std", 0, 1e30)
     return (_rng(seed).standard_normal(_shape(shape)) * std).astype(np.float32)
 
 
-def heavy_tailed_weights(shape=(256, 256), df: float = 4.0, std: float = 0.02, seed: int = 1) -> np.ndarray:
+def heavy_tailed_weights(shape: tuple[int, ...] = (256, 256), df: float = 4.0, std: float = 0.02, seed: int =
+                         1) -> np.ndarray:
     """Student-t(df) weights scaled to ``std``: trained LLM weights are closer to this than to a Gaussian."""
     df = real_value(df, "df", 2, 1e30, lo_open=True)  # the variance df / (df - 2) exists for df > 2
     std = real_value(std, "std", 0, 1e30)
@@ -42,7 +43,8 @@ def heavy_tailed_weights(shape=(256, 256), df: float = 4.0, std: float = 0.02, s
     return (t * std / np.sqrt(df / (df - 2))).astype(np.float32)
 
 
-def weights_with_outlier_channel(shape=(256, 256), channel: int = 7, factor: float = 50.0, seed: int = 2) -> np.ndarray:
+def weights_with_outlier_channel(shape: tuple[int, ...] = (256, 256), channel: int = 7, factor: float = 50.0,
+                                 seed: int = 2) -> np.ndarray:
     """Gaussian weights (rows = output channels) with one row ``factor`` times larger."""
     shape = _shape(shape)
     if not shape or shape[0] == 0:
@@ -54,7 +56,7 @@ def weights_with_outlier_channel(shape=(256, 256), channel: int = 7, factor: flo
     return w
 
 
-def activations_with_outliers(shape=(512, 256), n_outlier_features: int = 4, factor: float = 20.0,
+def activations_with_outliers(shape: tuple[int, ...] = (512, 256), n_outlier_features: int = 4, factor: float = 20.0,
                               seed: int = 3) -> np.ndarray:
     """(tokens, features) activations: N(0, 1) with a few feature columns ``factor`` times larger."""
     shape = _shape(shape, 2)
