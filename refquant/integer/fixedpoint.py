@@ -45,6 +45,7 @@ import math
 import numpy as np
 
 from ..core._checks import broadcast, float_array, int_array
+from ..core._types import ArrayLike
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -62,7 +63,7 @@ def _trunc_div_pow2(x: np.ndarray, e: int) -> np.ndarray:
     return (x >> e) + ((x < 0) & ((x & ((1 << e) - 1)) != 0))
 
 
-def quantize_multiplier(real):
+def quantize_multiplier(real: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """``(multiplier, shift)`` with ``real ≈ multiplier · 2^(shift − 31)``, TFLite ``QuantizeMultiplier``.
 
     Parameters
@@ -214,7 +215,7 @@ def _shape(names_shapes):
         raise ValueError(f"{', '.join(k for k, _ in names_shapes)}: shapes do not broadcast ({listing})") from None
 
 
-def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
+def saturating_rounding_doubling_high_mul(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """gemmlowp ``SaturatingRoundingDoublingHighMul``: ``round_half_up(a·b / 2^31)``, saturating
     only ``INT32_MIN · INT32_MIN`` (whose exact result 2^31 does not fit) to ``INT32_MAX``.
 
@@ -229,7 +230,7 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     return p.astype(np.int32)
 
 
-def rounding_divide_by_pot(x, exponent) -> np.ndarray:
+def rounding_divide_by_pot(x: ArrayLike, exponent: ArrayLike) -> np.ndarray:
     """gemmlowp ``RoundingDivideByPOT``: ``round(x / 2^exponent)`` half away from zero, 0 <= exponent <= 31.
 
     Computed as identity (4) of the module; equal bit for bit to :func:`_rounding_divide_by_pot_ref`.
@@ -246,7 +247,8 @@ def rounding_divide_by_pot(x, exponent) -> np.ndarray:
     return h.astype(np.int32)
 
 
-def multiply_by_quantized_multiplier(x, multiplier, shift, *, rounding: str = "double") -> np.ndarray:
+def multiply_by_quantized_multiplier(x: ArrayLike, multiplier: ArrayLike, shift: ArrayLike, *,
+                                     rounding: str = "double") -> np.ndarray:
     """TFLite ``MultiplyByQuantizedMultiplier``: ``x · M`` for M = multiplier · 2^(shift − 31), in integers.
 
     Parameters

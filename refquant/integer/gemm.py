@@ -41,6 +41,7 @@ import numpy as np
 from ..core._checks import int_array, int_value
 from .fixedpoint import INT32_MAX, INT32_MIN, _apply_multiplier, _apply_multiplier_ref
 from ..core.ranges import qrange as as_qrange
+from ..core._types import ArrayLike, QRangeLike
 
 K_CHUNK = 1024  # 1024 · 128² = 2^24: the largest exact float32 chunk
 BUFFER_BYTES = 2**20  # the reused float32 conversion buffer of a few-row product: about one L2 cache
@@ -83,7 +84,7 @@ class PackedMatrix:
     dtype: np.dtype  # int8 or uint8: the original operand's type (its zero point is in that range)
 
 
-def prepack(b) -> PackedMatrix:
+def prepack(b: ArrayLike) -> PackedMatrix:
     """Prepare an int8/uint8 matrix of shape (..., K, N) as the right operand of :func:`int_matmul`."""
     B = _operand(b, "b")
     data = B.astype(np.float32)
@@ -105,7 +106,8 @@ def _max_abs(dtype, z):
     return int(max(abs(lo - int(z.min())), abs(hi - int(z.max())), abs(lo - int(z.max())), abs(hi - int(z.min()))))
 
 
-def int_matmul(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
+def int_matmul(a: ArrayLike, b: ArrayLike | PackedMatrix, a_zero_point: ArrayLike | None = None,
+               b_zero_point: ArrayLike | None = None) -> np.ndarray:
     """Exact ``(a − za) @ (b − zb)`` as int32, through float32 BLAS (see the module docstring).
 
     Parameters
@@ -192,7 +194,8 @@ def _matmul(a, b, a_zero_point, b_zero_point, names):
     return c.astype(np.int32)
 
 
-def int_matmul_ref(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
+def int_matmul_ref(a: ArrayLike, b: ArrayLike, a_zero_point: ArrayLike | None = None,
+                   b_zero_point: ArrayLike | None = None) -> np.ndarray:
     """Loop twin of :func:`int_matmul` (2-D only): equation (1) on Python integers, one term at a time."""
     A, B = _operand(a, "a"), _operand(b, "b")
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
@@ -213,7 +216,8 @@ def int_matmul_ref(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
     return out
 
 
-def requantize(acc, multiplier, shift, out_zero_point=0, qrange="int8", *, rounding: str = "double") -> np.ndarray:
+def requantize(acc: ArrayLike, multiplier: ArrayLike, shift: ArrayLike, out_zero_point: int = 0,
+               qrange: QRangeLike = "int8", *, rounding: str = "double") -> np.ndarray:
     """``clamp(MultiplyByQuantizedMultiplier(acc, m, s) + out_zero_point, qmin, qmax)`` in ``qrange.dtype``.
 
     ``multiplier`` / ``shift`` are scalars or per-column (N,) arrays broadcasting over the last axis.
@@ -274,8 +278,9 @@ def _fc_checks(x, w, bias, x_zero_point, w_zero_point, multiplier, shift, out_ze
     return r, bq
 
 
-def fully_connected(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier, shift, out_zero_point,
-                    qrange="int8", rounding: str = "double") -> np.ndarray:
+def fully_connected(x: ArrayLike, w: ArrayLike | PackedMatrix, bias: ArrayLike | None = None, *,
+                    x_zero_point: ArrayLike, w_zero_point: ArrayLike = 0, multiplier: ArrayLike, shift: ArrayLike,
+                    out_zero_point: int, qrange: QRangeLike = "int8", rounding: str = "double") -> np.ndarray:
     """TFLite integer FullyConnected: ``y = requantize(x_q·W_qᵀ (with zero points) + bias)``.
 
     The quantization parameters are keyword-only: ``fully_connected(x, w, b, x_zero_point=zx,
@@ -308,8 +313,9 @@ def fully_connected(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier
     return _finish(y, int(out_zero_point), r)
 
 
-def fully_connected_ref(x, w, bias=None, *, x_zero_point, w_zero_point=0, multiplier, shift, out_zero_point,
-                        qrange="int8", rounding: str = "double") -> np.ndarray:
+def fully_connected_ref(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, *, x_zero_point: ArrayLike,
+                        w_zero_point: ArrayLike = 0, multiplier: ArrayLike, shift: ArrayLike, out_zero_point: int,
+                        qrange: QRangeLike = "int8", rounding: str = "double") -> np.ndarray:
     """Loop twin of :func:`fully_connected`, shaped like TFLite's reference kernel (offsets = −zero points).
 
     Shares only the argument checks with :func:`fully_connected` (``w`` here is (n_out, n_in), not prepacked).

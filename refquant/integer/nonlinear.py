@@ -49,6 +49,7 @@ import numpy as np
 
 from ..core._checks import axis_index, finite_array, int_array, int_value, real_value
 from .fixedpoint import _int32, _owned_int64
+from ..core._types import ArrayLike
 
 LN2 = math.log(2)
 EXP_COEF = (0.3585, 1.353, 0.344)  # I-BERT eq. (12): exp(p) ≈ a(p + b)² + c on (−ln2, 0]
@@ -104,7 +105,7 @@ def _poly2_scale(S: float, a: float) -> float:
     return sa
 
 
-def int_poly2(q, scale, a: float, b: float, c: float):
+def int_poly2(q: ArrayLike, scale: float, a: float, b: float, c: float) -> tuple[np.ndarray, float]:
     """i-poly, equation (1): integer ``a(x + b)² + c`` for ``x = scale·q``. Returns ``(q_out, S_out)``."""
     S = _scale(scale)
     a, b, c = real_value(a, "a"), real_value(b, "b"), real_value(c, "c")
@@ -119,7 +120,7 @@ def int_poly2(q, scale, a: float, b: float, c: float):
     return t * t + q_c, a * S * S
 
 
-def int_exp(q, scale):
+def int_exp(q: ArrayLike, scale: float) -> tuple[np.ndarray, float]:
     """i-exp for ``x = scale·q <= 0``: returns ``(q_out int32, S_out)`` with ``S_out·q_out ≈ exp(x)``.
 
     ``q > 0`` raises (subtract the maximum first, as softmax does). The output is shifted right so
@@ -166,7 +167,7 @@ def _exp_owned(qa, S):
     return qa, s_l / 2.0**_N * 2.0**down, top >> down
 
 
-def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
+def int_softmax(q: ArrayLike, scale: float, *, axis: int = -1, out_bits: int = 8) -> tuple[np.ndarray, float]:
     """I-BERT integer softmax along ``axis``: returns ``(q_out int32 in [0, 2^out_bits], 2^-out_bits)``."""
     S = _scale(scale)
     out_bits = int_value(out_bits, "out_bits", 1, 16)
@@ -196,7 +197,7 @@ def int_softmax(q, scale, *, axis: int = -1, out_bits: int = 8):
     return e.astype(np.int32), 2.0**-out_bits
 
 
-def int_erf(q, scale):
+def int_erf(q: ArrayLike, scale: float) -> tuple[np.ndarray, float]:
     """i-erf: ``(q_out int32, S_out)`` with ``S_out·q_out ≈ erf(scale·q)`` (note: S_out < 0, as in I-BERT)."""
     S = _scale(scale)
     qa = _int32(q, "q")
@@ -206,7 +207,7 @@ def int_erf(q, scale):
     return _to_int32(np.sign(qa) * q_l, s_l)
 
 
-def int_gelu(q, scale):
+def int_gelu(q: ArrayLike, scale: float) -> tuple[np.ndarray, float]:
     """i-GELU: ``(q_out int32, S_out)`` with ``S_out·q_out ≈ GELU(scale·q)``."""
     S = _scale(scale)
     qa = _owned_int64(q, "q")[0]  # one fresh int64 copy, worked on in place below
@@ -233,7 +234,7 @@ def int_gelu(q, scale):
     return _to_int32(qa, S * s_erf / 2)
 
 
-def isqrt(n) -> np.ndarray:
+def isqrt(n: ArrayLike) -> np.ndarray:
     """``⌊√n⌋`` for non-negative integers (int64 array), by Newton's method from above (I-BERT Alg. 4)."""
     na = int_array(n, "n").astype(np.int64)
     if na.size and na.min() < 0:
@@ -248,7 +249,8 @@ def isqrt(n) -> np.ndarray:
         x = np.where(done, x, y)
 
 
-def int_layernorm(q, scale, gamma, beta, *, axis: int = -1):
+def int_layernorm(q: ArrayLike, scale: float, gamma: ArrayLike, beta: ArrayLike, *, axis: int =
+                  -1) -> tuple[np.ndarray, np.ndarray]:
     """I-BERT integer LayerNorm over ``axis`` (the last by default).
 
     Parameters

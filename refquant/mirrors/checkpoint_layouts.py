@@ -85,6 +85,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._checks import finite_array, int_array, int_value
+from ..core._types import ArrayLike
 
 BITS = (2, 3, 4, 8)
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
@@ -252,7 +253,8 @@ def _pack_gptq(codes, scale, zero_point, g_idx, bits, zeros_format, underflow, w
                 scales=np.ascontiguousarray(scale.T), g_idx=g_idx.astype(np.int32))
 
 
-def pack_gptq(codes, scale, zero_point, g_idx, bits, *, zeros_format="v1", underflow="raise"):
+def pack_gptq(codes: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, g_idx: ArrayLike, bits: int, *,
+              zeros_format: str = "v1", underflow: str = "raise") -> dict[str, np.ndarray]:
     """Pack a GPTQ result into a GPTQ checkpoint's ``qweight``, ``qzeros``, ``scales``, ``g_idx``.
 
     Parameters
@@ -273,7 +275,8 @@ def pack_gptq(codes, scale, zero_point, g_idx, bits, *, zeros_format="v1", under
     return _pack_gptq(codes, scale, zero_point, g_idx, bits, zeros_format, underflow, _pack_words)
 
 
-def pack_gptq_ref(codes, scale, zero_point, g_idx, bits, *, zeros_format="v1", underflow="raise"):
+def pack_gptq_ref(codes: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, g_idx: ArrayLike, bits: int, *,
+                  zeros_format: str = "v1", underflow: str = "raise") -> dict[str, np.ndarray]:
     """Loop twin of :func:`pack_gptq`: AutoGPTQ's pack loop on Python ints, one run at a time."""
     def words(a, b):
         return _rows_ref(lambda v: _pack_run_ref(v, b), a, 32, b).astype(np.uint32)
@@ -298,7 +301,8 @@ def _read_gptq(qweight, qzeros, scales, g_idx, bits, words_fn):
     return words_fn(qw.T, bits), words_fn(qz, bits).T, np.ascontiguousarray(s.T), g.astype(np.int32)
 
 
-def unpack_gptq(qweight, qzeros, scales, g_idx, bits, *, zeros_format="v1"):
+def unpack_gptq(qweight: ArrayLike, qzeros: ArrayLike, scales: ArrayLike, g_idx: ArrayLike, bits: int, *,
+                zeros_format: str = "v1") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Inverse of :func:`pack_gptq`: ``(codes (out, in) uint8, scale (out, n_groups) float16,
     zero_point (out, n_groups) int32, g_idx (in,) int32)``.
 
@@ -308,7 +312,8 @@ def unpack_gptq(qweight, qzeros, scales, g_idx, bits, *, zeros_format="v1"):
     return _unpack_gptq(qweight, qzeros, scales, g_idx, bits, zeros_format, _unpack_words)
 
 
-def unpack_gptq_ref(qweight, qzeros, scales, g_idx, bits, *, zeros_format="v1"):
+def unpack_gptq_ref(qweight: ArrayLike, qzeros: ArrayLike, scales: ArrayLike, g_idx: ArrayLike, bits: int, *,
+                    zeros_format: str = "v1") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Loop twin of :func:`unpack_gptq`: the torch fallback's unpacking, one run at a time."""
     def values(a, b):
         return _rows_ref(lambda w: _unpack_run_ref(w, b), a, b, 32).astype(np.int64)
@@ -322,7 +327,8 @@ def _unpack_gptq(qweight, qzeros, scales, g_idx, bits, zeros_format, words_fn):
     return codes.astype(np.uint8), s, zero.astype(np.int32), g
 
 
-def dequantize_gptq(qweight, qzeros, scales, g_idx, bits, *, zeros_format="v1"):
+def dequantize_gptq(qweight: ArrayLike, qzeros: ArrayLike, scales: ArrayLike, g_idx: ArrayLike, bits: int, *,
+                    zeros_format: str = "v1") -> np.ndarray:
     """The weight (out, in) float16 as the references' torch fallbacks dequantize a GPTQ checkpoint:
     ``scales[g_idx] · (q − z[g_idx])``, z = field + 1 (v1, no wrap: a stored 2^bits − 1 is zero 2^bits)
     or z = field (v2); the integer difference times the float16 scale, rounded once to float16.
@@ -347,7 +353,7 @@ def _shift_zeros(qzeros, bits, delta, arithmetic):
     return ((q.astype(np.int64) + delta * ones) & _MASK).astype(np.uint32).view(np.int32)
 
 
-def gptq_v1_to_v2(qzeros, bits, *, arithmetic="field"):
+def gptq_v1_to_v2(qzeros: ArrayLike, bits: int, *, arithmetic: str = "field") -> np.ndarray:
     """v1 ``qzeros`` (z − 1) to v2 (z); a new int32 array.
 
     ``arithmetic="field"``: every field + 1 modulo 2^bits (GPTQModel ``_shift_gptq_qzeros``, its 3-bit
@@ -360,7 +366,7 @@ def gptq_v1_to_v2(qzeros, bits, *, arithmetic="field"):
     return _shift_zeros(qzeros, bits, 1, arithmetic)
 
 
-def gptq_v2_to_v1(qzeros, bits, *, arithmetic="field"):
+def gptq_v2_to_v1(qzeros: ArrayLike, bits: int, *, arithmetic: str = "field") -> np.ndarray:
     """v2 ``qzeros`` (z) to v1 (z − 1); the inverse of :func:`gptq_v1_to_v2` with the same ``arithmetic``
     (GPTQModel ``convert_gptq_v2_to_v1_format_module`` for "word": a 0 field borrows from the next)."""
     return _shift_zeros(qzeros, bits, -1, arithmetic)
@@ -388,7 +394,8 @@ def _unpack_awq_words(w):
     return nib[..., list(AWQ_REVERSE_ORDER)].astype(np.int64).reshape(w.shape[0], -1)
 
 
-def pack_awq(codes, scale, zero_point, bits=4, group_size=128):
+def pack_awq(codes: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, bits: int = 4, group_size: int =
+             128) -> dict[str, np.ndarray]:
     """Pack AWQ codes into an AutoAWQ GEMM checkpoint's ``qweight``, ``qzeros``, ``scales``.
 
     Parameters
@@ -408,7 +415,8 @@ def pack_awq(codes, scale, zero_point, bits=4, group_size=128):
     return _pack_awq(codes, scale, zero_point, bits, group_size, _pack_awq_words)
 
 
-def pack_awq_ref(codes, scale, zero_point, bits=4, group_size=128):
+def pack_awq_ref(codes: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, bits: int = 4, group_size: int =
+                 128) -> dict[str, np.ndarray]:
     """Loop twin of :func:`pack_awq` (AutoAWQ's loop)."""
     return _pack_awq(codes, scale, zero_point, bits, group_size, _pack_awq_words_ref)
 
@@ -435,14 +443,15 @@ def _read_awq(qweight, qzeros, scales, bits):
     return _unpack_awq_words(qw).T, _unpack_awq_words(qz).T, np.ascontiguousarray(s.T)
 
 
-def unpack_awq(qweight, qzeros, scales, bits=4):
+def unpack_awq(qweight: ArrayLike, qzeros: ArrayLike, scales: ArrayLike, bits: int =
+               4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverse of :func:`pack_awq`: ``(codes (out, in) uint8, scale (out, n_groups) float16,
     zero_point (out, n_groups) int32)``; group_size = in / n_groups."""
     codes, zeros, s = _read_awq(qweight, qzeros, scales, bits)
     return codes.astype(np.uint8), s, zeros.astype(np.int32)
 
 
-def dequantize_awq(qweight, qzeros, scales, bits=4):
+def dequantize_awq(qweight: ArrayLike, qzeros: ArrayLike, scales: ArrayLike, bits: int = 4) -> np.ndarray:
     """The weight (out, in) float16 as AutoAWQ ``dequantize_gemm`` computes it (transposed):
     ``(iweight − izeros) · scales``, each repeated over its group of ``in / n_groups`` input channels,
     the int8 difference times the float16 scale rounded once to float16."""

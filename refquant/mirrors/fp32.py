@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core._types import ArrayLike
+
 _TWO128 = 2.0 ** 128  # where float32 rounds to Inf: the "next value" after float32 max
 
 
-def fma_float32(a, b, c) -> np.ndarray:
+def fma_float32(a: ArrayLike, b: ArrayLike, c: ArrayLike) -> np.ndarray:
     """``a · b + c`` rounded once to float32 — an IEEE fused multiply-add (``vfmadd*ps``).
 
     ``a``, ``b``, ``c`` are converted to float32 first; they broadcast. Exact for every input:

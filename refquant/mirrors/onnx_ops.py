@@ -36,6 +36,7 @@ from ..integer.gemm import PackedMatrix, _operand, int_matmul
 from ..formats.minifloat import FORMATS as _FLOAT_TYPES, minifloat_decode, minifloat_encode
 from ..core.ranges import qrange as as_qrange
 from ..core.uniform import dequantize, quantize
+from ..core._types import ArrayLike, DTypeLike
 
 ONNX_INT_TYPES = ("int2", "uint2", "int4", "uint4", "int8", "uint8", "int16", "uint16")
 ONNX_FLOAT_TYPES = tuple(_FLOAT_TYPES)  # "float8e4m3fn", "float8e5m2", "float4e2m1": bit patterns in uint8
@@ -79,8 +80,8 @@ def _granularity(scale: np.ndarray, ndim: int, axis: int, block_size: int, name:
     return axis, block_size
 
 
-def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size: int = 0, output_dtype=None,
-                    saturate: bool = True):
+def quantize_linear(x: ArrayLike, y_scale: ArrayLike, y_zero_point: ArrayLike | None = None, *, axis: int = 1,
+                    block_size: int = 0, output_dtype: DTypeLike | None = None, saturate: bool = True) -> np.ndarray:
     """ONNX QuantizeLinear: ``y = saturate(round_half_even(x / y_scale) + y_zero_point)``.
 
     Parameters
@@ -125,7 +126,8 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis: int = 1, block_size:
     return q.astype(_CARRIER.get(tname, tname), copy=False)
 
 
-def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_size: int = 0, x_dtype=None):
+def dequantize_linear(x: ArrayLike, x_scale: ArrayLike, x_zero_point: ArrayLike | None = None, *, axis: int = 1,
+                      block_size: int = 0, x_dtype: str | None = None) -> np.ndarray:
     """ONNX DequantizeLinear: ``y = (x - x_zero_point) * x_scale``, in ``x_scale``'s dtype.
 
     ``x`` is any ONNX integer type (int2..uint16 carried in 8/16-bit arrays, or int32 with a zero
@@ -181,7 +183,7 @@ def dequantize_linear(x, x_scale, x_zero_point=None, *, axis: int = 1, block_siz
         return y.astype(s.dtype, copy=False)
 
 
-def dynamic_quantize_linear(x):
+def dynamic_quantize_linear(x: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ONNX DynamicQuantizeLinear: uint8 quantization with a range computed from ``x``.
 
     In float32, as the operator and its reference implementation::
@@ -217,7 +219,8 @@ def dynamic_quantize_linear(x):
     return y, np.asarray(y_scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
 
 
-def matmul_integer(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
+def matmul_integer(a: ArrayLike, b: ArrayLike, a_zero_point: ArrayLike | None = None,
+                   b_zero_point: ArrayLike | None = None) -> np.ndarray:
     """ONNX MatMulInteger: ``(a - a_zero_point) @ (b - b_zero_point)`` accumulated exactly, as int32.
 
     ``a`` : int8/uint8 ndarray of shape (..., M, K); ``b`` : int8/uint8 of shape (..., K, N);
@@ -234,7 +237,8 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
     return int_matmul(a, b, a_zero_point, b_zero_point)
 
 
-def qlinear_matmul(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, y_scale, y_zero_point) -> np.ndarray:
+def qlinear_matmul(a: ArrayLike, b: ArrayLike, *, a_scale: ArrayLike, a_zero_point: ArrayLike, b_scale: ArrayLike,
+                   b_zero_point: ArrayLike, y_scale: ArrayLike, y_zero_point: ArrayLike) -> np.ndarray:
     """ONNX QLinearMatMul: integer matmul requantized to the output type.
 
     As the ONNX reference implementation::

@@ -62,6 +62,7 @@ from ..core.uniform import fake_quantize
 from .fp32 import fma_float32
 from .torch_qat import (F32, _axis, _channel_view, _dy, _float_zero_point, _grad_factor, _range, _scale, _sum64,
                         _x)
+from ..core._types import ArrayLike
 
 
 def _zero_point_forward(z: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -74,8 +75,8 @@ def _zero_point_backward_per_tensor(z: F32, lo: int, hi: int) -> int:
     return int(np.trunc(np.clip(F32(z) + F32(0.5), F32(lo), F32(hi))))
 
 
-def fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, quant_min: int, quant_max: int,
-                                              grad_factor: float = 1.0) -> np.ndarray:
+def fake_quantize_learnable_per_tensor_affine(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, quant_min: int,
+                                              quant_max: int, grad_factor: float = 1.0) -> np.ndarray:
     """``torch._fake_quantize_learnable_per_tensor_affine``: the fake quantizer with a float zero point.
 
     ``y = (clamp(z + rne(fl(x · inv)), quant_min, quant_max) − z) · fl(scale)`` with
@@ -106,8 +107,8 @@ def fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, quant_min: i
     return fake_quantize(xa, s, z, (lo, hi), scale_op="multiply_reciprocal")
 
 
-def fake_quantize_learnable_per_channel_affine(x, scale, zero_point, axis: int, quant_min: int, quant_max: int,
-                                               grad_factor: float = 1.0) -> np.ndarray:
+def fake_quantize_learnable_per_channel_affine(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, axis: int,
+                                               quant_min: int, quant_max: int, grad_factor: float = 1.0) -> np.ndarray:
     """``torch._fake_quantize_learnable_per_channel_affine``: per-channel fake quantizer, float zero points.
 
     ``z_c = clamp(round(fl(zero_point[c])), quant_min, quant_max)`` (ties to even), then
@@ -144,8 +145,10 @@ def _learnable_terms(d, xa, s, z, lo, hi, g):
     return d * inside.astype(F32), ds, dz
 
 
-def fake_quantize_learnable_per_tensor_affine_backward(dy, x, scale, zero_point, quant_min: int, quant_max: int,
-                                                       grad_factor: float = 1.0, *, reduce: bool = True):
+def fake_quantize_learnable_per_tensor_affine_backward(dy: ArrayLike, x: ArrayLike, scale: ArrayLike,
+                                                       zero_point: ArrayLike, quant_min: int, quant_max: int,
+                                                       grad_factor: float = 1.0, *, reduce: bool =
+                                                       True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``torch._fake_quantize_learnable_per_tensor_affine_backward``: gradients for x, scale and zero point.
 
     Equations (G3)-(G5) of this module with the zero point ``z_b = (int64) clamp(fl(zp + 0.5))`` — not
@@ -190,9 +193,11 @@ def fake_quantize_learnable_per_tensor_affine_backward(dy, x, scale, zero_point,
     return dx, _sum64(ds, None), _sum64(dz, None)
 
 
-def fake_quantize_learnable_per_channel_affine_backward(dy, x, scale, zero_point, axis: int, quant_min: int,
+def fake_quantize_learnable_per_channel_affine_backward(dy: ArrayLike, x: ArrayLike, scale: ArrayLike,
+                                                        zero_point: ArrayLike, axis: int, quant_min: int,
                                                         quant_max: int, grad_factor: float = 1.0, *,
-                                                        reduce: bool = True):
+                                                        reduce: bool =
+                                                        True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``torch._fake_quantize_learnable_per_channel_affine_backward``.
 
     As :func:`fake_quantize_learnable_per_tensor_affine_backward`, per channel ``c`` along ``axis``,

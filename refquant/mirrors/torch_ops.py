@@ -66,6 +66,7 @@ import numpy as np
 
 from ..core._checks import axis_index, float_array, positive_scale
 from ..core.ranges import qrange as as_qrange
+from ..core._types import ArrayLike
 from ..core.uniform import fake_quantize, qparams_from_range, quantize
 from .fp32 import fma_float32  # public here too: refquant.torch_ops.fma_float32
 from .torch_lsq import (  # noqa: F401 - the QAT mirrors, public here too
@@ -107,7 +108,7 @@ def _x32(x) -> np.ndarray:
     return xa
 
 
-def quantize_per_tensor(x, scale: float, zero_point: int, dtype: str = "quint8") -> np.ndarray:
+def quantize_per_tensor(x: ArrayLike, scale: float, zero_point: int, dtype: str = "quint8") -> np.ndarray:
     """``torch.quantize_per_tensor(x, scale, zero_point, dtype).int_repr()``, one code per element.
 
     quint8 / qint8 (T1), with ``inv = fl32(1 / fl32(scale))`` and ``fma`` rounding once::
@@ -151,7 +152,8 @@ def quantize_per_tensor(x, scale: float, zero_point: int, dtype: str = "quint8")
     return np.clip(np.rint(v), lo, hi).astype(np.int8 if lo < 0 else np.uint8)
 
 
-def quantize_per_channel(x, scales, zero_points, axis: int, dtype: str = "quint8") -> np.ndarray:
+def quantize_per_channel(x: ArrayLike, scales: ArrayLike, zero_points: ArrayLike, axis: int, dtype: str =
+                         "quint8") -> np.ndarray:
     """``torch.quantize_per_channel(x, scales, zero_points, axis, dtype).int_repr()``, one code per element.
 
     For channel ``c`` (index ``c`` along ``axis``), with ``inv_c = fl32(1 / fl32(scales[c]))`` (T2)::
@@ -229,7 +231,8 @@ def _quant_range(quant_min, quant_max):
                          "range of up to 16 bits (refquant's integer ranges)") from None
 
 
-def fake_quantize_per_tensor_affine(x, scale: float, zero_point: int, quant_min: int, quant_max: int) -> np.ndarray:
+def fake_quantize_per_tensor_affine(x: ArrayLike, scale: float, zero_point: int, quant_min: int, quant_max:
+                                    int) -> np.ndarray:
     """``torch.fake_quantize_per_tensor_affine``: float32 in, float32 out.
 
     ``x̂ = (clamp(nearbyint(x * float32(1 / scale)) + zero_point, quant_min, quant_max) − zero_point) * scale``
@@ -250,7 +253,8 @@ def fake_quantize_per_tensor_affine(x, scale: float, zero_point: int, quant_min:
     return fake_quantize(_x32(x), s, int(zero_point), r, scale_op="multiply_reciprocal")
 
 
-def fake_quantize_per_channel_affine(x, scale, zero_point, axis: int, quant_min: int, quant_max: int) -> np.ndarray:
+def fake_quantize_per_channel_affine(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, axis: int, quant_min: int,
+                                     quant_max: int) -> np.ndarray:
     """``torch.fake_quantize_per_channel_affine``: per-channel ``scale`` (float32) and ``zero_point``
     of shape ``(x.shape[axis],)``.
 
@@ -296,8 +300,8 @@ def fake_quantize_per_channel_affine(x, scale, zero_point, axis: int, quant_min:
     return ((q.astype(np.float64) - z) * s.astype(np.float64)).astype(np.float32)
 
 
-def minmax_qparams(x, *, dtype: str = "quint8", qscheme: str = "per_tensor_affine", axis: int = 0,
-                   reduce_range: bool = False):
+def minmax_qparams(x: ArrayLike, *, dtype: str = "quint8", qscheme: str = "per_tensor_affine", axis: int = 0,
+                   reduce_range: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Scale and zero point as ``MinMaxObserver`` / ``PerChannelMinMaxObserver`` compute them.
 
     In float32, with ``min_neg = min(min x, 0)`` and ``max_pos = max(max x, 0)``::

@@ -32,6 +32,7 @@ import numpy as np
 from ..core._checks import float_array, int_value, real_value
 from ..core.ranges import qrange as as_qrange
 from .fp32 import fma_float32
+from ..core._types import ArrayLike
 
 F32 = np.float32
 
@@ -139,7 +140,7 @@ def _sum64(t: np.ndarray, axis: int | None) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ (G1)-(G2)
-def fake_quantize_per_tensor_affine_backward(dy, x, scale: float, zero_point: int, quant_min: int,
+def fake_quantize_per_tensor_affine_backward(dy: ArrayLike, x: ArrayLike, scale: float, zero_point: int, quant_min: int,
                                              quant_max: int) -> np.ndarray:
     """``x.grad`` after ``torch.fake_quantize_per_tensor_affine(x, ...)`` and ``backward(dy)``.
 
@@ -194,8 +195,8 @@ def _cachemask_channel_args(dy, x, scale, zero_point, axis, quant_min, quant_max
     return lo, hi, xa, a, s, zp, _dy(dy, xa.shape)
 
 
-def fake_quantize_per_channel_affine_backward(dy, x, scale, zero_point, axis: int, quant_min: int,
-                                              quant_max: int) -> np.ndarray:
+def fake_quantize_per_channel_affine_backward(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike,
+                                              axis: int, quant_min: int, quant_max: int) -> np.ndarray:
     """``x.grad`` after ``torch.fake_quantize_per_channel_affine(x, ...)`` and ``backward(dy)``.
 
     For channel ``c`` along ``axis``, with ``inv_c = fl(1 / fl(scale[c]))``::

@@ -14,6 +14,7 @@ from ..core._checks import int_value
 from .torch_lsq import _zero_point_backward_per_tensor
 from .torch_qat import (F32, _axis, _cachemask_channel_args, _dy, _float_zero_point, _grad_factor, _range, _scale,
                         _x)
+from ..core._types import ArrayLike
 def _fl(v) -> F32:
     """A rational rounded to the nearest float32, ties to even, ±Inf beyond the range (exact)."""
     v = Fraction(v)
@@ -55,7 +56,8 @@ def _learnable_ref(d, xa, s, z, axis, lo, hi, g):
     return dx, dsv, dzv
 
 
-def fake_quantize_per_tensor_affine_backward_ref(dy, x, scale, zero_point, quant_min, quant_max) -> np.ndarray:
+def fake_quantize_per_tensor_affine_backward_ref(dy: ArrayLike, x: ArrayLike, scale: float, zero_point: float,
+                                                 quant_min: int, quant_max: int) -> np.ndarray:
     """Loop twin of :func:`fake_quantize_per_tensor_affine_backward`."""
     lo, hi = _range(quant_min, quant_max)
     z = int_value(zero_point, "zero_point", lo, hi)
@@ -70,7 +72,9 @@ def fake_quantize_per_tensor_affine_backward_ref(dy, x, scale, zero_point, quant
     return out
 
 
-def fake_quantize_per_channel_affine_backward_ref(dy, x, scale, zero_point, axis, quant_min, quant_max) -> np.ndarray:
+def fake_quantize_per_channel_affine_backward_ref(dy: ArrayLike, x: ArrayLike, scale: ArrayLike,
+                                                  zero_point: ArrayLike, axis: int, quant_min: int, quant_max:
+                                                  int) -> np.ndarray:
     """Loop twin of :func:`fake_quantize_per_channel_affine_backward` (fused multiply-add by exact rationals)."""
     lo, hi, xa, a, s, zp, d = _cachemask_channel_args(dy, x, scale, zero_point, axis, quant_min, quant_max)
     out = np.empty(xa.shape, F32)
@@ -86,8 +90,10 @@ def fake_quantize_per_channel_affine_backward_ref(dy, x, scale, zero_point, axis
     return out
 
 
-def fake_quantize_learnable_per_tensor_affine_backward_ref(dy, x, scale, zero_point, quant_min, quant_max,
-                                                           grad_factor=1.0, *, reduce=True):
+def fake_quantize_learnable_per_tensor_affine_backward_ref(dy: ArrayLike, x: ArrayLike, scale: ArrayLike,
+                                                           zero_point: ArrayLike, quant_min: int, quant_max: int,
+                                                           grad_factor: float = 1.0, *, reduce: bool =
+                                                           True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Loop twin of :func:`fake_quantize_learnable_per_tensor_affine_backward`."""
     lo, hi = _range(quant_min, quant_max, learnable=True)
     g = _grad_factor(grad_factor)
@@ -100,8 +106,11 @@ def fake_quantize_learnable_per_tensor_affine_backward_ref(dy, x, scale, zero_po
     return dx, np.array([sum(float(t) for t in ds.reshape(-1))], F32), np.array([sum(float(t) for t in dz.reshape(-1))], F32)
 
 
-def fake_quantize_learnable_per_channel_affine_backward_ref(dy, x, scale, zero_point, axis, quant_min, quant_max,
-                                                            grad_factor=1.0, *, reduce=True):
+def fake_quantize_learnable_per_channel_affine_backward_ref(dy: ArrayLike, x: ArrayLike, scale: ArrayLike,
+                                                            zero_point: ArrayLike, axis: int, quant_min: int,
+                                                            quant_max: int, grad_factor: float = 1.0, *,
+                                                            reduce: bool =
+                                                            True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Loop twin of :func:`fake_quantize_learnable_per_channel_affine_backward`."""
     lo, hi = _range(quant_min, quant_max, learnable=True)
     g = _grad_factor(grad_factor)
