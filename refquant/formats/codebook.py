@@ -33,11 +33,12 @@ import numpy as np
 from ..core._checks import choice, float_array, int_array, int_value, positive_scale, real_value, to_float
 from ..core.granularity import align, check_param, param_shape, to_groups
 from ..core.uniform import _CHUNK, _chunks  # noqa: F401  (the chunking the uniform quantizer uses)
+from ..core._types import ArrayLike, QRangeLike
 
 TIES = ("even", "down", "up")
 
 
-def check_codebook(codebook, name: str = "codebook") -> np.ndarray:
+def check_codebook(codebook: ArrayLike, name: str = "codebook") -> np.ndarray:
     """``codebook`` as a float array of shape (K,) or (n_params, K), each row strictly increasing."""
     c = float_array(codebook, name, check_nan=False)
     if c.ndim not in (1, 2) or c.shape[-1] < 1:
@@ -121,8 +122,9 @@ def _assign_exact(v: np.ndarray, t, ties: str) -> np.ndarray:
     return idx + (on if ties == "up" else on & (idx % 2 == 1))
 
 
-def codebook_quantize(x, codebook, *, scale=None, axis: int | None = None, block_size: int = 0,
-                      ties: str = "even", thresholds=None, scale_op: str = "divide") -> np.ndarray:
+def codebook_quantize(x: ArrayLike, codebook: ArrayLike, *, scale: ArrayLike | None = None, axis: int | None = None,
+                      block_size: int = 0, ties: str = "even", thresholds: ArrayLike | None = None,
+                      scale_op: str = "divide") -> np.ndarray:
     """Index of the nearest codeword for every element of ``x / scale``.
 
     Parameters
@@ -200,7 +202,8 @@ def _ungroup(rows: np.ndarray, shape: tuple, axis, block_size) -> np.ndarray:
     return np.moveaxis(m, -1, a)
 
 
-def codebook_dequantize(indices, codebook, *, scale=None, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+def codebook_dequantize(indices: ArrayLike, codebook: ArrayLike, *, scale: ArrayLike | None = None,
+                        axis: int | None = None, block_size: int = 0) -> np.ndarray:
     """``x̂ = scale · codebook[indices]`` (float32 unless the codebook or scale is wider).
 
     ``indices`` integer array, any shape; a 2-D codebook is looked up row by parameter group.
@@ -239,7 +242,7 @@ def codebook_dequantize(indices, codebook, *, scale=None, axis: int | None = Non
     return out
 
 
-def codebook_quantize_ref(x, codebook, *, ties: str = "even") -> np.ndarray:
+def codebook_quantize_ref(x: ArrayLike, codebook: ArrayLike, *, ties: str = "even") -> np.ndarray:
     """Loop twin of :func:`codebook_quantize` for a 1-D codebook: exhaustive nearest search with exact
     rational distances (``fractions.Fraction``)."""
     from fractions import Fraction
@@ -267,7 +270,7 @@ def codebook_quantize_ref(x, codebook, *, ties: str = "even") -> np.ndarray:
     return out
 
 
-def uniform_codebook(scale: float, zero_point: int, qrange) -> np.ndarray:
+def uniform_codebook(scale: float, zero_point: int, qrange: QRangeLike) -> np.ndarray:
     """The uniform grid ``scale · (q − zero_point)`` for q in [qmin, qmax], as a codebook (float64)."""
     from ..core.ranges import qrange as as_qrange
 
@@ -333,14 +336,14 @@ def index_bits(k: int) -> int:
 
 
 
-def codebook_fake_quantize(x, codebook, *, scale=None, axis: int | None = None, block_size: int = 0,
-                           ties: str = "even") -> np.ndarray:
+def codebook_fake_quantize(x: ArrayLike, codebook: ArrayLike, *, scale: ArrayLike | None = None,
+                           axis: int | None = None, block_size: int = 0, ties: str = "even") -> np.ndarray:
     """``scale · codebook[codebook_quantize(x / scale)]``: the reconstruction, shape of ``x``."""
     idx = codebook_quantize(x, codebook, scale=scale, axis=axis, block_size=block_size, ties=ties)
     return codebook_dequantize(idx, codebook, scale=scale, axis=axis, block_size=block_size)
 
 
-def absmax_scale(x, target: float = 1.0, *, axis: int | None = None, block_size: int = 0) -> np.ndarray:
+def absmax_scale(x: ArrayLike, target: float = 1.0, *, axis: int | None = None, block_size: int = 0) -> np.ndarray:
     """Per tensor / channel / group scale ``max|x| / target`` (float32) that maps the largest magnitude
     onto the codebook's end value ``target`` (1 for NF4, 6 for FP4 E2M1, 448 for FP8 E4M3).
     An all-zero group gets scale 1 (its values are 0 whatever the scale)."""

@@ -20,7 +20,7 @@ F = np.float32
 EPS = F(1e-15)
 
 
-def nearest_int(v) -> int:
+def nearest_int(v: float) -> int:
     """``(bits(v + 12582912.f) & 0x7fffff) - 0x400000``: round half to even for |v| < 2^22."""
     with np.errstate(over="ignore", invalid="ignore"):
         t = np.array([F(v) + F(12582912.0)], F)
@@ -36,7 +36,8 @@ def _fp16_value(b: bytes) -> F:
     return F(np.frombuffer(b, "<f2")[0])
 
 
-def make_qkx_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, variant=2):
+def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool,
+                    variant: int = 2) -> tuple[np.float32, np.ndarray, np.float32]:
     """``make_qkx2_quants`` (variant 2) / ``make_qkx3_quants`` (variant 3) for one group: (scale, L, the_min)."""
     n = len(x)
     mn, mx = x[0], x[0]
@@ -91,7 +92,7 @@ def make_qkx_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, variant=2):
     return scale, L, -mn
 
 
-def make_qx_quants(x, nmax, qw=None):
+def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tuple[np.float32, np.ndarray]:
     """``make_qx_quants(n, nmax, x, L, rmse_type=1, qw)`` for one group: (scale, L)."""
     n = len(x)
     amax = mx = F(0)
@@ -124,7 +125,7 @@ def make_qx_quants(x, nmax, qw=None):
     return scale, L
 
 
-def make_qp_quants(x, nmax, qw):
+def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.float32, np.ndarray]:
     """``make_qp_quants`` for one super-block's scales or minimums: (scale, L as uint8 values)."""
     n = len(x)
     mx = F(0)
@@ -181,13 +182,13 @@ def _block(x, n):
     return xs
 
 
-def quantize_q4_K_block_ref(x, imatrix=None) -> bytes:
+def quantize_q4_K_block_ref(x: np.ndarray, imatrix: np.ndarray | None = None) -> bytes:
     """One Q4_K super-block (256 values): ``quantize_row_q4_K_ref``, or ``quantize_row_q4_K_impl`` with an imatrix."""
     with np.errstate(all="ignore"):
         return _q4_K(_block(x, 256), imatrix)
 
 
-def quantize_q6_K_block_ref(x, imatrix=None) -> bytes:
+def quantize_q6_K_block_ref(x: np.ndarray, imatrix: np.ndarray | None = None) -> bytes:
     """One Q6_K super-block: ``quantize_row_q6_K_ref``, or ``quantize_row_q6_K_impl`` with an imatrix (used raw)."""
     with np.errstate(all="ignore"):
         return _q6_K(_block(x, 256), imatrix)

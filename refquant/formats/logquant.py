@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._checks import choice, float_array, int_value, real_value
+from ..core._types import ArrayLike
 from .codebook import CodebookTensor, check_codebook, codebook_quantize
 
 
@@ -58,7 +59,8 @@ def log_thresholds(codebook: np.ndarray, base: float = 2.0, domain: str = "log")
     return np.concatenate([-pos[::-1], pos])
 
 
-def log_quantize(x, bits: int = 4, *, base: float = 2.0, e_max: int | None = None, domain: str = "log") -> CodebookTensor:
+def log_quantize(x: ArrayLike, bits: int = 4, *, base: float = 2.0, e_max: int | None = None, domain: str =
+                 "log") -> CodebookTensor:
     """Quantize ``x`` to signed powers of ``base``; returns a :class:`CodebookTensor` (per-tensor).
 
     Parameters

@@ -33,6 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..core._checks import float_array, int_array
+from ..core._types import ArrayLike
 from .codebook import codebook_quantize
 
 
@@ -56,7 +57,7 @@ FORMATS = {
 }
 
 
-def minifloat_format(fmt) -> MinifloatFormat:
+def minifloat_format(fmt: str | MinifloatFormat) -> MinifloatFormat:
     if isinstance(fmt, MinifloatFormat):
         return fmt
     if not isinstance(fmt, str) or fmt not in FORMATS:
@@ -84,7 +85,7 @@ def _decode_table(name: str) -> np.ndarray:
     return val
 
 
-def minifloat_decode(codes, fmt) -> np.ndarray:
+def minifloat_decode(codes: ArrayLike, fmt: str | MinifloatFormat) -> np.ndarray:
     """Value of each code (float32; NaN / ±Inf codes decode to NaN / ±Inf). ``codes``: integer array."""
     f = minifloat_format(fmt)
     c = int_array(codes, "codes")
@@ -93,7 +94,7 @@ def minifloat_decode(codes, fmt) -> np.ndarray:
     return _decode_table(f.name)[c].astype(np.float32)
 
 
-def minifloat_codebook(fmt) -> np.ndarray:
+def minifloat_codebook(fmt: str | MinifloatFormat) -> np.ndarray:
     """All finite values of the format, sorted, with a single 0 (float64): the codebook view."""
     f = minifloat_format(fmt)
     v = _decode_table(f.name)
@@ -106,7 +107,7 @@ def _positive_table(f: MinifloatFormat):
     return finite  # finite[k] is the value of code k
 
 
-def minifloat_encode(x, fmt, *, saturate: bool = True) -> np.ndarray:
+def minifloat_encode(x: ArrayLike, fmt: str | MinifloatFormat, *, saturate: bool = True) -> np.ndarray:
     """Round to nearest even into the format; returns the codes (bit patterns) as uint8.
 
     Parameters

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..core._checks import float_array, int_value, real_value, to_float
 from ..core.uniform import _CHUNK, quantize
+from ..core._types import ArrayLike
 from .codebook import codebook_quantize
 
 # bitsandbytes' table (functional.py / kernels.cu nf4_dequantization_lut), float32
@@ -126,7 +127,7 @@ class NF4Tensor:
         return self.storage_bits() / int(np.prod(self.shape))
 
 
-def nf4_quantize(x, block_size: int = 64, *, double_quant: bool = False) -> NF4Tensor:
+def nf4_quantize(x: ArrayLike, block_size: int = 64, *, double_quant: bool = False) -> NF4Tensor:
     """Quantize ``x`` (any shape, flattened in C order) to NF4 with one absmax per ``block_size`` elements.
 
     The last block may be partial. With ``double_quant``, the absmax values are stored as int8 in

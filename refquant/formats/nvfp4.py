@@ -40,6 +40,7 @@ import numpy as np
 
 from ..core._checks import float_array, int_array, positive_scale, to_float
 from ..core.uniform import _CHUNK
+from ..core._types import ArrayLike
 from .minifloat import minifloat_decode, minifloat_encode
 
 F32 = np.float32
@@ -102,7 +103,7 @@ class NVFP4Tensor:
         return 4 * int(self.codes.size) + 8 * int(self.block_scales.size) + (32 if self.per_tensor_scale is not None else 0)
 
 
-def nvfp4_quantize(x, *, per_tensor_scale="amax") -> NVFP4Tensor:
+def nvfp4_quantize(x: ArrayLike, *, per_tensor_scale: str | float | None = "amax") -> NVFP4Tensor:
     """Quantize ``x`` to NVFP4 along its last axis (blocks of 16; a partial last block as if zero-padded).
 
     Parameters
@@ -136,7 +137,7 @@ def nvfp4_quantize(x, *, per_tensor_scale="amax") -> NVFP4Tensor:
                        None if g is None else float(g))
 
 
-def nvfp4_dequantize(codes, block_scales, per_tensor_scale=None) -> np.ndarray:
+def nvfp4_dequantize(codes: ArrayLike, block_scales: ArrayLike, per_tensor_scale: float | None = None) -> np.ndarray:
     """Equation (6): ``value(code) · fl32(g · s)`` in float32 (single level: ``value(code) · s``)."""
     c = int_array(codes, "codes", 0, 15)
     sc = int_array(block_scales, "block_scales", 0, 255)
@@ -167,7 +168,8 @@ def _nearest_ref(t: Fraction, values: list, ties_even: bool = True) -> int:
     return near[0] if len(near) == 1 or near[0] % 2 == 0 else near[1]
 
 
-def nvfp4_quantize_ref(x, *, per_tensor_scale="amax"):
+def nvfp4_quantize_ref(x: ArrayLike, *, per_tensor_scale: str | float | None =
+                       "amax") -> tuple[np.ndarray, np.ndarray, float | None]:
     """Loop twin of :func:`nvfp4_quantize` over the last axis: one float32 scalar operation per step of (1)–(5),
     E4M3 and E2M1 by exhaustive nearest search with exact fractions. Returns ``(codes, block_scales, g)``."""
     xa = _as_f32(x)

@@ -15,7 +15,7 @@ def save_checkpoint(path: str, p: dict, cfg: GPTConfig, meta: dict | None = None
     np.savez_compressed(path, **p, __config__=json.dumps(cfg.__dict__), __meta__=json.dumps(meta or {}))
 
 
-def load_checkpoint(path: str = CHECKPOINT):
+def load_checkpoint(path: str = CHECKPOINT) -> tuple[dict, GPTConfig, dict]:
     """``(params, config, meta)`` from an .npz written by :func:`save_checkpoint`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} not found (python -m refquant train writes one)")

@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from ..core._types import ArrayLike
+
 VERSION = "pydoc-topics/1"
 EVAL_CHARS = 40_000
 SEPARATOR = "\n\n"
@@ -61,7 +63,7 @@ def describe(n_chars: int = EVAL_CHARS) -> dict:
             "chars": len(text), "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
 
 
-def token_windows(ids, n_ctx: int, n_windows: int | None = None) -> np.ndarray:
+def token_windows(ids: ArrayLike, n_ctx: int, n_windows: int | None = None) -> np.ndarray:
     """Consecutive non-overlapping windows (n, n_ctx) int64 of ``ids``, from the start; the remainder
     is dropped. ``n_windows``: how many (default: all that fit); more than fit is an error."""
     a = np.asarray(ids)

@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 
+from ..core._types import DTypeLike
+
 MAX_HEADER = 100_000_000  # bytes, as the Rust reference implementation
 # safetensors dtype name -> little-endian NumPy dtype (BF16 is read as uint16, then widened)
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
@@ -32,7 +34,7 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8",
 _ST_NAME = {np.dtype(v).newbyteorder("="): k for k, v in DTYPES.items() if k != "BF16"}
 
 
-def dtype_name(dtype) -> str | None:
+def dtype_name(dtype: DTypeLike) -> str | None:
     """The safetensors name of a NumPy dtype (``float32`` -> ``"F32"``), None if safetensors cannot store it."""
     return _ST_NAME.get(np.dtype(dtype).newbyteorder("="))
 

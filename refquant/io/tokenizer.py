@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
+from ..core._types import ArrayLike
 from ..models.llama import chat_prompt
 from .gguf import open_gguf
 
@@ -218,7 +219,7 @@ def make_tokenizer(tokens: Sequence[str], merges: Sequence[str], token_types: Se
                      bytes_to_unicode(), bos_id, eos_id, bool(add_bos), bool(add_eos), chat_template)
 
 
-def load_tokenizer(path_or_reader) -> Tokenizer:
+def load_tokenizer(path_or_reader: object) -> Tokenizer:
     """The tokenizer stored in a GGUF file.
 
     ``path_or_reader``: a path (its header is read by :func:`refquant.io.gguf.open_gguf`, ~0.2 s for
@@ -342,7 +343,7 @@ def encode(tok: Tokenizer, text: str, *, add_bos: bool | None = None, add_eos: b
     return ids + ([tok.eos_id] if add_eos else [])
 
 
-def decode(tok: Tokenizer, ids, *, special: bool = True) -> str:
+def decode(tok: Tokenizer, ids: ArrayLike, *, special: bool = True) -> str:
     """The text of token ids (``llama_detokenize`` without space cleaning, which smollm turns off).
 
     Special tokens render as their text (``special=False``: as nothing), UNUSED and BYTE tokens as nothing

@@ -52,6 +52,7 @@ A weight of more than two dimensions is quantized as ``(shape[0], -1)``; ``shape
 """
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 import json
 import os
@@ -74,7 +75,7 @@ WRITE_EXTENSIONS = (".npz", ".safetensors")
 MANIFEST = "__refquant__"
 
 
-def weights_kind(path: str, extensions=READ_EXTENSIONS, name: str = "path") -> str:
+def weights_kind(path: str, extensions: Collection[str] = READ_EXTENSIONS, name: str = "path") -> str:
     """``"npz"``, ``"npy"`` or ``"safetensors"`` from the extension of ``path``; ValueError otherwise."""
     ext = os.path.splitext(str(path))[1].lower()
     if ext not in extensions:
@@ -102,7 +103,7 @@ def _open_npz(path):
         raise ValueError(f"{path!r} is not a readable .npz file ({type(e).__name__})") from None
 
 
-def iter_weights(path: str):
+def iter_weights(path: str) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, array)`` of a .npz, .npy or .safetensors file, one array at a time."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} not found")

@@ -15,6 +15,7 @@ Allen-Zhu & Li, "Physics of Language Models: Part 1, Context-Free Grammar", arXi
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 ADJ = ["small", "big", "red", "old", "happy", "quiet", "green", "fast"]
 NOUN = ["cat", "dog", "bird", "fox", "horse", "frog", "lion", "duck"]
@@ -63,10 +64,10 @@ def encode(text: str) -> np.ndarray:
         raise ValueError(f"text: character {e.args[0]!r} is not in the corpus alphabet") from None
 
 
-def decode(ids) -> str:
+def decode(ids: ArrayLike) -> str:
     return "".join(ALPHABET[int(i)] for i in np.asarray(ids).ravel())
 
 
-def train_val_split(seed: int = 0, n_train: int = 1_000_000, n_val: int = 100_000):
+def train_val_split(seed: int = 0, n_train: int = 1_000_000, n_val: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
     """Token ids for training and validation, from independent streams of the grammar."""
     return encode(make_corpus(n_train, seed)), encode(make_corpus(n_val, seed + 1))

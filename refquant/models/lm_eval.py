@@ -31,7 +31,10 @@ llama.cpp ``tools/perplexity/perplexity.cpp``: ``perplexity``, ``log_softmax``, 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 _ROWS = 64  # rows of (T, V) logits processed at a time: bounds the float64 temporaries
 
@@ -57,14 +60,14 @@ def _lse(z):
     return m[:, 0].astype(np.float64) + np.log(e.sum(-1, dtype=np.float64)), e
 
 
-def log_softmax(z) -> np.ndarray:
+def log_softmax(z: ArrayLike) -> np.ndarray:
     """``z − lse(z)`` over the last axis (float64), lse as in the module docstring."""
     z = np.asarray(z, np.float32)
     lse, _ = _lse(z.reshape(-1, z.shape[-1]))
     return z.astype(np.float64) - lse.reshape(z.shape[:-1] + (1,))
 
 
-def score_window(logits, ids, base_logits=None) -> dict:
+def score_window(logits: ArrayLike, ids: ArrayLike, base_logits: ArrayLike | None = None) -> dict:
     """Per-prediction scores of one window: logits (T, V) float, ids (T,) int.
 
     Returns arrays of length T − 1 (prediction t is of ids[t + 1]): ``nll`` (float64), ``top1`` (bool);
@@ -98,7 +101,7 @@ def score_window(logits, ids, base_logits=None) -> dict:
     return out
 
 
-def summarize(scores, n_ctx: int) -> dict:
+def summarize(scores: Sequence[dict], n_ctx: int) -> dict:
     """Aggregate :func:`score_window` results of windows of ``n_ctx`` tokens, both conventions.
 
     Keys: ``perplexity`` / ``perplexity_llamacpp``, ``top1`` / ``top1_llamacpp``, ``tokens`` /
@@ -123,7 +126,9 @@ def summarize(scores, n_ctx: int) -> dict:
     return out
 
 
-def evaluate(logits_fn, windows, base_logits_fn=None, progress=None) -> dict:
+def evaluate(logits_fn: Callable[[np.ndarray], np.ndarray], windows: np.ndarray,
+             base_logits_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+             progress: Callable[[int, int], object] | None = None) -> dict:
     """Score a model on token windows (n, n_ctx): ``logits_fn(w)`` maps one window (1, n_ctx) to its
     logits (1, n_ctx, V). ``base_logits_fn``: the reference model, for KL and same-top. ``progress(i,
     n)`` is called after each window. Returns :func:`summarize`'s dict."""

@@ -5,9 +5,11 @@ weight sharing and its fine-tuning are shown (the transformer comes later).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ def mlp_forward(p: dict, x: np.ndarray) -> np.ndarray:
     return np.maximum(x @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"]
 
 
-def mlp_loss_and_grads(p: dict, x: np.ndarray, y: np.ndarray):
+def mlp_loss_and_grads(p: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
     """Mean cross-entropy and its gradient with respect to every parameter."""
     a = x @ p["W1"] + p["b1"]  # (B, H)
     h = np.maximum(a, 0)
@@ -52,7 +54,7 @@ def mlp_loss_and_grads(p: dict, x: np.ndarray, y: np.ndarray):
     return loss, {k: v.astype(np.float32) for k, v in grads.items()}
 
 
-def minibatches(n: int, batch: int, epochs: int, seed: int = 0):
+def minibatches(n: int, batch: int, epochs: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Index arrays of shuffled minibatches, epoch after epoch (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
@@ -61,7 +63,8 @@ def minibatches(n: int, batch: int, epochs: int, seed: int = 0):
             yield order[i:i + batch]
 
 
-def train_mlp(p: dict, x, y, *, epochs: int = 30, lr: float = 0.1, batch: int = 64, seed: int = 0) -> dict:
+def train_mlp(p: dict, x: np.ndarray, y: np.ndarray, *, epochs: int = 30, lr: float = 0.1, batch: int = 64,
+              seed: int = 0) -> dict:
     """Plain minibatch SGD; returns new parameters (the input dict is not modified)."""
     p = {k: v.copy() for k, v in p.items()}
     for sl in minibatches(len(x), batch, epochs, seed):
@@ -71,11 +74,11 @@ def train_mlp(p: dict, x, y, *, epochs: int = 30, lr: float = 0.1, batch: int = 
     return p
 
 
-def accuracy(p: dict, x, y) -> float:
+def accuracy(p: dict, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(mlp_forward(p, x).argmax(axis=1) == y))
 
 
-def digits_data(seed: int = 0):
+def digits_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8x8 digits (1797 images, offline), scaled to [0, 1], split 75/25."""
     from sklearn.datasets import load_digits
 
