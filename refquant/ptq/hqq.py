@@ -73,6 +73,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core._checks import float_array
+from ..core._types import ArrayLike
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def _hqq(w, bits, group_size, axis, lp_norm, beta, kappa, iters, early_stop, rou
                      axis=int(axis))
 
 
-def hqq_quantize(w, *, bits: int = 4, group_size: int | None = 64, axis: int = 1, lp_norm: float = 0.7,
+def hqq_quantize(w: ArrayLike, *, bits: int = 4, group_size: int | None = 64, axis: int = 1, lp_norm: float = 0.7,
                  beta: float = 10.0, kappa: float = 1.01, iters: int = 20, early_stop: bool = True,
                  round_zero: bool | None = None, optimize: bool = True, return_best: bool = False) -> HQQResult:
     """HQQ-quantize a 2-D weight (module docstring: equations, grouping, conventions).
@@ -250,7 +251,7 @@ def hqq_quantize(w, *, bits: int = 4, group_size: int | None = 64, axis: int = 1
                 return_best, _step)
 
 
-def hqq_quantize_ref(w, *, bits: int = 4, group_size: int | None = 64, axis: int = 1, lp_norm: float = 0.7,
+def hqq_quantize_ref(w: ArrayLike, *, bits: int = 4, group_size: int | None = 64, axis: int = 1, lp_norm: float = 0.7,
                      beta: float = 10.0, kappa: float = 1.01, iters: int = 20, early_stop: bool = True,
                      round_zero: bool | None = None, optimize: bool = True, return_best: bool = False) -> HQQResult:
     """Loop twin of :func:`hqq_quantize`: the optimizer step one group at a time (must be equal exactly)."""
@@ -258,7 +259,8 @@ def hqq_quantize_ref(w, *, bits: int = 4, group_size: int | None = 64, axis: int
                 return_best, _step_ref)
 
 
-def hqq_dequantize(codes, scale, zero_point, *, group_size: int, axis: int = 1) -> np.ndarray:
+def hqq_dequantize(codes: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, *, group_size: int, axis: int =
+                   1) -> np.ndarray:
     """``fl(fl(codes − zero_point) · scale)`` per group, in float32 (``Quantizer.dequantize``)."""
     q = np.asarray(codes)
     if q.dtype.kind not in "iu" or q.ndim != 2:

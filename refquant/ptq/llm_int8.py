@@ -66,9 +66,12 @@ MatMul8bitLt.forward``; ``csrc/cuda/int8.cu`` (``kInt8VectorQuant``, ``MM_DEQUAN
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 import numpy as np
 
 from ..core._checks import float_array
+from ..core._types import ArrayLike
 from ..integer.gemm import int_matmul
 from ..models.gpt import affine
 
@@ -102,7 +105,7 @@ def _as_float(x, name):
     return a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
 
 
-def outlier_mask(x, threshold: float, outlier_rule: str = ">="):
+def outlier_mask(x: ArrayLike, threshold: float, outlier_rule: str = ">=") -> np.ndarray:
     """Boolean mask of the outlier values: ``|x| ≥ threshold`` (or ``>``); all False when threshold is 0."""
     t = _threshold(threshold)
     _choice(outlier_rule, OUTLIER_RULES, "outlier_rule")
@@ -112,7 +115,8 @@ def outlier_mask(x, threshold: float, outlier_rule: str = ">="):
     return a >= t if outlier_rule == ">=" else a > t
 
 
-def int8_vectorwise_quant(x, threshold: float = 0.0, *, outlier_rule: str = ">="):
+def int8_vectorwise_quant(x: ArrayLike, threshold: float = 0.0, *, outlier_rule: str =
+                          ">=") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row-wise absmax int8 codes of ``x`` with LLM.int8()'s outlier columns zeroed (eq. 1–3).
 
     Parameters
@@ -158,7 +162,8 @@ def int8_vectorwise_quant(x, threshold: float = 0.0, *, outlier_rule: str = ">="
     return codes.reshape(a.shape), absmax.reshape(a.shape[:-1]), cols
 
 
-def int8_vectorwise_quant_ref(x, threshold: float = 0.0, *, outlier_rule: str = ">="):
+def int8_vectorwise_quant_ref(x: ArrayLike, threshold: float = 0.0, *, outlier_rule: str =
+                              ">=") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Loop twin of :func:`int8_vectorwise_quant` (2-D x): one scalar at a time, in float32."""
     a = _as_float(x, "x")
     if a.ndim != 2:
@@ -189,7 +194,7 @@ def int8_vectorwise_quant_ref(x, threshold: float = 0.0, *, outlier_rule: str = 
     return codes, absmax, np.array(cols, np.int64)
 
 
-def int8_vectorwise_dequant(codes, absmax) -> np.ndarray:
+def int8_vectorwise_dequant(codes: ArrayLike, absmax: ArrayLike) -> np.ndarray:
     """``(codes · absmax) · fl32(1/127)`` in float32, one absmax per row (bitsandbytes
     ``int8_vectorwise_dequant``: "divide by 127, or multiply by the reciprocal" — it multiplies)."""
     q = np.asarray(codes)
@@ -201,7 +206,8 @@ def int8_vectorwise_dequant(codes, absmax) -> np.ndarray:
     return (q.astype(np.float32) * s[..., None]) * _R127
 
 
-def int8_mm_dequant(acc, row_absmax, col_absmax, bias=None, *, dequant_constant: str = "default") -> np.ndarray:
+def int8_mm_dequant(acc: ArrayLike, row_absmax: ArrayLike, col_absmax: ArrayLike, bias: ArrayLike | None = None, *,
+                    dequant_constant: str = "default") -> np.ndarray:
     """``fl32(fl32(acc · fl32(SCA ⊗ SCB)) · c) + bias`` in float32 — bitsandbytes ``int8_mm_dequant``.
 
     ``acc`` (M, N) int32 (converted to float32 first, as torch does for int32 · float32),
@@ -247,8 +253,8 @@ def _prepare(x, w, b, threshold, outlier_rule, outlier_weight, cast, dequant_con
     return X, X2, W, B, A16, W16
 
 
-def llm_int8_linear(x, w, b=None, *, threshold: float = 6.0, outlier_rule: str = ">=",
-                    outlier_weight: str = "dequantized", cast: str | None = "float16",
+def llm_int8_linear(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, *, threshold: float = 6.0,
+                    outlier_rule: str = ">=", outlier_weight: str = "dequantized", cast: str | None = "float16",
                     dequant_constant: str = "default") -> np.ndarray:
     """``y ≈ x @ wᵀ + b`` as LLM.int8() computes it (bitsandbytes ``MatMul8bitLt.forward``, inference).
 
@@ -280,8 +286,8 @@ def llm_int8_linear(x, w, b=None, *, threshold: float = 6.0, outlier_rule: str =
     return y.reshape(X.shape[:-1] + (W.shape[0],))
 
 
-def llm_int8_linear_ref(x, w, b=None, *, threshold: float = 6.0, outlier_rule: str = ">=",
-                        outlier_weight: str = "dequantized", cast: str | None = "float16",
+def llm_int8_linear_ref(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, *, threshold: float = 6.0,
+                        outlier_rule: str = ">=", outlier_weight: str = "dequantized", cast: str | None = "float16",
                         dequant_constant: str = "default") -> np.ndarray:
     """Loop twin of :func:`llm_int8_linear` (x 2-D): scalar quantization, the int32 dot product on Python
     integers, the dequantization and the outlier terms one scalar at a time, in float32."""
@@ -308,7 +314,7 @@ def llm_int8_linear_ref(x, w, b=None, *, threshold: float = 6.0, outlier_rule: s
     return y
 
 
-def llm_int8_hook(threshold: float = 6.0, layers=None, **options):
+def llm_int8_hook(threshold: float = 6.0, layers: Collection[str] | None = None, **options: str | None) -> Callable:
     """A ``linear=`` hook running the listed layers (None: every layer) through :func:`llm_int8_linear`.
 
     ``options`` are :func:`llm_int8_linear`'s conventions. The hook returns ``y`` alone, so a backward

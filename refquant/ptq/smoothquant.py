@@ -37,9 +37,12 @@ smooth_lm``, ``calibration.py: get_act_scales``, ``fake_quant.py: W8A8Linear``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+
 import numpy as np
 
 from ..core._checks import float_array
+from ..core._types import ArrayLike
 from ..models.gpt import affine
 from ..models.lm import LM, fold_scale, weight
 from .recipes import Recipe, calibrate_activations, linear_hook, quantize_weight
@@ -47,7 +50,7 @@ from .recipes import Recipe, calibrate_activations, linear_hook, quantize_weight
 ACTIVATIONS = ("static", "dynamic")
 
 
-def smooth_scales(act_max, w_list, alpha: float = 0.5) -> np.ndarray:
+def smooth_scales(act_max: ArrayLike, w_list: Sequence[np.ndarray], alpha: float = 0.5) -> np.ndarray:
     """Eq. (2)–(3): the smoothing scale s (K,) in the weights' dtype for the linears ``w_list`` ((rows_i, K)
     each) reading an input whose per-channel max |x| is ``act_max`` (K,)."""
     if not isinstance(alpha, (int, float, np.floating)) or not 0 <= alpha <= 1:
@@ -65,7 +68,7 @@ def smooth_scales(act_max, w_list, alpha: float = 0.5) -> np.ndarray:
     return np.maximum(a ** dt.type(alpha) / ws ** dt.type(1 - alpha), dt.type(1e-5))  # (3)
 
 
-def smooth_scales_ref(act_max, w_list, alpha: float = 0.5) -> np.ndarray:
+def smooth_scales_ref(act_max: ArrayLike, w_list: Sequence[np.ndarray], alpha: float = 0.5) -> np.ndarray:
     """Loop twin of :func:`smooth_scales`: one channel, linear and row at a time (scalars of the weights' dtype)."""
     t = np.asarray(w_list[0]).dtype.type
     out = np.empty(len(act_max), np.asarray(w_list[0]).dtype)
@@ -79,7 +82,7 @@ def smooth_scales_ref(act_max, w_list, alpha: float = 0.5) -> np.ndarray:
     return out
 
 
-def act_scales(lm: LM, params: dict, batches) -> dict:
+def act_scales(lm: LM, params: dict, batches: Iterable[np.ndarray]) -> dict:
     """Eq. (1) for every linear: ``{name: max |x_j| (K,) float64}`` over every calibration token, a
     running maximum as ``get_act_scales`` keeps it (the ``abs_max`` of
     :func:`refquant.ptq.hessian.collect_statistics`, without its K×K Hessians)."""
@@ -99,7 +102,8 @@ def act_scales(lm: LM, params: dict, batches) -> dict:
     return out
 
 
-def smooth_lm(lm: LM, params: dict, scales: dict, alpha: float = 0.5, *, linear_folds: bool = False):
+def smooth_lm(lm: LM, params: dict, scales: dict, alpha: float = 0.5, *, linear_folds: bool =
+              False) -> tuple[dict, dict]:
     """Eq. (2)–(4) for the model: ``(params', {fold linears: s})``. ``scales``: :func:`act_scales` of the
     float model. Every norm fold of ``lm.scale_folds`` but the head's (and, with ``linear_folds``,
     the folds into preceding linears) is applied; ``params`` is not modified."""
@@ -117,7 +121,8 @@ def smooth_lm(lm: LM, params: dict, scales: dict, alpha: float = 0.5, *, linear_
     return q, chosen
 
 
-def w8a8(lm: LM, params: dict, calib_batches=(), *, activation: str = "static", act_calibration: str = "minmax"):
+def w8a8(lm: LM, params: dict, calib_batches: Iterable[np.ndarray] = (), *, activation: str = "static",
+         act_calibration: str = "minmax") -> tuple[dict, Callable]:
     """W8A8 of every linear: ``(params', hook)`` — int8 per-channel weights (fake-quantized in ``params'``)
     and the ``linear=`` hook that quantizes the activations (static: ranges calibrated on the float
     model over ``calib_batches``, as ``recipes.run_recipe`` does; dynamic: per token at run time)."""
@@ -136,8 +141,9 @@ def w8a8(lm: LM, params: dict, calib_batches=(), *, activation: str = "static", 
     return q, linear_hook(r, acts)
 
 
-def smoothquant_w8a8(lm: LM, params: dict, calib_batches, *, alpha: float = 0.5, activation: str = "static",
-                     act_calibration: str = "minmax", linear_folds: bool = False):
+def smoothquant_w8a8(lm: LM, params: dict, calib_batches: Iterable[np.ndarray], *, alpha: float = 0.5,
+                     activation: str = "static", act_calibration: str = "minmax", linear_folds: bool =
+                     False) -> tuple[dict, Callable, dict]:
     """SmoothQuant then W8A8: ``(params', hook, {fold linears: s})``. The activation maxima (1) and the
     static ranges are both measured on ``calib_batches`` (before and after smoothing)."""
     batches = list(calib_batches)

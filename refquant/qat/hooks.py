@@ -42,6 +42,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collections.abc import Callable, Collection, Iterable
+
 import numpy as np
 
 from ..core._checks import choice, int_value
@@ -103,7 +105,7 @@ def weight_axes(spec: WeightQuant, out_axis: int = 0) -> tuple:
     return (out_axis, 0) if spec.group_size == 0 else (1 - out_axis, spec.group_size)
 
 
-def ptq_scale(w, spec: WeightQuant, out_axis: int = 0) -> np.ndarray:
+def ptq_scale(w: np.ndarray, spec: WeightQuant, out_axis: int = 0) -> np.ndarray:
     """The PTQ step sizes: min-max, symmetric, ``max|w_group| / qmax`` (float32, the parameter shape) —
     what ``registry.quantize(w, "int<b>", group_size=g)`` stores (``tests/test_qat_train.py``)."""
     axis, block = weight_axes(spec, out_axis)
@@ -111,7 +113,7 @@ def ptq_scale(w, spec: WeightQuant, out_axis: int = 0) -> np.ndarray:
     return s
 
 
-def weight_forward(w, spec: WeightQuant, scale, out_axis: int = 0) -> np.ndarray:
+def weight_forward(w: np.ndarray, spec: WeightQuant, scale: np.ndarray, out_axis: int = 0) -> np.ndarray:
     """ŵ = s · clamp(round(w / s), qmin, qmax), in ``w``'s dtype."""
     axis, block = weight_axes(spec, out_axis)
     s = np.asarray(scale, w.dtype)
@@ -120,7 +122,8 @@ def weight_forward(w, spec: WeightQuant, scale, out_axis: int = 0) -> np.ndarray
     return lsq_fake_quantize(w, s, spec.qrange, axis=axis, block_size=block)
 
 
-def weight_backward(dw_hat, w, spec: WeightQuant, scale, out_axis: int = 0):
+def weight_backward(dw_hat: np.ndarray, w: np.ndarray, spec: WeightQuant, scale: np.ndarray, out_axis: int =
+                    0) -> tuple[np.ndarray, np.ndarray | None]:
     """``(dw, dscale)`` from ``dL/dŵ``: the STE (``dscale`` None: the scale is not trained) or LSQ."""
     axis, block = weight_axes(spec, out_axis)
     s = np.asarray(scale, w.dtype)
@@ -137,7 +140,7 @@ def _uint(spec: ActQuant) -> str:
     return f"uint{spec.bits}"
 
 
-def act_init(spec: ActQuant, xs) -> dict:
+def act_init(spec: ActQuant, xs: np.ndarray) -> dict:
     """A layer's activation-quantizer parameters from calibration inputs ``xs`` (..., K), float:
     ``{}`` per token, ``{"scale", "offset"}`` (LSQ+) or ``{"alpha"}`` (PACT), 0-d arrays of xs' dtype."""
     xs = np.asarray(xs)
@@ -153,7 +156,7 @@ def act_init(spec: ActQuant, xs) -> dict:
     return {"alpha": np.asarray(hi, xs.dtype)}
 
 
-def act_forward(spec: ActQuant, prm: dict, x) -> np.ndarray:
+def act_forward(spec: ActQuant, prm: dict, x: np.ndarray) -> np.ndarray:
     """x̂ for one linear input ``x`` (..., K) with the layer's parameters ``prm`` (:func:`act_init`)."""
     if spec.granularity == "token":
         return fake_quantize_per_token(x, f"int{spec.bits}").astype(x.dtype, copy=False)
@@ -162,7 +165,7 @@ def act_forward(spec: ActQuant, prm: dict, x) -> np.ndarray:
     return pact_fake_quantize(x, prm["alpha"], spec.bits)
 
 
-def act_backward(spec: ActQuant, prm: dict, x, dx_hat):
+def act_backward(spec: ActQuant, prm: dict, x: np.ndarray, dx_hat: np.ndarray) -> tuple[np.ndarray, dict]:
     """``(dx, grads)`` from ``dL/dx̂``: grads of the layer's parameters, keyed as in ``prm``."""
     if spec.granularity == "token":
         return dx_hat, {}
@@ -174,7 +177,8 @@ def act_backward(spec: ActQuant, prm: dict, x, dx_hat):
     return dx, {"alpha": da}
 
 
-def linear_hooks(spec: ActQuant, aparams: dict, targets, record: bool = True):
+def linear_hooks(spec: ActQuant, aparams: dict, targets: Collection[str], record: bool =
+                 True) -> tuple[Callable, Callable, dict]:
     """``(linear, linear_backward, grads)`` for :func:`refquant.models.gpt.loss_and_grads`.
 
     ``linear`` fake-quantizes the input of every layer in ``targets`` (the others run in float) and
@@ -205,7 +209,7 @@ def linear_hooks(spec: ActQuant, aparams: dict, targets, record: bool = True):
     return linear, linear_backward, grads
 
 
-def calibrate_acts(spec: ActQuant, forward, batches, targets) -> dict:
+def calibrate_acts(spec: ActQuant, forward: Callable, batches: Iterable[np.ndarray], targets: Collection[str]) -> dict:
     """Initial activation parameters per target layer, from float forward passes ``forward(ids,
     linear=hook)`` over ``batches`` (the PTQ calibration: min-max over every token seen)."""
     seen: dict = {}

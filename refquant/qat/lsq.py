@@ -55,6 +55,7 @@ import numpy as np
 from ..core._checks import float_array, int_value
 from ..core.ranges import qrange as as_qrange
 from ..core.rounding import round_scalar_ref
+from ..core._types import ArrayLike, QRangeLike
 from ._common import (dy_array, group_sum, param_index, real_param, real_scalar, scale_param, views, working_dtype,
                       x_array)
 
@@ -67,7 +68,7 @@ def lsq_grad_scale(n: int, quant_max: int) -> float:
     return 1.0 / math.sqrt(n * qp)
 
 
-def lsq_init_scale(x, quant_max: int) -> float:
+def lsq_init_scale(x: ArrayLike, quant_max: int) -> float:
     """LSQ's initial step size ``2 · mean(|x|) / sqrt(Q_P)`` (section 2.1), as a Python float."""
     xa = float_array(x, "x")
     if xa.size == 0 or not np.all(np.isfinite(xa)):
@@ -95,8 +96,8 @@ def _forward(xv, sv, bv, r, wd):
         return v, q, (q * sv + bv).astype(wd, copy=False)
 
 
-def lsq_fake_quantize(x, scale, qrange="int8", *, offset=0.0, axis: int | None = None,
-                      block_size: int = 0) -> np.ndarray:
+def lsq_fake_quantize(x: ArrayLike, scale: ArrayLike, qrange: QRangeLike = "int8", *, offset: ArrayLike = 0.0,
+                      axis: int | None = None, block_size: int = 0) -> np.ndarray:
     """LSQ / LSQ+ forward: ``x̂ = round(clip((x − offset) / scale, qmin, qmax)) · scale + offset``.
 
     Parameters
@@ -116,8 +117,9 @@ def lsq_fake_quantize(x, scale, qrange="int8", *, offset=0.0, axis: int | None =
     return _forward(xv, sv, bv, r, wd)[2].reshape(xa.shape)
 
 
-def lsq_grad(dy, x, scale, qrange="int8", *, offset=0.0, axis: int | None = None, block_size: int = 0,
-             grad_scale: float = 1.0):
+def lsq_grad(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, qrange: QRangeLike = "int8", *, offset: ArrayLike = 0.0,
+             axis: int | None = None, block_size: int = 0, grad_scale: float =
+             1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LSQ / LSQ+ backward: gradients for ``x``, the step size and the offset (module docstring).
 
     Parameters
@@ -150,8 +152,9 @@ def lsq_grad(dy, x, scale, qrange="int8", *, offset=0.0, axis: int | None = None
     return dx, dscale, doffset
 
 
-def lsq_grad_ref(dy, x, scale, qrange="int8", *, offset=0.0, axis: int | None = None, block_size: int = 0,
-                 grad_scale: float = 1.0):
+def lsq_grad_ref(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, qrange: QRangeLike = "int8", *,
+                 offset: ArrayLike = 0.0, axis: int | None = None, block_size: int = 0, grad_scale: float =
+                 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Loop twin of :func:`lsq_grad`: one element at a time, the case table written out, rounding by
     :func:`refquant.core.rounding.round_scalar_ref`, sums accumulated in a Python float."""
     r, xa, s, b, wd = _prepare(x, scale, offset, qrange, axis, block_size)
@@ -181,8 +184,8 @@ def lsq_grad_ref(dy, x, scale, qrange="int8", *, offset=0.0, axis: int | None = 
     return dx, dscale, doffset
 
 
-def lsq_fake_quantize_ref(x, scale, qrange="int8", *, offset=0.0, axis: int | None = None,
-                          block_size: int = 0) -> np.ndarray:
+def lsq_fake_quantize_ref(x: ArrayLike, scale: ArrayLike, qrange: QRangeLike = "int8", *, offset: ArrayLike = 0.0,
+                          axis: int | None = None, block_size: int = 0) -> np.ndarray:
     """Loop twin of :func:`lsq_fake_quantize`."""
     r, xa, s, b, wd = _prepare(x, scale, offset, qrange, axis, block_size)
     out = np.empty(xa.shape, wd)

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..core._checks import choice, int_value
 from ..core.rounding import round_scalar_ref
+from ..core._types import ArrayLike
 from ._common import dy_array, real_scalar, working_dtype, x_array
 
 ALPHA_GRADS = ("paper", "lsq")
@@ -52,7 +53,7 @@ def _prepare(x, alpha, bits):
     return xa.astype(wd), aw, s, levels, wd
 
 
-def pact_fake_quantize(x, alpha: float, bits: int) -> np.ndarray:
+def pact_fake_quantize(x: ArrayLike, alpha: float, bits: int) -> np.ndarray:
     """PACT forward: ``round(clip(x, 0, α) / s) · s`` with ``s = α / (2^bits − 1)``.
 
     Parameters
@@ -70,7 +71,8 @@ def pact_fake_quantize(x, alpha: float, bits: int) -> np.ndarray:
     return (q * s).astype(wd)
 
 
-def pact_grad(dy, x, alpha: float, bits: int, *, alpha_grad: str = "paper"):
+def pact_grad(dy: ArrayLike, x: ArrayLike, alpha: float, bits: int, *, alpha_grad: str =
+              "paper") -> tuple[np.ndarray, np.ndarray]:
     """PACT backward: ``(dx, dalpha)`` (module docstring).
 
     Parameters
@@ -99,7 +101,8 @@ def pact_grad(dy, x, alpha: float, bits: int, *, alpha_grad: str = "paper"):
     return dx, np.asarray(dalpha, dtype=np.float64).astype(wd)
 
 
-def pact_grad_ref(dy, x, alpha: float, bits: int, *, alpha_grad: str = "paper"):
+def pact_grad_ref(dy: ArrayLike, x: ArrayLike, alpha: float, bits: int, *, alpha_grad: str =
+                  "paper") -> tuple[np.ndarray, np.ndarray]:
     """Loop twin of :func:`pact_grad`, one element at a time."""
     choice(alpha_grad, "alpha_grad", ALPHA_GRADS)
     xa, aw, s, levels, wd = _prepare(x, alpha, bits)
@@ -122,7 +125,7 @@ def pact_grad_ref(dy, x, alpha: float, bits: int, *, alpha_grad: str = "paper"):
     return dx, np.asarray(acc).astype(wd)
 
 
-def pact_fake_quantize_ref(x, alpha: float, bits: int) -> np.ndarray:
+def pact_fake_quantize_ref(x: ArrayLike, alpha: float, bits: int) -> np.ndarray:
     """Loop twin of :func:`pact_fake_quantize`."""
     xa, aw, s, _, wd = _prepare(x, alpha, bits)
     out = np.empty(xa.shape, wd)

@@ -39,6 +39,7 @@ import numpy as np
 from ..core._checks import choice
 from ..core.ranges import qrange as as_qrange
 from ..core.rounding import ROUNDING_MODES, round_array, round_scalar_ref
+from ..core._types import ArrayLike, QRangeLike
 from ._common import dy_array, param_index, scale_param, views, working_dtype, x_array, zero_point_param
 
 WINDOWS = ("code", "range", "none")
@@ -63,8 +64,9 @@ def _prepare(dy, x, scale, zero_point, qrange, axis, block_size, window, scale_o
     return r, xa.astype(wd), d, s, z, wd
 
 
-def ste_grad(dy, x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, block_size: int = 0,
-             window: str = "code", scale_op: str = "divide", rounding: str = "half_even") -> np.ndarray:
+def ste_grad(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, qrange: QRangeLike = "int8", *,
+             axis: int | None = None, block_size: int = 0, window: str = "code", scale_op: str = "divide",
+             rounding: str = "half_even") -> np.ndarray:
     """Gradient of the loss with respect to ``x`` through ``fake_quantize(x, scale, zero_point, qrange)``.
 
     ``dx = dy · w(x)`` with the window ``w`` named by ``window`` (module docstring)::
@@ -107,8 +109,9 @@ def ste_grad(dy, x, scale, zero_point=0, qrange="int8", *, axis: int | None = No
     return d * inside.reshape(xa.shape).astype(wd)
 
 
-def ste_grad_ref(dy, x, scale, zero_point=0, qrange="int8", *, axis: int | None = None, block_size: int = 0,
-                 window: str = "code", scale_op: str = "divide", rounding: str = "half_even") -> np.ndarray:
+def ste_grad_ref(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0,
+                 qrange: QRangeLike = "int8", *, axis: int | None = None, block_size: int = 0, window: str = "code",
+                 scale_op: str = "divide", rounding: str = "half_even") -> np.ndarray:
     """Loop twin of :func:`ste_grad`: one element at a time, rounding by
     :func:`refquant.core.rounding.round_scalar_ref` (exact rationals)."""
     r, xa, d, s, z, wd = _prepare(dy, x, scale, zero_point, qrange, axis, block_size, window, scale_op, rounding)

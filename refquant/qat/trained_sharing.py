@@ -19,8 +19,8 @@ def with_shared(p: dict, shared: dict) -> dict:
     return q
 
 
-def finetune_shared(p: dict, shared: dict, x, y, *, epochs: int = 5, lr: float = 0.01, batch: int = 64,
-                    seed: int = 0):
+def finetune_shared(p: dict, shared: dict, x: np.ndarray, y: np.ndarray, *, epochs: int = 5, lr: float = 0.01,
+                    batch: int = 64, seed: int = 0) -> tuple[dict, dict]:
     """Deep Compression's trained quantization: SGD on the centroids of the shared layers (their
     gradient is the sum over each cluster, :func:`refquant.weight_sharing.update_centroids`) and on
     the unshared parameters; the cluster assignment stays fixed. Returns ``(params, shared)``."""
