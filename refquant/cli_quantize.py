@@ -12,6 +12,8 @@ are float32 as the registry counts them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+import argparse
 import fnmatch
 import os
 import sys
@@ -86,7 +88,7 @@ def _group_size(text: str):
 _group_size.__name__ = "group size (a positive int, row or tensor)"
 
 
-def add_quantize_arguments(sub) -> None:
+def add_quantize_arguments(sub: argparse._SubParsersAction) -> None:
     """The ``quantize`` sub-command's arguments on an argparse sub-parser collection."""
     import argparse
 
@@ -121,7 +123,7 @@ def add_quantize_arguments(sub) -> None:
     qz.add_argument("--out", metavar="FILE", help=f"write codes + scales + zero points: {', '.join(WRITE_EXTENSIONS)}")
 
 
-def format_options(args) -> dict:
+def format_options(args: argparse.Namespace) -> dict:
     """The format's options: its defaults, overridden by the flags given; ValueError naming a flag the
     format does not take or a bad value."""
     if args.method is not None:
@@ -166,7 +168,7 @@ def _selected(name: str, include, exclude) -> bool:
     return inc and not any(fnmatch.fnmatchcase(name, g) for g in exclude)
 
 
-def run_quantize(args, progress) -> int:
+def run_quantize(args: argparse.Namespace, progress: Callable[[str], object]) -> int:
     """Quantize every selected float array of ``args.weights`` in ``args.format``; table to stdout."""
     opts = format_options(args)
     if not os.path.isfile(args.weights):

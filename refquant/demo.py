@@ -5,6 +5,7 @@ the functions return rows so that tests and notebooks can use them without parsi
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import os
 
 import numpy as np
@@ -34,7 +35,7 @@ TENSOR_METHODS = (
 )
 
 
-def run_demo(out_dir: str = "figures", *, quick: bool = False, progress=None) -> list:
+def run_demo(out_dir: str = "figures", *, quick: bool = False, progress: Callable[[str], object] | None = None) -> list:
     """Quantize the sample tensors with every method; return table rows and write figures
     (``quick``: the same rows, no figures). ``progress(message)``, if given, is called before each step."""
     import matplotlib
@@ -86,7 +87,8 @@ def run_demo(out_dir: str = "figures", *, quick: bool = False, progress=None) ->
     return rows
 
 
-def run_model_demo(out_dir: str, *, n_windows: int = 64, quick: bool = False, progress=None) -> tuple:
+def run_model_demo(out_dir: str, *, n_windows: int = 64, quick: bool = False,
+                   progress: Callable[[str], object] | None = None) -> tuple:
     """Every standard recipe on the shipped tiny GPT; figures of perplexity vs bits and of per-layer
     attribution. Returns (rows, attribution rows, float perplexity).
 
@@ -163,7 +165,7 @@ def _report(progress, message: str) -> None:
         progress(message)
 
 
-def print_model_table(rows, attrib, base):
+def print_model_table(rows: Sequence[dict], attrib: Sequence[dict], base: float) -> None:
     print(f"\ntiny GPT on the grammar corpus (validation, {len(rows)} recipes)")
     print(f"{'method':18s} {'bits/weight':>11s} {'size bytes':>11s} {'perplexity':>10s} {'vs float':>9s} {'accuracy':>9s}")
     for r in rows:
@@ -179,7 +181,7 @@ def print_model_table(rows, attrib, base):
           f"(+{100 * (worst['perplexity'] / base - 1):.2f} % alone, output SQNR {worst['output_sqnr_db']:.1f} dB)")
 
 
-def print_table(rows):
+def print_table(rows: Sequence[dict]) -> None:
     print(f"{'tensor':26s} {'method':28s} {'bits/elem':>9s} {'SQNR dB':>8s} {'cosine':>8s}")
     for r in rows:
         print(f"{r['tensor']:26s} {r['method']:28s} {r['bits_per_element']:9.3f} {r['sqnr_db']:8.2f} {r['cosine']:8.5f}")

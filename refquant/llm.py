@@ -15,6 +15,8 @@ embedding stays as stored), activations through the ``linear=`` hook; static ran
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+import argparse
 import importlib.util
 import json
 import os
@@ -24,10 +26,10 @@ import numpy as np
 
 from .io import evaltext
 from .io.gguf import config, load_params, open_gguf
-from .io.tokenizer import decode, encode, load_tokenizer
+from .io.tokenizer import Tokenizer, decode, encode, load_tokenizer
 from .models import lm_eval
 from .models.gpt import affine
-from .models.llama import chat_prompt, forward, generate, linear_names
+from .models.llama import LlamaConfig, chat_prompt, forward, generate, linear_names
 from .models.lm import llama_lm
 from .ptq.recipes import Recipe, apply_weights, calibrate_activations, linear_hook, standard_recipes
 
@@ -56,7 +58,7 @@ def recipes() -> dict:
     return out
 
 
-def load(path: str | None = None):
+def load(path: str | None = None) -> tuple[dict, LlamaConfig, Tokenizer]:
     """``(params, config, tokenizer)`` of a ``llama`` GGUF (default: SmolLM2-135M-Instruct)."""
     path = path or default_model()
     if not os.path.isfile(path):
@@ -68,20 +70,21 @@ def load(path: str | None = None):
     return p, cfg, tok
 
 
-def quantize_params(p: dict, cfg, r: Recipe) -> dict:
+def quantize_params(p: dict, cfg: LlamaConfig, r: Recipe) -> dict:
     """A copy of ``p`` with the linear weights fake-quantized by the recipe — all, or ``r.layers`` —
     (the tied head quantized into its own ``output.weight``); the embedding and norms unchanged.
     The recipes of the tiny GPT, unchanged: :func:`refquant.ptq.recipes.apply_weights` on the LLaMA ``LM``."""
     return apply_weights(llama_lm(cfg), p, r)[0]
 
 
-def calibrate_static(p: dict, cfg, windows, r: Recipe) -> dict:
+def calibrate_static(p: dict, cfg: LlamaConfig, windows: Sequence[np.ndarray], r: Recipe) -> dict:
     """Per-linear (scale, zero point) of its input, from float forward passes over ``windows`` (n, T):
     :func:`refquant.ptq.recipes.calibrate_activations` on the LLaMA ``LM``."""
     return calibrate_activations(llama_lm(cfg), p, [w[None] for w in windows], r)
 
 
-def evaluate_recipes(p: dict, cfg, tok, names, n_tokens: int = 16 * N_CTX, progress=None) -> list:
+def evaluate_recipes(p: dict, cfg: LlamaConfig, tok: Tokenizer, names: Sequence[str], n_tokens: int = 16 * N_CTX,
+                     progress: Callable[[str], object] | None = None) -> list:
     """Perplexity (both conventions), top-1 and KL from the float model of each recipe in ``names``, on
     the first ``n_tokens`` // 512 windows of the evaluation text: one dict per recipe
     (:func:`refquant.models.lm_eval.summarize` keys, ``recipe``, ``seconds``). The float model's
@@ -127,7 +130,7 @@ def evaluate_recipes(p: dict, cfg, tok, names, n_tokens: int = 16 * N_CTX, progr
     return rows
 
 
-def outlier_stats(p: dict, cfg, windows) -> list:
+def outlier_stats(p: dict, cfg: LlamaConfig, windows: Sequence[np.ndarray]) -> list:
     """Per linear layer, the per-input-channel max |x| over ``windows``: rows ``{"layer", "max",
     "median", "ratio", "channel"}`` (ratio = largest channel / median channel)."""
     amax: dict = {}
@@ -149,7 +152,7 @@ def outlier_stats(p: dict, cfg, windows) -> list:
 
 
 # ---------------------------------------------------------------- the command line
-def run_llm_eval(args, progress) -> int:
+def run_llm_eval(args: argparse.Namespace, progress: Callable[[str], object]) -> int:
     table = recipes()
     if args.recipe not in table:
         raise ValueError(f"--recipe: unknown {args.recipe!r}; expected one of {', '.join(table)}")
@@ -172,7 +175,7 @@ def run_llm_eval(args, progress) -> int:
     return 0
 
 
-def run_llm_generate(args, progress) -> int:
+def run_llm_generate(args: argparse.Namespace, progress: Callable[[str], object]) -> int:
     if args.max_tokens < 0:
         raise ValueError(f"--max-tokens must be >= 0, got {args.max_tokens}")
     if args.temperature < 0:
@@ -190,7 +193,7 @@ def run_llm_generate(args, progress) -> int:
     return 0
 
 
-def run_llm_outliers(args, progress) -> int:
+def run_llm_outliers(args: argparse.Namespace, progress: Callable[[str], object]) -> int:
     progress("loading the model")
     p, cfg, tok = load(args.model)
     windows = evaltext.token_windows(encode(tok, evaltext.eval_text(), parse_special=False), N_CTX,
@@ -204,7 +207,7 @@ def run_llm_outliers(args, progress) -> int:
     return 0
 
 
-def run_llm(args, progress) -> int:
+def run_llm(args: argparse.Namespace, progress: Callable[[str], object]) -> int:
     """Dispatch ``llm eval`` / ``llm generate`` / ``llm outliers`` (and the sub-commands that other
     modules add with ``set_defaults(llm_run=...)``: ``compare``, ``export``)."""
     if getattr(args, "llm_run", None) is not None:
@@ -212,7 +215,7 @@ def run_llm(args, progress) -> int:
     return {"eval": run_llm_eval, "generate": run_llm_generate, "outliers": run_llm_outliers}[args.llm_command](args, progress)
 
 
-def add_llm_parser(sub):
+def add_llm_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The ``llm`` command and its sub-commands on an argparse sub-parser collection; returns the
     ``llm`` sub-parser collection, on which :mod:`refquant.llm_compare` and :mod:`refquant.llm_export`
     add theirs."""

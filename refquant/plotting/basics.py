@@ -3,15 +3,22 @@ nothing here creates figures or saves files (the CLI, benchmarks and notebooks d
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from ..core._types import ArrayLike, QRangeLike
 from ..core.ranges import qrange as as_qrange
 from ..core.uniform import dequantize, fake_quantize
 from ..formats import registry
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
-def plot_levels(ax, x, scale, zero_point=0, qrange="int8", *, bins: int = 200, max_lines: int = 64, label=None,
-                log: bool = False):
+
+def plot_levels(ax: Axes, x: ArrayLike, scale: float, zero_point: int = 0, qrange: QRangeLike = "int8", *,
+                bins: int = 200, max_lines: int = 64, label: str | None = None, log: bool = False) -> Axes:
     """Histogram of ``x`` with the representable values ``scale·(q − zero_point)`` drawn over it.
 
     The clipping range [scale·(qmin−zp), scale·(qmax−zp)] is shaded; with more than ``max_lines``
@@ -33,7 +40,8 @@ def plot_levels(ax, x, scale, zero_point=0, qrange="int8", *, bins: int = 200, m
     return ax
 
 
-def plot_transfer(ax, scale, zero_point=0, qrange="int8", *, lo: float, hi: float, n: int = 2001, **quant_kw):
+def plot_transfer(ax: Axes, scale: float, zero_point: int = 0, qrange: QRangeLike = "int8", *, lo: float, hi: float,
+                  n: int = 2001, **quant_kw: object) -> Axes:
     """The staircase ``x ↦ fake_quantize(x)`` over [lo, hi], with the identity for reference."""
     x = np.linspace(lo, hi, n)
     ax.plot(x, x, color="0.7", lw=1, ls="--", label="identity")
@@ -45,7 +53,8 @@ def plot_transfer(ax, scale, zero_point=0, qrange="int8", *, lo: float, hi: floa
     return ax
 
 
-def plot_curves(ax, curves: dict, *, xlabel: str = "bits per element", ylabel: str = "SQNR (dB)", marker="o"):
+def plot_curves(ax: Axes, curves: dict, *, xlabel: str = "bits per element", ylabel: str = "SQNR (dB)",
+                marker: str = "o") -> Axes:
     """One line per entry ``name -> (xs, ys)`` (e.g. SQNR against bits per element)."""
     for name, (xs, ys) in curves.items():
         ax.plot(xs, ys, marker=marker, ms=4, label=name)
@@ -56,7 +65,7 @@ def plot_curves(ax, curves: dict, *, xlabel: str = "bits per element", ylabel: s
     return ax
 
 
-def plot_ranges(ax, x, ranges: dict, *, bins: int = 200, log: bool = True):
+def plot_ranges(ax: Axes, x: ArrayLike, ranges: dict, *, bins: int = 200, log: bool = True) -> Axes:
     """Histogram of ``x`` (log counts) with each calibrator's ``name -> (lo, hi)`` as a pair of lines."""
     x = np.asarray(x, dtype=np.float64).ravel()
     ax.hist(x, bins=bins, color="0.6", log=log)
@@ -70,7 +79,7 @@ def plot_ranges(ax, x, ranges: dict, *, bins: int = 200, log: bool = True):
     return ax
 
 
-def plot_channel_ranges(ax, w, axis: int = 0):
+def plot_channel_ranges(ax: Axes, w: ArrayLike, axis: int = 0) -> Axes:
     """Per-channel min and max of ``w`` along ``axis`` as bars: outlier channels stand out."""
     w = np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0).reshape(np.shape(w)[axis], -1)
     c = np.arange(w.shape[0])
@@ -82,8 +91,8 @@ def plot_channel_ranges(ax, w, axis: int = 0):
     return ax
 
 
-def plot_codebook(ax, x, levels, *, bins: int = 200, label: str = "values", color: str = "tab:red",
-                  log: bool = True, max_lines: int = 300):
+def plot_codebook(ax: Axes, x: ArrayLike, levels: ArrayLike, *, bins: int = 200, label: str = "values",
+                  color: str = "tab:red", log: bool = True, max_lines: int = 300) -> Axes:
     """Histogram of ``x`` with a codebook's levels as vertical lines (non-uniform grids included)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     ax.hist(x, bins=bins, color="0.6", log=log, label=label)
@@ -111,7 +120,7 @@ _LINESTYLES = ["-", "--", ":", "-."]
 _MARKERS = ["D", "s", "^", "v", "P", "X", "<", ">", "*"]
 
 
-def family_of(key) -> str:
+def family_of(key: str | None) -> str:
     """The family of ``key``: a family name itself, a registry format name (``"int4"`` → ``"uniform"``,
     ``"q4_0"`` → ``"ggml"``) or None (float weights, as ``Recipe.weight_format``) → ``"float"``."""
     if key is None:
@@ -131,8 +140,8 @@ def _family(key, where: str) -> str:
         raise ValueError(f"{where}: {e}") from None
 
 
-def plot_family_curves(ax, curves: dict, points: dict | None = None, *, xlabel: str = "bits per weight",
-                       ylabel: str = "error", legend: bool = True):
+def plot_family_curves(ax: Axes, curves: dict, points: dict | None = None, *, xlabel: str = "bits per weight",
+                       ylabel: str = "error", legend: bool = True) -> Axes:
     """Curves ``label -> (family, xs, ys)`` and single points ``label -> (family, x, y)``, coloured by
     family (:data:`FAMILY_COLORS`): the same format has the same colour in every figure. ``family``
     is anything :func:`family_of` takes: a family, a registry format name, or None for float.
@@ -160,8 +169,8 @@ def plot_family_curves(ax, curves: dict, points: dict | None = None, *, xlabel: 
     return ax
 
 
-def plot_ppl_vs_bits(ax, curves: dict, points: dict, base: float, *, zoom_ax=None,
-                     zoom: tuple = (-0.25, 2.5), legend: bool = True):
+def plot_ppl_vs_bits(ax: Axes, curves: dict, points: dict, base: float, *, zoom_ax: Axes | None = None,
+                     zoom: tuple = (-0.25, 2.5), legend: bool = True) -> Axes:
     """Perplexity change against float, ``100·(ppl / base − 1)`` %, on a linear axis, against bits per
     weight (scales and codebooks included).
 
@@ -201,7 +210,8 @@ def plot_ppl_vs_bits(ax, curves: dict, points: dict, base: float, *, zoom_ax=Non
     return ax
 
 
-def plot_layer_attribution(ax, rows, base_perplexity: float, *, sqnr_ax=None):
+def plot_layer_attribution(ax: Axes, rows: Sequence[dict], base_perplexity: float, *, sqnr_ax: Axes | None =
+                           None) -> Axes:
     """One bar per layer, in the order of ``rows`` (``layer_attribution`` returns forward order): the
     perplexity change vs float (%) when only that layer is quantized. The y axis starts at 0 (or
     below, if a change is negative); each bar carries its value; the largest is drawn darker.
@@ -240,7 +250,7 @@ def plot_layer_attribution(ax, rows, base_perplexity: float, *, sqnr_ax=None):
     return ax
 
 
-def plot_sqnr_vs_bits(ax, curves: dict, *, db_per_bit: float = 20 * np.log10(2), xlabel: str = "bits"):
+def plot_sqnr_vs_bits(ax: Axes, curves: dict, *, db_per_bit: float = 20 * np.log10(2), xlabel: str = "bits") -> Axes:
     """Measured SQNR curves ``name -> (bits, sqnr_db)`` over the rule ``SQNR ≈ db_per_bit · b``.
 
     The rule (6.02 dB per bit: each bit halves the step, ``20·log10 2``; exact for uniform data and
@@ -260,8 +270,8 @@ def plot_sqnr_vs_bits(ax, curves: dict, *, db_per_bit: float = 20 * np.log10(2),
     return ax
 
 
-def plot_stochastic_transfer(ax, scale, zero_point=0, qrange="int8", *, lo: float, hi: float,
-                             rng: np.random.Generator, n: int = 801, n_draws: int = 1000):
+def plot_stochastic_transfer(ax: Axes, scale: float, zero_point: int = 0, qrange: QRangeLike = "int8", *, lo: float,
+                             hi: float, rng: np.random.Generator, n: int = 801, n_draws: int = 1000) -> Axes:
     """Stochastic rounding is unbiased: its mean over ``n_draws`` independent roundings of each
     ``x`` in [lo, hi] lies on the identity (inside the clipping range), while one draw scatters
     between the two neighbouring levels and round-to-nearest is a staircase.
@@ -284,7 +294,7 @@ def plot_stochastic_transfer(ax, scale, zero_point=0, qrange="int8", *, lo: floa
     return ax
 
 
-def plot_dot_chart(ax, rows, *, xlabel: str = "MSE", log: bool = True):
+def plot_dot_chart(ax: Axes, rows: Sequence[tuple], *, xlabel: str = "MSE", log: bool = True) -> Axes:
     """Rows ``(group, label, value, family)`` top to bottom in the order given: one dot per row,
     coloured by family (anything :func:`family_of` takes), groups (e.g. equal bits per weight) separated by a
     line and named on the right. For comparing formats at equal cost without a long legend.
@@ -317,8 +327,8 @@ def plot_dot_chart(ax, rows, *, xlabel: str = "MSE", log: bool = True):
     return ax
 
 
-def plot_code_histogram(ax, codes, mask=None, *, label: str = "all", mask_label: str = "selected",
-                        mask_color: str = "tab:red"):
+def plot_code_histogram(ax: Axes, codes: ArrayLike, mask: ArrayLike | None = None, *, label: str = "all",
+                        mask_label: str = "selected", mask_color: str = "tab:red") -> Axes:
     """Histogram of integer ``codes`` with one bin per code (edges at ``k ± 0.5``: no aliasing
     between bins and grid); with a boolean ``mask``, the selected codes drawn over it."""
     codes = np.asarray(codes)
