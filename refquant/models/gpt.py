@@ -20,6 +20,7 @@ Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (AdamW), ICLR 2019,
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 import math
 
@@ -151,6 +152,48 @@ def call_linear(linear, name: str, x, w, b):
     return out, x, w
 
 
+def embed(p: dict, idx: np.ndarray, cfg: GPTConfig) -> np.ndarray:
+    """The residual stream entering block 0: ``wte[idx] + wpe[:T]`` (B, T, C) for token ids ``idx`` (B, T)."""
+    T = idx.shape[1]
+    if T > cfg.context_length:
+        raise ValueError(f"idx: sequence length {T} exceeds context_length {cfg.context_length}")
+    return p["wte"][idx] + p["wpe"][:T]  # (B, T, C)
+
+
+def _block(p, i, x, cfg, lin, tap):
+    """Block ``i`` on x (B, T, C) with ``lin(name, x, w, b) -> y``: (x', the backward pass's cache)."""
+    h = f"h{i}."
+    a, c_ln1 = _layernorm(x, p[h + "ln_1.g"], p[h + "ln_1.b"])
+    qkv = lin(h + "attn.c_attn.w", a, p[h + "attn.c_attn.w"], p[h + "attn.c_attn.b"])  # (B, T, 3C)
+    y, c_att = _attention(qkv, cfg.n_head)
+    x = x + lin(h + "attn.c_proj.w", y, p[h + "attn.c_proj.w"], p[h + "attn.c_proj.b"])
+    tap("res", x)
+    m, c_ln2 = _layernorm(x, p[h + "ln_2.g"], p[h + "ln_2.b"])
+    u = lin(h + "mlp.c_fc.w", m, p[h + "mlp.c_fc.w"], p[h + "mlp.c_fc.b"])  # (B, T, 4C)
+    g = _gelu(u)
+    tap(h + "gelu", g)
+    x = x + lin(h + "mlp.c_proj.w", g, p[h + "mlp.c_proj.w"], p[h + "mlp.c_proj.b"])
+    tap("res", x)
+    return x, (c_ln1, c_att, c_ln2, u)  # the linear layers' inputs are kept by `lin` when needed
+
+
+def block(p: dict, i: int, x: np.ndarray, cfg: GPTConfig, *, linear: Callable | None = None,
+          tap: Callable | None = None) -> np.ndarray:
+    """Block ``i`` on the residual stream x (B, T, C): ``x + attn(ln_1(x))``, then ``+ mlp(ln_2(·))``.
+
+    The same arithmetic as inside :func:`forward` (hooks included), so ``head(block(…block(embed(idx))))``
+    equals ``forward(idx)`` exactly: quantization algorithms that cache each block's inputs (GPTQ's
+    sequential driver, AWQ) run one block at a time through it."""
+    lin = lambda name, h, w, b: call_linear(linear, name, h, w, b)[0]  # noqa: E731
+    return _block(p, i, x, cfg, lin, tap or (lambda name, v: None))[0]
+
+
+def head(p: dict, x: np.ndarray, *, linear: Callable | None = None) -> np.ndarray:
+    """Logits (B, T, V) of the residual stream x (B, T, C): ``ln_f(x) @ lm_headᵀ``."""
+    xf, _ = _layernorm(x, p["ln_f.g"], p["ln_f.b"])
+    return call_linear(linear, "lm_head.w", xf, p["lm_head.w"], None)[0]
+
+
 def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, cache: bool = False):
     """Logits (B, T, V) for token ids ``idx`` (B, T).
 
@@ -159,7 +202,8 @@ def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, 
     parameters, or by the hook itself). With ``cache=True`` the operands each layer multiplied are kept
     for :func:`loss_and_grads`. ``tap(name, v)``,
     when given, sees the residual stream (``"res"``, after every update) and each GELU output
-    (``"h<i>.gelu"``): calibration for integer-only inference uses it.
+    (``"h<i>.gelu"``): calibration for integer-only inference uses it. The same computation, layer
+    by layer: :func:`embed`, :func:`block`, :func:`head`.
     """
     used: dict = {}  # name -> (x_used, w_used): what the backward pass multiplies by
 
@@ -170,26 +214,12 @@ def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, 
         return y
 
     tap = tap or (lambda name, v: None)
-    B, T = idx.shape
-    if T > cfg.context_length:
-        raise ValueError(f"idx: sequence length {T} exceeds context_length {cfg.context_length}")
-    x = p["wte"][idx] + p["wpe"][:T]  # (B, T, C)
+    x = embed(p, idx, cfg)  # (B, T, C)
     tap("res", x)
     caches = []
     for i in range(cfg.n_layer):
-        h = f"h{i}."
-        a, c_ln1 = _layernorm(x, p[h + "ln_1.g"], p[h + "ln_1.b"])
-        qkv = lin(h + "attn.c_attn.w", a, p[h + "attn.c_attn.w"], p[h + "attn.c_attn.b"])  # (B, T, 3C)
-        y, c_att = _attention(qkv, cfg.n_head)
-        x = x + lin(h + "attn.c_proj.w", y, p[h + "attn.c_proj.w"], p[h + "attn.c_proj.b"])
-        tap("res", x)
-        m, c_ln2 = _layernorm(x, p[h + "ln_2.g"], p[h + "ln_2.b"])
-        u = lin(h + "mlp.c_fc.w", m, p[h + "mlp.c_fc.w"], p[h + "mlp.c_fc.b"])  # (B, T, 4C)
-        g = _gelu(u)
-        tap(h + "gelu", g)
-        x = x + lin(h + "mlp.c_proj.w", g, p[h + "mlp.c_proj.w"], p[h + "mlp.c_proj.b"])
-        tap("res", x)
-        caches.append((c_ln1, c_att, c_ln2, u))  # the linear layers' inputs are in `used`
+        x, c = _block(p, i, x, cfg, lin, tap)
+        caches.append(c)
     xf, c_lnf = _layernorm(x, p["ln_f.g"], p["ln_f.b"])
     logits = lin("lm_head.w", xf, p["lm_head.w"], None)  # (B, T, V)
     return (logits, (idx, caches, xf, c_lnf, used)) if cache else logits

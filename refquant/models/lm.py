@@ -20,6 +20,14 @@ linearly per channel (a norm's gain and bias, or rows of a preceding linear),
 ``ScaledActivation`` there instead), and LLaMA's v → o when the heads are grouped (GQA: one row of
 W_v feeds n_head / n_kv_head input channels of W_o, which would all need the same scale — llm-awq
 and AutoAWQ skip the pair exactly when the two weights differ in shape).
+
+Block by block. ``embed``, ``block`` and ``head`` are the same forward pass cut at the residual stream
+between blocks (:func:`run_blocks`): ``head(block(n−1, … block(0, embed(ids))))`` equals ``forward(ids)``
+exactly, hooks included. GPTQ's sequential driver and AWQ cache the calibration batches' residual
+stream before block i and run only block i on it — as IST-DASLab ``llama.py: llama_sequential`` and
+llm-awq ``pre_quant.py: run_awq`` do — instead of re-running the prefix (L/2 times less compute for L
+blocks). ``block_groups[i]`` are block i's sequential groups; the head's group is
+``sequential_groups[-1]``, reached after the last block (:func:`block_of` gives n_block for it).
 """
 from __future__ import annotations
 
@@ -53,6 +61,15 @@ class LM:
     tied: tuple = ()  # (linear name, stored name) pairs: a linear whose weight may be another tensor
     scale_folds: tuple = ()  # ScaleFold per group of linears sharing a foldable input, in forward order
     qk_rows: tuple = ()  # (linear name, start, stop): output rows that become attention queries or keys
+    embed: Callable | None = None  # embed(params, ids (B, T), *, tap=None) -> x (B, T, C) entering block 0
+    block: Callable | None = None  # block(params, i, x, *, linear=None, tap=None) -> x after block i
+    head: Callable | None = None  # head(params, x, *, linear=None) -> logits (B, T, V)
+    block_groups: tuple = ()  # per block, its tuples of sequential groups (the head's group is not in them)
+
+    @property
+    def n_block(self) -> int:
+        """Number of blocks (``len(block_groups)``)."""
+        return len(self.block_groups)
 
 
 def weight(lm: LM, params: dict, name: str) -> np.ndarray:
@@ -63,6 +80,28 @@ def weight(lm: LM, params: dict, name: str) -> np.ndarray:
         if lin == name and stored in params:
             return params[stored]
     raise ValueError(f"name: no weight {name!r} in the parameters (linear layers: {', '.join(lm.linear_names)})")
+
+
+def block_of(lm: LM, name: str) -> int:
+    """The block whose groups hold the linear ``name``; ``lm.n_block`` for the head."""
+    for i, groups in enumerate(lm.block_groups):
+        if any(name in g for g in groups):
+            return i
+    if name in lm.sequential_groups[-1]:
+        return lm.n_block
+    raise ValueError(f"name: no linear {name!r} in the model (linear layers: {', '.join(lm.linear_names)})")
+
+
+def run_blocks(lm: LM, params: dict, x: np.ndarray, start: int, stop: int, *, linear: Callable | None = None,
+               tap: Callable | None = None) -> np.ndarray:
+    """Blocks ``start`` … ``stop − 1`` on the residual stream x (B, T, C): the middle of ``lm.forward``."""
+    if lm.block is None:
+        raise ValueError(f"lm: the model {lm.name!r} has no block entry points")
+    if not 0 <= start <= stop <= lm.n_block:
+        raise ValueError(f"start, stop: expected 0 <= start <= stop <= {lm.n_block}, got {start}, {stop}")
+    for i in range(start, stop):
+        x = lm.block(params, i, x, linear=linear, tap=tap)
+    return x
 
 
 def fold_scale(lm: LM, params: dict, fold: ScaleFold, s) -> dict:
@@ -111,7 +150,9 @@ def tiny_gpt(cfg: gpt.GPTConfig) -> LM:
         qk.append((h + "attn.c_attn.w", 0, 2 * C))
     folds.append(ScaleFold(("lm_head.w",), (("ln_f.g", 0, C), ("ln_f.b", 0, C)), "lm_head.w"))
     return LM("tiny-gpt", partial(_gpt_forward, cfg=cfg), tuple(gpt.linear_names(cfg)),
-              tuple(groups) + (("lm_head.w",),), cfg.context_length, scale_folds=tuple(folds), qk_rows=tuple(qk))
+              tuple(groups) + (("lm_head.w",),), cfg.context_length, scale_folds=tuple(folds), qk_rows=tuple(qk),
+              embed=partial(_gpt_embed, cfg=cfg), block=partial(_gpt_block, cfg=cfg), head=_gpt_head,
+              block_groups=tuple(tuple(groups[4 * i:4 * i + 4]) for i in range(cfg.n_layer)))
 
 
 def llama_lm(cfg: llama.LlamaConfig) -> LM:
@@ -139,7 +180,10 @@ def llama_lm(cfg: llama.LlamaConfig) -> LM:
     folds.append(ScaleFold(("output.weight",), (("output_norm.weight", 0, C),), "output.weight"))
     return LM("llama", partial(_llama_forward, cfg=cfg), tuple(llama.linear_names(cfg)),
               tuple(groups) + (("output.weight",),), cfg.context_length,
-              tied=(("output.weight", "token_embd.weight"),), scale_folds=tuple(folds), qk_rows=tuple(qk))
+              tied=(("output.weight", "token_embd.weight"),), scale_folds=tuple(folds), qk_rows=tuple(qk),
+              embed=partial(_llama_embed, cfg=cfg), block=partial(_llama_block, cfg=cfg),
+              head=partial(_llama_head, cfg=cfg),
+              block_groups=tuple(tuple(groups[4 * i:4 * i + 4]) for i in range(cfg.n_layer)))
 
 
 def _gpt_forward(p, idx, *, cfg, linear=None, tap=None):
@@ -148,3 +192,35 @@ def _gpt_forward(p, idx, *, cfg, linear=None, tap=None):
 
 def _llama_forward(p, idx, *, cfg, linear=None, tap=None):
     return llama.forward(p, np.asarray(idx), cfg, linear=linear, tap=tap)
+
+
+def _gpt_embed(p, idx, *, cfg, tap=None):
+    x = gpt.embed(p, np.asarray(idx), cfg)
+    if tap is not None:
+        tap("res", x)
+    return x
+
+
+def _gpt_block(p, i, x, *, cfg, linear=None, tap=None):
+    return gpt.block(p, i, x, cfg, linear=linear, tap=tap)
+
+
+def _gpt_head(p, x, *, linear=None):
+    return gpt.head(p, x, linear=linear)
+
+
+def _llama_embed(p, idx, *, cfg, tap=None):
+    x = llama.embed(p, idx)
+    if x.shape[1] > cfg.context_length:  # llama.forward's check, for a sequence without a cache
+        raise ValueError(f"idx: 0 cached + {x.shape[1]} new positions exceed context_length {cfg.context_length}")
+    if tap is not None:
+        tap("res", x)
+    return x
+
+
+def _llama_block(p, i, x, *, cfg, linear=None, tap=None):
+    return llama.block(p, i, x, cfg, linear=linear, tap=tap)[0]
+
+
+def _llama_head(p, x, *, cfg, linear=None):
+    return llama.head(p, x, cfg, linear=linear)
