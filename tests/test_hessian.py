@@ -220,3 +220,42 @@ def test_layers_reading_one_input_share_its_statistics():
     assert stats["q"] is stats["k"] and stats["v"] is not stats["q"]
     np.testing.assert_allclose(stats["k"].H, hs.hessian_ref([np.tanh(x) for x in xs]), rtol=1e-12)
     np.testing.assert_allclose(stats["v"].H, hs.hessian_ref(xs), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- block by block (cached block inputs)
+from refquant.ptq.gptq import gptq_layer  # noqa: E402
+
+
+@pytest.mark.parametrize("which", ["tiny-gpt", "llama"])
+def test_quantize_blockwise_equals_the_prefix_driver_exactly(which):
+    if which == "tiny-gpt":
+        cfg = gpt.GPTConfig(vocab_size=11, context_length=8, n_layer=2, n_head=2, n_embd=8)
+        model, p, V = lm.tiny_gpt(cfg), gpt.init_params(cfg, seed=1), 11
+    else:
+        cfg = llama.LlamaConfig(vocab_size=16, context_length=8, n_layer=2, n_embd=8, n_ff=16, n_head=2,
+                                n_kv_head=1, rope_dim=4)
+        model, p, V = lm.llama_lm(cfg), llama.init_params(cfg, seed=2), 16
+    rng = np.random.default_rng(9)
+    batches = [rng.integers(0, V, (1, 8)), rng.integers(0, V, (2, 8))]
+    quantize = gptq_layer(bits=2, group_size=4)  # coarse: every layer's error changes the next one's inputs
+    q_seq, r_seq = hs.quantize_sequential(model.forward, p, batches, model.sequential_groups, quantize)
+    q_blk, r_blk = hs.quantize_blockwise(model, p, batches, quantize)
+    assert set(q_seq) == set(q_blk) and all(np.array_equal(q_seq[k], q_blk[k]) for k in q_seq)  # tolerance 0
+    assert all(np.array_equal(r_seq[k].codes, r_blk[k].codes) for k in r_seq)
+    # and the sequential effect is there: the last block's inputs differ from the float model's
+    q_float_inputs, _ = hs.quantize_sequential(model.forward, p, batches, [[n] for n in model.linear_names[-2:]],
+                                               quantize)
+    last = model.linear_names[-2]
+    assert not np.array_equal(q_float_inputs[last], q_blk[last])
+
+
+def test_quantize_blockwise_bad_input():
+    cfg = gpt.GPTConfig(vocab_size=11, context_length=8, n_layer=1, n_head=2, n_embd=8)
+    model, p = lm.tiny_gpt(cfg), gpt.init_params(cfg)
+    with pytest.raises(ValueError, match="batches: no calibration"):
+        hs.quantize_blockwise(model, p, [], _round_half)
+    with pytest.raises(ValueError, match="quantize: returned shape"):
+        hs.quantize_blockwise(model, p, [np.zeros((1, 4), np.int64)], lambda n, w, s: w[:1])
+    flat = lm.LM("flat", model.forward, model.linear_names, model.sequential_groups, 8)
+    with pytest.raises(ValueError, match="lm: .* no block entry points"):
+        hs.quantize_blockwise(flat, p, [np.zeros((1, 4), np.int64)], _round_half)
