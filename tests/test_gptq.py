@@ -471,3 +471,25 @@ def test_sequential_gptq_on_the_tiny_gpt_closes_most_of_rtns_gap():
     ppl = {k: evaluate(v, val[:10000], cfg, n_windows=16)[0] for k, v in (("float", p), ("gptq", q), ("rtn", rtn))}
     # measured: float 1.626, GPTQ W2 g32 1.659, RTN (the same quantizer) 1.811
     assert ppl["gptq"] - ppl["float"] < 0.5 * (ppl["rtn"] - ppl["float"])
+
+
+# ---------------------------------------------------------------- a caller-supplied group quantizer
+@pytest.mark.parametrize("group_size,block_size", [(32, 128), (48, 32), (32, 1)])
+def test_group_quantizer_of_the_default_grid_reproduces_the_default(group_size, block_size):
+    # The hook given GPTQ's own quantizer (gptq_params on the group's weights, then eq. (2) per column)
+    # must give the default's codes, ŵ and loss exactly: the hook changes where the grid comes from, not the algorithm.
+    w, H, _ = _layer(5, 96, 11)
+
+    def own(wg):
+        s, z = gptq_params(wg, 3)
+        return (s, z), lambda i, col: (np.clip(np.rint(col / s) + z, 0, 7), s * (np.clip(np.rint(col / s) + z, 0, 7) - z))
+
+    for from_ in ("block_start", "updated"):
+        kw = dict(group_size=group_size, block_size=block_size, group_params_from=from_)
+        a = gptq_quantize(w, H, bits=3, **kw)
+        b = gptq_quantize(w, H, group_quantizer=own, **kw)
+        assert np.array_equal(a.codes, b.codes) and np.array_equal(a.w_hat, b.w_hat) and a.loss == b.loss
+        assert np.array_equal(np.stack([p[0] for p in b.group_params], 1), a.scale)
+        assert b.scale.shape == (5, 0) and b.bits == 0
+        with pytest.raises(ValueError, match="storage_bits"):
+            b.storage_bits()

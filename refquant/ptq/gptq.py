@@ -59,6 +59,12 @@ Conventions where the references differ or surprise, each a named argument here:
 * A dead input (H_jj = 0) gets H_jj = 1 and W[:, j] = 0.
 * ``damp_auto_increment`` (GPTQModel ``GPTQ.hessian_inverse``): when a Cholesky fails, retry with
   percdamp + k·increment (each try damps the undamped H) while it stays below 1. Off by default.
+* ``group_quantizer`` replaces the quantizer (2) by a caller's grid, e.g. a ggml block type
+  (:mod:`refquant.ptq.ggml_grids`): at the first column of each group it is called with the group's
+  weights as they stand then (as ``group_params_from`` says) and returns ``(params, round_column)``;
+  each column j of the group is then quantized by ``round_column(j − g, W[:, j]) -> (q, ŵ)`` —
+  integer codes and their float values — and the error feedback (3)–(5) is unchanged. The result
+  keeps ``params`` per group in ``group_params``, the codes as int32 and no scale / zero point.
 
 Everything is computed in float64; ``w_hat`` is rounded to float32 at the end.
 
@@ -97,10 +103,13 @@ class GPTQResult:
     symmetric: bool  # zero_point fixed at 2^(bits−1) (not stored)
     percdamp: float  # the damping actually used (> the argument after an automatic increase)
     loss: float  # the reference's "error": Σ (w − ŵ)² / Hinv_jj² / 2 over every weight
+    group_params: tuple = ()  # with a group_quantizer: the params it returned for each group, in order
 
     def storage_bits(self, scale_bits: int = 32) -> int:
         """Codes, scales, zero points (asymmetric only: ``bits`` each) and, when the groups are not
         contiguous runs of columns (act_order without static groups), a 32-bit g_idx per column."""
+        if self.group_params:
+            raise ValueError("storage_bits: a result of a caller's group_quantizer; count its stored blocks instead")
         rows, k = self.codes.shape
         n = rows * k * self.bits + self.scale.size * scale_bits
         n += 0 if self.symmetric else self.zero_point.size * self.bits
@@ -219,6 +228,16 @@ def _prepare(w, hessian, bits, group_size, block_size, percdamp, damp_auto_incre
     if qopts["grid"] < 1 or not 0 < qopts["max_shrink"] <= 1 or not qopts["norm"] > 0:
         raise ValueError("mse options: need grid >= 1, 0 < max_shrink <= 1 and norm > 0, got "
                          f"grid={qopts['grid']}, max_shrink={qopts['max_shrink']}, norm={qopts['norm']}")
+    if qopts.get("group_quantizer") is not None:
+        if not callable(qopts["group_quantizer"]):
+            raise TypeError(f"group_quantizer must be callable, got {qopts['group_quantizer']!r}")
+        if group_size < 1 or K % group_size:
+            raise ValueError(f"group_size: a group_quantizer needs K = {K} to be a positive multiple of group_size, "
+                             f"got {group_size}")
+        if act_order or static_groups:
+            raise ValueError("group_quantizer: act_order and static_groups are not supported with a caller's grid "
+                             "(its groups are consecutive columns in the original order)")
+    qopts = {k: v for k, v in qopts.items() if k != "group_quantizer"}
     W = w.astype(np.float64)  # a copy: w is never modified
     row_params = gptq_params(W, bits, **qopts) if group_size == 0 else None  # before the dead columns
     dead = np.diag(H) == 0
@@ -233,9 +252,16 @@ def _prepare(w, hessian, bits, group_size, block_size, percdamp, damp_auto_incre
     return W, Hinv, perm, row_params, static, damp
 
 
-def _result(Q, params, perm, group_size, act_order, static, bits, symmetric, damp, loss):
+def _result(Q, params, perm, group_size, act_order, static, bits, symmetric, damp, loss, custom=None):
     """Assemble the result in the original column order."""
     rows, K = Q.shape
+    if custom is not None:  # a group_quantizer: params are its own, Q holds the codes and custom ŵ
+        out = dict(w_hat=custom.astype(np.float32), codes=Q.astype(np.int32), scale=np.zeros((rows, 0)),
+                   zero_point=np.zeros((rows, 0), np.int32), g_idx=(np.arange(K) // group_size).astype(np.int32),
+                   perm=perm.astype(np.int64))
+        for a in out.values():
+            a.flags.writeable = False
+        return GPTQResult(**out, bits=0, symmetric=False, percdamp=damp, loss=float(loss), group_params=tuple(params))
     if group_size == 0:
         g_idx = np.zeros(K, np.int64)
     elif static is not None or not act_order:
@@ -259,7 +285,8 @@ def gptq_quantize(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric
                   act_order: bool = False, static_groups: bool = False, percdamp: float = 0.01,
                   block_size: int = 128, mse: bool = False, norm: float = 2.4, grid: int = 100,
                   max_shrink: float = 0.8, symmetric_nonnegative_clip: bool = True,
-                  group_params_from: str = "block_start", damp_auto_increment: float = 0.0) -> GPTQResult:
+                  group_params_from: str = "block_start", damp_auto_increment: float = 0.0,
+                  group_quantizer=None) -> GPTQResult:
     """GPTQ (Algorithm 1 with lazy batch updates) of a weight ``w`` (rows, K) given the Hessian of its
     inputs ``hessian`` (K, K) (e.g. ``InputStats.H`` from :mod:`refquant.ptq.hessian`).
 
@@ -277,6 +304,11 @@ def gptq_quantize(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric
         ``static_groups`` has no effect with ``group_size=0``, as in the reference.
     mse, norm, grid, max_shrink : the quantizer's range search (``Quantizer.configure``).
     symmetric_nonnegative_clip, group_params_from, damp_auto_increment : see the module docstring.
+    group_quantizer : callable or None
+        A caller's grid for each group of ``group_size`` columns (module docstring): ``group_quantizer(Wg)``
+        with Wg (rows, group_size) float64 returns ``(params, round_column)``, ``round_column(i, w)`` with
+        w (rows,) returns (codes (rows,) int, ŵ (rows,) float). ``bits``, ``symmetric`` and the MSE
+        options are then unused; act_order and static_groups are refused.
 
     Returns
     -------
@@ -293,10 +325,11 @@ def gptq_quantize(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric
                  symmetric_nonnegative_clip=symmetric_nonnegative_clip)
     W, Hinv, perm, row_params, static, damp = _prepare(w, hessian, bits, group_size, block_size, percdamp,
                                                        damp_auto_increment, act_order, static_groups,
-                                                       group_params_from, qopts)
+                                                       group_params_from, dict(qopts, group_quantizer=group_quantizer))
     rows, K = W.shape
     maxq = 2 ** bits - 1
     Q = np.zeros_like(W)
+    What = np.zeros_like(W) if group_quantizer is not None else None
     params = [row_params] if group_size == 0 else (static or [])
     loss = 0.0
     s = z = None
@@ -317,26 +350,36 @@ def gptq_quantize(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric
                 else:  # + this block's columns before j: in W1, and applied here to the columns past i2
                     past = W[:, i2:j + group_size] - Err1[:, :i] @ Hinv[i1:j, i2:j + group_size]
                     src = np.concatenate([W1[:, i:i + group_size], past], axis=1)
-                s, z = gptq_params(src, bits, **qopts)
-                params.append((s, z))
+                if group_quantizer is None:
+                    s, z = gptq_params(src, bits, **qopts)
+                    params.append((s, z))
+                else:
+                    gp, round_column = group_quantizer(np.array(src))
+                    params.append(gp)
             w_j = W1[:, i]
-            q = _codes(w_j, s, z, maxq)  # eq. (2)
+            if group_quantizer is None:
+                q = _codes(w_j, s, z, maxq)  # eq. (2)
+                dq = s * (q - z)
+            else:
+                q, dq = round_column(j % group_size, w_j.copy())  # eq. (2) on the caller's grid
+                What[:, j] = dq
             Q[:, j] = q
-            dq = s * (q - z)
             d = Hinv1[i, i]
             loss += np.sum((w_j - dq) ** 2) / d ** 2 / 2
             err1 = (w_j - dq) / d  # eq. (3)
             W1[:, i:] -= np.outer(err1, Hinv1[i, i:])  # eq. (4)
             Err1[:, i] = err1
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # eq. (5)
-    return _result(Q, params, perm, group_size, act_order, static, bits, symmetric, damp, loss)
+    return _result(Q, params, perm, group_size, act_order, static, bits, symmetric, damp, loss,
+                   None if group_quantizer is None else What)
 
 
 def gptq_quantize_ref(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric: bool = False,
                       act_order: bool = False, static_groups: bool = False, percdamp: float = 0.01,
                       block_size: int = 128, mse: bool = False, norm: float = 2.4, grid: int = 100,
                       max_shrink: float = 0.8, symmetric_nonnegative_clip: bool = True,
-                      group_params_from: str = "block_start", damp_auto_increment: float = 0.0) -> GPTQResult:
+                      group_params_from: str = "block_start", damp_auto_increment: float = 0.0,
+                      group_quantizer=None) -> GPTQResult:
     """The loop twin of :func:`gptq_quantize`: Algorithm 1 one column at a time, no lazy batching —
     after quantizing column j, ``W[:, j:] −= E[:, j] · Hinv[j, j:]`` on every later column at once.
 
@@ -352,10 +395,11 @@ def gptq_quantize_ref(w, hessian, *, bits: int = 4, group_size: int = 128, symme
                  symmetric_nonnegative_clip=symmetric_nonnegative_clip)
     W, Hinv, perm, row_params, static, damp = _prepare(w, hessian, bits, group_size, block_size, percdamp,
                                                        damp_auto_increment, act_order, static_groups,
-                                                       group_params_from, qopts)
+                                                       group_params_from, dict(qopts, group_quantizer=group_quantizer))
     rows, K = W.shape
     maxq = 2 ** bits - 1
     Q = np.zeros_like(W)
+    What = np.zeros_like(W) if group_quantizer is not None else None
     params = [row_params] if group_size == 0 else (static or [])
     loss = 0.0
     snapshot = W
@@ -368,16 +412,25 @@ def gptq_quantize_ref(w, hessian, *, bits: int = 4, group_size: int = 128, symme
             s, z = static[perm[j] // group_size]
         elif j % group_size == 0:
             src = snapshot if group_params_from == "block_start" else W
-            s, z = gptq_params(src[:, j:j + group_size], bits, **qopts)
-            params.append((s, z))
-        q = _codes(W[:, j], s, z, maxq)
+            if group_quantizer is None:
+                s, z = gptq_params(src[:, j:j + group_size], bits, **qopts)
+                params.append((s, z))
+            else:
+                gp, round_column = group_quantizer(np.array(src[:, j:j + group_size]))
+                params.append(gp)
+        if group_quantizer is None:
+            q = _codes(W[:, j], s, z, maxq)
+            dq = s * (q - z)
+        else:
+            q, dq = round_column(j % group_size, W[:, j].copy())
+            What[:, j] = dq
         Q[:, j] = q
-        dq = s * (q - z)
         d = Hinv[j, j]
         loss += np.sum((W[:, j] - dq) ** 2) / d ** 2 / 2
         err = (W[:, j] - dq) / d
         W[:, j:] -= np.outer(err, Hinv[j, j:])
-    return _result(Q, params, perm, group_size, act_order, static, bits, symmetric, damp, loss)
+    return _result(Q, params, perm, group_size, act_order, static, bits, symmetric, damp, loss,
+                   None if group_quantizer is None else What)
 
 
 def gptq_layer(**options):
