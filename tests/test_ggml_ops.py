@@ -162,3 +162,31 @@ def test_k_quants_go_through_the_same_entry_points():
     for t in ("q4_K", "q6_K", "iq4_nl"):
         assert np.array_equal(G.quantize(x, t), kquants.quantize(x, t))
         assert np.array_equal(G.dequantize(G.quantize(x, t), t), kquants.dequantize(kquants.quantize(x, t), t))
+
+
+def test_mxfp4_and_the_iq_types_go_through_the_same_entry_points():
+    # ggml's MXFP4 block (formats.ggml_mxfp4) and the dequantize-only IQ grid types (formats.iquants)
+    from refquant.formats import ggml_mxfp4, iquants, mx
+    x = np.random.default_rng(4).standard_normal((2, 64)).astype(F32)
+    b = G.quantize(x, "mxfp4")
+    assert np.array_equal(b, ggml_mxfp4.ggml_mxfp4_quantize(x)) and b.shape == (2, 2 * 17)
+    assert np.array_equal(G.dequantize(b, "mxfp4"), ggml_mxfp4.ggml_mxfp4_dequantize(b))
+    assert G.quantize_tensor(x, "mxfp4").storage_bits() == 4 * 17 * 8
+    assert mx.ggml_mxfp4_quantize is ggml_mxfp4.ggml_mxfp4_quantize  # still importable where it was
+    blk = np.zeros((1, 66), np.uint8)
+    assert np.array_equal(G.dequantize(blk, "iq2_xxs"), iquants.dequantize(blk, "iq2_xxs"))
+    with pytest.raises(ValueError, match="imatrix: mxfp4"):
+        G.quantize(x, "mxfp4", imatrix=np.ones(64))
+
+
+def test_type_traits_cover_every_entry_point():
+    # every type in TYPE_TRAITS dequantizes through G.dequantize; the quantizable ones round-trip their block shape
+    rng = np.random.default_rng(5)
+    for t in G.TYPE_TRAITS.values():
+        x = rng.standard_normal((1, t.block_size)).astype(F32)
+        if t.quantize:
+            b = G.quantize(x, t.name)
+        else:
+            b = np.zeros((1, t.type_size), np.uint8)
+        assert b.shape == (1, t.type_size)
+        assert G.dequantize(b, t.name).shape == (1, t.block_size)

@@ -17,7 +17,7 @@ _UNIFORM = {f"int{b}": 1.0 for b in range(2, 9)}  # measured 0.50: int8 codes (0
 _CODEBOOK = {name: 1.5 for name in ("nf4", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1", "log2",  # measured 0.78-1.00
                                     "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8",
                                     "nvfp4")}  # measured 0.81-1.03
-_GGML_LEGACY = {name: 1.5 for name in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")}  # measured 0.52-0.89
+_GGML_LEGACY = {name: 1.5 for name in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "ggml_mxfp4")}  # measured 0.52-0.89
 # Not yet chunked (formats/kmeans.py and formats/kquants*.py are outside the bounded-memory change):
 # regression bounds only, at the measured value plus a margin. k-means holds its clustering's
 # working arrays; the k-quants' search makes full-size float temporaries per candidate scale.

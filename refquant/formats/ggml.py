@@ -46,19 +46,50 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kquants
+from . import ggml_mxfp4, iquants, kquants
 from ..core._checks import float_array, to_float
+from ..core._types import ArrayLike
 from ..core.uniform import _CHUNK
 
 QK = 32
-BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
+BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}  # the legacy types of this module
 F32 = np.float32
+
+
+@dataclass(frozen=True)
+class TypeTraits:
+    """One row of ggml's ``type_traits`` table (``ggml/src/ggml.c``) for a block type refquant reads."""
+
+    name: str  # ggml_type_name: "q4_0", "q4_K", "mxfp4", "iq2_xxs", ...
+    type_id: int  # enum ggml_type (= gguf.GGMLQuantizationType), as stored in a GGUF tensor header
+    block_size: int  # values per block (blck_size)
+    type_size: int  # bytes per block
+    quantize: bool  # False: dequantize-only in refquant (the IQ1 / IQ2 / IQ3 grid types)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.type_size / self.block_size
+
+
+_IDS = {"q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_K": 10, "q3_K": 11, "q4_K": 12, "q5_K": 13,
+        "q6_K": 14, "iq2_xxs": 16, "iq2_xs": 17, "iq3_xxs": 18, "iq1_s": 19, "iq4_nl": 20, "iq3_s": 21, "iq2_s": 22,
+        "iq4_xs": 23, "iq1_m": 29, "mxfp4": 39}
+
+
+def _traits() -> dict:
+    sizes = {**{t: (QK, b, True) for t, b in BLOCK_BYTES.items()},
+             **{t: (kquants.BLOCK_SIZE[t], b, True) for t, b in kquants.BLOCK_BYTES.items()},
+             "mxfp4": (ggml_mxfp4.GGML_QK, ggml_mxfp4.GGML_BLOCK_BYTES, True),
+             **{t: (iquants.BLOCK_SIZE[t], b, False) for t, b in iquants.BLOCK_BYTES.items()}}
+    return {t: TypeTraits(t, _IDS[t], *sizes[t]) for t in sorted(sizes, key=_IDS.get)}
+
+
+TYPE_TRAITS = _traits()  # every block type: legacy, k-quants, IQ4, MXFP4, and the dequantize-only IQ1-IQ3
 
 
 def _check_qtype(qtype):
     if not isinstance(qtype, str) or qtype not in BLOCK_BYTES:
-        raise ValueError(f"qtype: unknown ggml type {qtype!r}; expected one of "
-                         f"{tuple(BLOCK_BYTES) + tuple(kquants.BLOCK_BYTES)}")
+        raise ValueError(f"qtype: unknown ggml type {qtype!r}; expected one of {tuple(TYPE_TRAITS)}")
 
 
 def _check_fp16(v: np.ndarray, what: str, first: int = 0):
@@ -110,12 +141,15 @@ def _qh(q: np.ndarray) -> np.ndarray:
     return qh.view(np.uint8).reshape(-1, 4)
 
 
-def quantize(x, qtype: str, imatrix=None) -> np.ndarray:
+def quantize(x: ArrayLike, qtype: str, imatrix: ArrayLike | None = None) -> np.ndarray:
     """Quantize rows into ggml blocks.
 
     The k-quants and IQ4 types (``q2_K`` … ``q6_K``, ``iq4_nl``, ``iq4_xs``; blocks of 256, iq4_nl 32)
     are forwarded to :func:`refquant.formats.kquants.quantize`, which also takes llama.cpp's importance
-    matrix ``imatrix`` (one weight per column); the legacy types below take none.
+    matrix ``imatrix`` (one weight per column); the legacy types below take none. ``"mxfp4"`` is
+    ggml's MXFP4 block (:mod:`refquant.formats.ggml_mxfp4`, 17 bytes per 32). The IQ1 / IQ2 / IQ3 grid
+    types (:mod:`refquant.formats.iquants`) are dequantize-only: quantizing to them raises ValueError.
+    :data:`TYPE_TRAITS` lists every type with its block size and bytes.
 
     Parameters
     ----------
@@ -128,6 +162,12 @@ def quantize(x, qtype: str, imatrix=None) -> np.ndarray:
     """
     if isinstance(qtype, str) and qtype in kquants.BLOCK_BYTES:
         return kquants.quantize(x, qtype, imatrix)
+    if isinstance(qtype, str) and qtype in iquants.BLOCK_BYTES:
+        return iquants.quantize(x, qtype, imatrix)  # raises: dequantize-only
+    if qtype == "mxfp4":
+        if imatrix is not None:
+            raise ValueError("imatrix: mxfp4 is quantized by quantize_row_mxfp4_ref, which takes none")
+        return ggml_mxfp4.ggml_mxfp4_quantize(x)
     if imatrix is not None:
         raise ValueError(f"imatrix: the legacy type {qtype!r} is quantized by its _ref function, which takes none")
     _check_qtype(qtype)
@@ -179,10 +219,18 @@ def _quantize_blocks(b: np.ndarray, qtype: str, first: int) -> np.ndarray:
     return out
 
 
-def dequantize(data, qtype: str) -> np.ndarray:
-    """Inverse of :func:`quantize`: uint8 blocks of shape (..., n_blocks · bytes) -> float32 (..., n_blocks · 32)."""
+def dequantize(data: ArrayLike, qtype: str) -> np.ndarray:
+    """Inverse of :func:`quantize`: uint8 blocks of shape (..., n_blocks · bytes) -> float32 (..., n_blocks · block).
+
+    Every type of :data:`TYPE_TRAITS`: the legacy types here, k-quants / IQ4 (:mod:`.kquants`), ggml MXFP4
+    (:mod:`.ggml_mxfp4`) and the IQ1 / IQ2 / IQ3 grid types (:mod:`.iquants`), each as ``dequantize_row_<qtype>``.
+    """
     if isinstance(qtype, str) and qtype in kquants.BLOCK_BYTES:
         return kquants.dequantize(data, qtype)
+    if isinstance(qtype, str) and qtype in iquants.BLOCK_BYTES:
+        return iquants.dequantize(data, qtype)
+    if qtype == "mxfp4":
+        return ggml_mxfp4.ggml_mxfp4_dequantize(data)
     _check_qtype(qtype)
     nbytes = BLOCK_BYTES[qtype]
     lead, blk = kquants.byte_blocks(data, nbytes, qtype)
@@ -221,7 +269,7 @@ def _dequantize_blocks(blk: np.ndarray, d: np.ndarray, m, qtype: str) -> np.ndar
     return y.astype(F32)
 
 
-def quantize_block_ref(x, qtype: str) -> bytes:
+def quantize_block_ref(x: ArrayLike, qtype: str) -> bytes:
     """Loop twin of :func:`quantize` for one block of 32 values: the C reference, statement by statement."""
     _check_qtype(qtype)
     xa = float_array(x, "x")
@@ -292,7 +340,7 @@ class GGMLTensor:
     """
 
     data: np.ndarray  # uint8, (..., n_blocks · BLOCK_BYTES[qtype]): rows of blocks, as ggml stores them
-    qtype: str  # one of BLOCK_BYTES, or of kquants.BLOCK_BYTES
+    qtype: str  # a key of TYPE_TRAITS
     shape: tuple  # the original tensor's shape (last axis a multiple of 32)
 
     def dequantize(self) -> np.ndarray:
@@ -302,7 +350,7 @@ class GGMLTensor:
         return 8 * int(self.data.size)
 
 
-def quantize_tensor(x, qtype: str, imatrix=None) -> GGMLTensor:
+def quantize_tensor(x: ArrayLike, qtype: str, imatrix: ArrayLike | None = None) -> GGMLTensor:
     """:func:`quantize` wrapped with its type and shape: ``x`` (..., K), K a multiple of the type's block."""
     data = quantize(x, qtype, imatrix)
     return GGMLTensor(data, qtype, tuple(np.shape(x)))

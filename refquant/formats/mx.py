@@ -1,4 +1,4 @@
-"""MX block formats (OCP Microscaling v1.0): MXFP8, MXFP6, MXFP4, MXINT8 — and ggml's MXFP4 block.
+"""MX block formats (OCP Microscaling v1.0): MXFP8, MXFP6, MXFP4, MXINT8 (ggml's block: :mod:`.ggml_mxfp4`).
 
 A block of k = 32 consecutive values V_i shares one power-of-two scale X stored as an E8M0 byte; each
 value keeps a narrow element code P_i, and decodes as ``V_i ≈ X · P_i``. The spec's conversion
@@ -46,7 +46,7 @@ half_even       nearest, ties to even (IEEE RNE): torchao, ml_dtypes / ONNX cast
                 microxcaling round="even" — the default
 half_away       nearest, ties away from zero: microxcaling's default round="nearest"
                 (``_round_mantissa``: sign(A) · floor(|A| + 0.5))
-(toward zero)   nearest, ties toward zero: ggml's MXFP4, only in :func:`ggml_mxfp4_quantize`
+(toward zero)   nearest, ties toward zero: ggml's MXFP4, only in :mod:`refquant.formats.ggml_mxfp4`
 ==============  ============================================================================
 
 Float codes keep the sign of V_i (a small negative value becomes −0, as torch and ml_dtypes casts give);
@@ -78,6 +78,7 @@ import math
 import numpy as np
 
 from ..core._checks import choice, float_array, int_array, int_value, to_float
+from ..core._types import ArrayLike
 from ..core.uniform import _CHUNK
 from .codebook import codebook_quantize
 from .minifloat import FORMATS as MINIFLOATS
@@ -108,7 +109,7 @@ ELEMENTS = {
 }
 
 
-def element_format(elem) -> ElementFormat:
+def element_format(elem: str) -> ElementFormat:
     return ELEMENTS[choice(elem, "elem", ELEMENTS)]
 
 
@@ -136,7 +137,7 @@ def _magnitudes(f: ElementFormat) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def encode_elements(v, elem: str, element_rounding: str = "half_even") -> np.ndarray:
+def encode_elements(v: ArrayLike, elem: str, element_rounding: str = "half_even") -> np.ndarray:
     """Codes (uint8 bit patterns) of the values ``v`` already divided by X: equation (3), saturating."""
     f = element_format(elem)
     ties = ELEMENT_ROUNDING[choice(element_rounding, "element_rounding", ELEMENT_ROUNDING)]
@@ -149,7 +150,7 @@ def encode_elements(v, elem: str, element_rounding: str = "half_even") -> np.nda
     return (k | (neg.astype(np.int64) << (f.bits - 1))).astype(np.uint8)
 
 
-def shared_exponent(amax, elem: str, scale_rounding: str = "floor") -> np.ndarray:
+def shared_exponent(amax: ArrayLike, elem: str, scale_rounding: str = "floor") -> np.ndarray:
     """Unbiased shared exponent s of each block (int64), from its amax ``a`` ≥ 0 (float32; see the rule table).
 
     ``a == 0`` gives −127; s is clamped below at −127; s > 127 (only MXINT8 near float32's top with
@@ -228,7 +229,7 @@ class MXTensor:
         return int(self.codes.size) * ELEMENTS[self.elem].bits + 8 * int(self.scales.size)
 
 
-def mx_quantize(x, elem: str = "fp4_e2m1", *, block_size: int = 32, scale_rounding: str = "floor",
+def mx_quantize(x: ArrayLike, elem: str = "fp4_e2m1", *, block_size: int = 32, scale_rounding: str = "floor",
                 element_rounding: str = "half_even", axis: int = -1) -> MXTensor:
     """Quantize ``x`` to an MX format: blocks of ``block_size`` along ``axis``, equations (1)–(3).
 
@@ -265,13 +266,13 @@ def mx_quantize(x, elem: str = "fp4_e2m1", *, block_size: int = 32, scale_roundi
     return MXTensor(codes, scales, elem, bs, ax)
 
 
-def e8m0_to_float(scales) -> np.ndarray:
+def e8m0_to_float(scales: ArrayLike) -> np.ndarray:
     """2^(byte − 127) for E8M0 bytes (float64); 0xFF (NaN) raises ValueError."""
     s = int_array(scales, "scales", 0, 254, " (0xFF is E8M0's NaN; 0 … 254 encode 2^-127 … 2^127)")
     return np.ldexp(1.0, s.astype(np.int64) - 127)
 
 
-def mx_dequantize(codes, scales, elem: str = "fp4_e2m1", *, block_size: int = 32, axis: int = -1) -> np.ndarray:
+def mx_dequantize(codes: ArrayLike, scales: ArrayLike, elem: str = "fp4_e2m1", *, block_size: int = 32, axis: int = -1) -> np.ndarray:
     """``2^(scale − 127) · value(code)`` as float32 (exact: an element has ≤ 7 significant bits).
 
     NaN / Inf element codes and the NaN scale 0xFF raise ValueError, and so does a product beyond float32.
@@ -317,8 +318,8 @@ def _shared_exponent_ref(a: float, f: ElementFormat, rule: str) -> int:
     return max(s, -127)
 
 
-def mx_quantize_ref(x, elem: str = "fp4_e2m1", *, block_size: int = 32, scale_rounding: str = "floor",
-                    element_rounding: str = "half_even"):
+def mx_quantize_ref(x: ArrayLike, elem: str = "fp4_e2m1", *, block_size: int = 32, scale_rounding: str = "floor",
+                    element_rounding: str = "half_even") -> tuple[np.ndarray, np.ndarray]:
     """Loop twin of :func:`mx_quantize` along the last axis: per block, the spec's steps with exact fractions.
 
     Returns ``(codes, scales)``. Each element is the code, among all finite codes of its sign (int8: q ∈
@@ -355,98 +356,6 @@ def mx_quantize_ref(x, elem: str = "fp4_e2m1", *, block_size: int = 32, scale_ro
     return codes.reshape(xa.shape), scales.reshape(xa.shape[:-1] + (scales.shape[1],))
 
 
-# --- ggml's MXFP4 block (llama.cpp GGML_TYPE_MXFP4): 17 bytes = e (E8M0) | qs[16] -------------------
-GGML_QK = 32
-GGML_BLOCK_BYTES = 17
-KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int8)  # 2 · E2M1
-
-
-def _log2f_floor(a: np.ndarray) -> np.ndarray:
-    # floorf(log2f(a)) as glibc computes it: log2 correctly rounded to float32, then floored. For a
-    # few floats just below 2^k (|k| >= 3) the rounded log2 is k, one more than floor(log2 a).
-    with np.errstate(divide="ignore"):
-        return np.floor(np.log2(a.astype(np.float64)).astype(F32)).astype(np.int64)
-
-
-def _ggml_e(amax: np.ndarray) -> np.ndarray:
-    # e = amax > 0 ? (uint8_t)(floorf(log2f(amax)) − 2 + 127) : 0. Below amax = 2^−125 the value is
-    # negative and the C cast is undefined; x86-64 (cvttss2si, then the low byte) wraps it mod 256.
-    return np.where(amax > 0, (_log2f_floor(np.where(amax > 0, amax, F32(1))) + 125) & 0xFF, 0).astype(np.uint8)
-
-
-def _e8m0_half(e: np.ndarray) -> np.ndarray:
-    # GGML_E8M0_TO_FP32_HALF: 2^(e − 128) as float32 (e < 2: the subnormals 2^−128, 2^−127; 255: 2^127)
-    return np.ldexp(F32(1), e.astype(np.int32) - 128).astype(F32)
-
-
-def ggml_mxfp4_quantize(x) -> np.ndarray:
-    """Quantize rows into ggml MXFP4 blocks, byte-exact with ``quantize_row_mxfp4_ref``.
-
-    Per block of 32: ``e = floorf(log2f(amax)) − 2 + 127`` (the spec's floor rule, but with float32 log2,
-    see ``_log2f_floor``), ``d = 2^(e − 128)`` and each value's code is ``best_index_mxfp4``: the
-    nearest of ``kvalues_mxfp4 · d`` scanning codes 0 … 15 with strict ``<`` — so ties go to the smaller
-    magnitude (toward zero) and every value that rounds to zero gets code 0 (never −0, code 8).
-    ``qs[j]`` holds element j in its low nibble and element j + 16 in its high nibble.
-
-    Parameters
-    ----------
-    x : ndarray of float, shape (..., n) with n a multiple of 32 (converted to float32); finite
-
-    Returns
-    -------
-    ndarray of uint8, shape (..., n / 32 · 17): the blocks' bytes, as in a GGUF file
-    """
-    xa = _as_f32(x)
-    if xa.shape[-1] % GGML_QK:
-        raise ValueError(f"x: the last axis must be a multiple of {GGML_QK}, got shape {xa.shape}")
-    b = xa.reshape(-1, GGML_QK)
-    e = _ggml_e(np.abs(b).max(axis=1, initial=F32(0)))
-    t = np.abs(b).astype(np.float64) / _e8m0_half(e).astype(np.float64)[:, None]  # exact
-    k = codebook_quantize(t, KVALUES_MXFP4[:8].astype(np.float64), ties="down").astype(np.uint8)
-    q = np.where((b < 0) & (k > 0), k | 8, k).astype(np.uint8)
-    out = np.concatenate([e[:, None], q[:, :16] | (q[:, 16:] << 4)], axis=1)
-    return out.reshape(xa.shape[:-1] + (-1,))
-
-
-def ggml_mxfp4_dequantize(data) -> np.ndarray:
-    """``dequantize_row_mxfp4``: ``kvalues_mxfp4[nibble] · 2^(e − 128)`` in float32, (..., nb·17) -> (..., nb·32).
-
-    ``data``: uint8 array or ``bytes``. A block whose values overflow float32 (e ≥ 253) raises ValueError
-    (ggml would return ±Inf).
-    """
-    a = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data)
-    if a.dtype != np.uint8:
-        raise ValueError(f"data: expected uint8 bytes, got dtype {a.dtype}")
-    if a.ndim == 0 or a.shape[-1] % GGML_BLOCK_BYTES:
-        raise ValueError(f"data: the last axis must be a multiple of {GGML_BLOCK_BYTES} bytes, got shape {a.shape}")
-    blk = np.ascontiguousarray(a).reshape(-1, GGML_BLOCK_BYTES)
-    q = np.concatenate([blk[:, 1:] & 0x0F, blk[:, 1:] >> 4], axis=1)  # (nb, 32)
-    with np.errstate(over="ignore"):
-        y = KVALUES_MXFP4[q].astype(F32) * _e8m0_half(blk[:, 0])[:, None]
-    if not np.isfinite(y).all():
-        raise ValueError("data: a block's scale byte e >= 253 overflows float32 (ggml would give ±Inf)")
-    return y.reshape(a.shape[:-1] + (-1,))
-
-
-def ggml_mxfp4_quantize_block_ref(x) -> bytes:
-    """Loop twin of :func:`ggml_mxfp4_quantize` for one block of 32: the C reference, statement by statement."""
-    xs = [F32(v) for v in _as_f32(x).reshape(-1)]
-    if len(xs) != GGML_QK:
-        raise ValueError(f"x: one block is {GGML_QK} values, got {len(xs)}")
-    amax = F32(0)
-    for v in xs:
-        if amax < abs(v):
-            amax = abs(v)
-    e = (int(_log2f_floor(np.array([amax]))[0]) - 2 + 127) % 256 if amax > 0 else 0
-    d = F32(2.0 ** (e - 128))
-
-    def best_index(v):
-        best, best_err = 0, abs(F32(F32(KVALUES_MXFP4[0]) * d) - v)
-        for i in range(1, 16):
-            with np.errstate(over="ignore"):
-                err = abs(F32(F32(KVALUES_MXFP4[i]) * d) - v)
-            if err < best_err:
-                best, best_err = i, err
-        return best
-
-    return bytes([e]) + bytes(best_index(xs[j]) | (best_index(xs[j + 16]) << 4) for j in range(16))
+# ggml's MXFP4 block moved to refquant.formats.ggml_mxfp4; its names stay importable from here
+from .ggml_mxfp4 import (GGML_BLOCK_BYTES, GGML_QK, KVALUES_MXFP4, ggml_mxfp4_dequantize,  # noqa: E402,F401
+                         ggml_mxfp4_quantize, ggml_mxfp4_quantize_block_ref)

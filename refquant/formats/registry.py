@@ -36,7 +36,14 @@ nvfp4          nvfp4       E2M1 codes + an E4M3 byte per 16 + one    (none)
 q8_0 … q5_1    ggml        blocks of 32: the ggml struct's bytes     (none)
 q2_K … q6_K,   ggml        blocks of 256 (iq4_nl: 32), byte-exact    ``imatrix=None`` (llama.cpp's
 iq4_nl, iq4_xs             with ggml-quants.c                        importance matrix, one per column)
+ggml_mxfp4     ggml        llama.cpp's MXFP4 block: 17 bytes per 32  (none)
+                           (E8M0 byte + E2M1 nibbles; ggml type
+                           "mxfp4", ties toward zero, log2f scale)
 =============  ==========  ========================================  =====================================
+
+``mxfp4`` (OCP, :mod:`.mx`) and ``ggml_mxfp4`` both store 4.25 bits per weight; they differ in a few
+bytes (ggml rounds ties toward zero and takes float32 ``log2f``) and in the nibble order. The IQ1 / IQ2 /
+IQ3 grid types are dequantize-only (:mod:`.iquants`), so they have no row here.
 
 References
 ----------
@@ -48,11 +55,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 from types import MappingProxyType
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..core._checks import float_array
+from ..core._types import ArrayLike
 from ..core.qtensor import quantize_tensor
 from ..core.ranges import qrange as as_qrange
 from . import ggml, kquants
@@ -223,12 +231,26 @@ def _kquant(qtype: str) -> Format:
                   f"ggml-quants.c: quantize_row_{qtype}_ref; quantize_{qtype} with an importance matrix", bs)
 
 
+def _ggml_mxfp4() -> Format:
+    t = ggml.TYPE_TRAITS["mxfp4"]  # 17 bytes per 32: one E8M0 byte + 16 bytes of E2M1 nibbles
+
+    def bits_of(shape):
+        if shape[1] % t.block_size:
+            raise ValueError(f"w: ggml_mxfp4 needs rows that are a multiple of {t.block_size}, got K={shape[1]}")
+        return shape[0] * shape[1] // t.block_size * t.type_size * 8
+
+    return Format("ggml_mxfp4", "ggml", f"llama.cpp mxfp4: E2M1 codes, E8M0 scale per 32, ties toward zero "
+                  f"({t.bits_per_weight:g} bits/weight)", MappingProxyType({}),
+                  lambda w: ggml.quantize_tensor(w, "mxfp4"), bits_of, "ggml-quants.c: quantize_row_mxfp4_ref",
+                  t.block_size)
+
+
 def _table() -> dict:
     rows = [_uniform(b) for b in range(2, 9)]
     rows += [_nf4(), _minifloat("fp8_e4m3", "float8e4m3fn", 0), _minifloat("fp8_e5m2", "float8e5m2", 0),
              _minifloat("fp4_e2m1", "float4e2m1", 32), _kmeans(), _log2()]
     rows += [_mx(n) for n in MX_NAMES] + [_nvfp4()]
-    rows += [_ggml(t) for t in ggml.BLOCK_BYTES] + [_kquant(t) for t in kquants.BLOCK_BYTES]
+    rows += [_ggml(t) for t in ggml.BLOCK_BYTES] + [_kquant(t) for t in kquants.BLOCK_BYTES] + [_ggml_mxfp4()]
     return {f.name: f for f in rows}
 
 
@@ -243,7 +265,7 @@ def get_format(name: str) -> Format:
     return FORMATS[name]
 
 
-def check_options(format: str, options) -> dict:
+def check_options(format: str, options: Mapping[str, Any]) -> dict:
     """The options of ``format`` merged over its defaults; ValueError naming an unknown option."""
     return _options(get_format(format), dict(options))
 
@@ -263,7 +285,7 @@ def _shape(shape, name="shape") -> tuple:
     return shape
 
 
-def quantize(w, format: str, **options):
+def quantize(w: ArrayLike, format: str, **options: Any) -> Any:
     """Quantize a weight ``w`` (rows, K) in the registry format ``format``.
 
     Parameters
@@ -285,7 +307,7 @@ def quantize(w, format: str, **options):
     return f.quantize(wa, **opts)
 
 
-def storage_bits(format: str, shape, **options) -> int:
+def storage_bits(format: str, shape: Sequence[int], **options: Any) -> int:
     """Bits that ``format`` stores for a weight of ``shape`` (rows, K), without quantizing anything.
 
     Equals ``quantize(w, format, **options).storage_bits()`` for every ``w`` of that shape (for
@@ -295,7 +317,7 @@ def storage_bits(format: str, shape, **options) -> int:
     return int(f.storage_bits(_shape(shape), **_options(f, options)))
 
 
-def bits_per_weight(format: str, shape, **options) -> float:
+def bits_per_weight(format: str, shape: Sequence[int], **options: Any) -> float:
     """:func:`storage_bits` divided by the number of weights."""
     rows, k = _shape(shape)
     return storage_bits(format, (rows, k), **options) / (rows * k)
