@@ -71,7 +71,7 @@ import numpy as np
 
 from ..core._checks import float_array
 from ..models.gpt import affine
-from ..models.lm import LM, fold_scale, weight
+from ..models.lm import LM, block_of, fold_scale, run_blocks, weight
 from .hessian import update
 
 CLIP_QK = ("rows", "pure", "layer")
@@ -377,33 +377,80 @@ class AWQResult:
 
 
 class _Stop(Exception):
-    """Ends a forward pass once the wanted output has been seen."""
+    """Ends a pass once the wanted output has been seen."""
 
 
-def _capture(lm, params, batches, x_name, y_name, subst):
-    """One early-stopped forward per batch, the linears in ``subst`` using those weights:
-    ([input of x_name per batch] or None, [output of y_name per batch])."""
-    xs, ys = [], []
-    for batch in batches:
-        def hook(name, x, w, b):
-            y = affine(x, subst.get(name, w), b)
-            if name == x_name:
-                xs.append(x)
-            if name == y_name:
-                ys.append(y)
+def _block_runner(lm, i):
+    """``run(params, x, linear)``: block i on the residual stream, or the head for i = n_block."""
+    if i < lm.n_block:
+        return lambda p, x, linear: lm.block(p, i, x, linear=linear)
+    return lambda p, x, linear: lm.head(p, x, linear=linear)
+
+
+def _fold_loss(lm, params, run, xs, fold, inspect):
+    """(x (tokens, K) the fold's linears read, loss of eq. (5) or None for ``inspect="layer"``) for a
+    fold of the block ``run`` computes, on the block inputs ``xs`` (one per calibration batch).
+
+    One early-stopped pass per batch records the fold's input and the float output y of
+    ``fold.inspect``, and the outputs of the block's linears that run before the fold's (they do not
+    depend on the candidates: the loss passes reuse them instead of multiplying again). When the
+    inspected linear is the fold's only linear, the loss multiplies the recorded input directly —
+    the same float32 ``affine`` the pass would compute.
+    """
+    first = lm.linear_names.index(fold.linears[0])
+    before = set(lm.linear_names[:first])
+    reuse, xs_in, bias, y_float = {}, [], [], []
+    for bi, x0 in enumerate(xs):
+        def hook(name, x, w, b, bi=bi):
+            y = affine(x, w, b)
+            if name in before:
+                reuse[bi, name] = y
+            if name == fold.linears[0]:
+                xs_in.append(x)
+            if name == fold.inspect:
+                bias.append(b)
+                y_float.append(y)
                 raise _Stop
             return y
         try:
-            lm.forward(params, batch, linear=hook)
+            run(params, x0, hook)
         except _Stop:
             pass
-    return xs, ys
+    x = np.concatenate([a.reshape(-1, a.shape[-1]) for a in xs_in])
+    if inspect == "layer":
+        return x, None
+    n = sum(a.size for a in y_float)
+
+    def sq(ys):
+        return sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(y_float, ys))
+
+    if fold.linears == (fold.inspect,):
+        return x, lambda hats: sq([affine(a, hats[0], b) for a, b in zip(xs_in, bias)]) / n
+
+    def loss(hats):
+        subst, ys = dict(zip(fold.linears, hats)), []
+        for bi, x0 in enumerate(xs):
+            def hook(name, x, w, b, bi=bi):
+                if (bi, name) in reuse:
+                    return reuse[bi, name]
+                y = affine(x, subst.get(name, w), b)
+                if name == fold.inspect:
+                    ys.append(y)
+                    raise _Stop
+                return y
+            try:
+                run(params, x0, hook)
+            except _Stop:
+                pass
+        return sq(ys) / n
+    return x, loss
 
 
 def _sampled_inputs(lm, params, batches, names, n_sample_token):
     """Every step-th input row of each linear, rows counted over all batches in order (step as awq_clip)."""
     n = sum(int(np.prod(np.shape(b))) for b in batches)
     step, seen, out = max(1, n // n_sample_token), {}, {}
+    head_name = lm.sequential_groups[-1][-1]
     for batch in batches:
         def hook(name, x, w, b):
             if name in names:
@@ -412,7 +459,9 @@ def _sampled_inputs(lm, params, batches, names, n_sample_token):
                 out.setdefault(name, []).append(x2[(-start) % step::step])
                 seen[name] = start + len(x2)
             return affine(x, w, b)
-        lm.forward(params, batch, linear=hook)
+        x = run_blocks(lm, params, lm.embed(params, batch), 0, lm.n_block, linear=hook)
+        if head_name in names:  # the head's logits are needed only when the head is clipped
+            lm.head(params, x, linear=hook)
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -438,8 +487,9 @@ def awq_quantize(lm: LM, params: dict, calib_batches, *, bits: int = 4, group_si
     1. For every fold of ``lm.scale_folds`` (the head's only with ``head="awq"``): the scale search
        (5) on the float model's activations, the loss measured at the fold's ``inspect`` linear with
        the fold's linears as ``Q(W·s)/s`` and everything else float (``inspect="module"``, one
-       early-stopped forward pass per grid point), or on the fold's own linears' outputs
-       (``inspect="layer"``, no forward pass: faster, not the references' choice for norm folds).
+       early-stopped pass of the fold's block per grid point, on the block's float inputs cached
+       once per block as llm-awq's ``run_awq``), or on the fold's own linears' outputs
+       (``inspect="layer"``: faster, not the references' choice for norm folds).
     2. Fold every chosen scale (:func:`refquant.models.lm.fold_scale`).
     3. With ``clip``: the clipping search (6)–(7) for every linear but the head (query/key rows as
        ``clip_qk``) on the scaled model's inputs, and the clamp.
@@ -463,20 +513,24 @@ def awq_quantize(lm: LM, params: dict, calib_batches, *, bits: int = 4, group_si
         raise ValueError("calib_batches: no calibration batch was given")
     head_name = lm.sequential_groups[-1][-1]
     opts = dict(bits=bits, group_size=group_size, zero_point=zero_point)
-    searches = {}
+    if lm.block is None:
+        raise ValueError(f"lm: the model {lm.name!r} has no block entry points (embed / block / head)")
+    by_block = {}  # block index -> its folds, in forward order
     for fold in lm.scale_folds:
         if head_name in fold.linears and head != "awq":
             continue
-        xs, y_float = _capture(lm, params, batches, fold.linears[0], fold.inspect, {})
-        loss = None
-        if inspect == "module":
-            def loss(hats, fold=fold, y_float=y_float):
-                _, ys = _capture(lm, params, batches, None, fold.inspect, dict(zip(fold.linears, hats)))
-                sq = sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(y_float, ys))
-                return sq / sum(a.size for a in y_float)
-        x = np.concatenate([a.reshape(-1, a.shape[-1]) for a in xs])
-        ws = [weight(lm, params, n) for n in fold.linears]
-        searches[fold.linears] = awq_search_scale(ws, x, duo_scaling=duo_scaling, n_grid=n_grid, loss=loss, **opts)
+        by_block.setdefault(block_of(lm, fold.linears[0]), []).append(fold)
+    searches = {}
+    xs = [lm.embed(params, b) for b in batches]  # the float residual stream entering block 0, per batch
+    for i in range(lm.n_block + 1):
+        run = _block_runner(lm, i)
+        for fold in by_block.get(i, []):
+            x, loss = _fold_loss(lm, params, run, xs, fold, inspect)
+            ws = [weight(lm, params, n) for n in fold.linears]
+            searches[fold.linears] = awq_search_scale(ws, x, duo_scaling=duo_scaling, n_grid=n_grid, loss=loss,
+                                                      **opts)
+        if i < lm.n_block and any(j > i for j in by_block):  # the float block's output: the next one's input
+            xs = [lm.block(params, i, x) for x in xs]
     q = dict(params)
     for fold in lm.scale_folds:
         if fold.linears in searches:
