@@ -43,6 +43,18 @@ def test_dequantize_equals_c_golden_bitwise(qtype):
     np.testing.assert_array_equal(got.view(np.uint32), GOLD[f"{qtype}_deq"].view(np.uint32))
 
 
+@pytest.mark.parametrize("qtype", TYPES)
+def test_chunks_of_blocks_change_no_byte(qtype, monkeypatch):
+    # quantize / dequantize run in chunks of _CHUNK // block size blocks (bounded memory, issue 14); 3 blocks per
+    # chunk (iq4_nl: 24) cut across the golden rows of 2 (16) blocks, so the imatrix column of each block is
+    # found through its index modulo the blocks per row, and every chunk boundary is exercised
+    monkeypatch.setattr(K, "_CHUNK", 3 * 256)
+    np.testing.assert_array_equal(K.quantize(GOLD["x"], qtype), GOLD[qtype])
+    np.testing.assert_array_equal(K.quantize(GOLD["x"], qtype, GOLD["imatrix"]), GOLD[f"{qtype}_imatrix"])
+    deq = K.dequantize(GOLD[qtype], qtype)
+    np.testing.assert_array_equal(deq.view(np.uint32), GOLD[f"{qtype}_deq"].view(np.uint32))
+
+
 @pytest.mark.parametrize("qtype", [t for t in TYPES if META["fma_blocks_differing"][t]])
 def test_an_fma_build_chooses_other_bytes(qtype):
     # gcc -O2 -march=native -ffp-contract=fast fuses a*b + c; we match the build without contraction

@@ -67,6 +67,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._checks import finite_array
+from ..core.uniform import _CHUNK
 from . import kquants_blocks as kb
 from .kquants_blocks import pack_scale_min_k4, unpack_scale_min_k4  # noqa: F401 (public)
 from .kquants_search import F32, KVALUES_IQ4NL
@@ -124,13 +125,20 @@ def quantize(x, qtype: str, imatrix=None, *, row_ref: bool = False) -> np.ndarra
             raise ValueError(f"imatrix: expected shape ({n},), one weight per column of x, got {qw.shape}")
         if np.any(qw < 0):
             raise ValueError("imatrix: weights must be non-negative (mean squared activations)")
-        qw = np.broadcast_to(qw, xa.shape).reshape(-1, bs)  # every row sees the same column weights
+        qw = qw.reshape(-1, bs)  # (n / bs, bs): the column weights of one row's blocks
     blocks = xa.reshape(-1, bs)
+    if qtype == "iq4_nl":
+        def quantizer(b, w):
+            return kb.quantize_iq4(b, w, -1 if row_ref else 7, 32)
+    else:
+        quantizer = _QUANTIZERS[qtype]
+    out = np.empty((blocks.shape[0], BLOCK_BYTES[qtype]), np.uint8)
+    step = max(1, _CHUNK // bs)  # blocks per chunk: the search's float temporaries stay a fixed few MiB
     with np.errstate(all="ignore"):  # Inf / NaN intermediates are C's too (e.g. 1/d for tiny d); no warnings
-        if qtype == "iq4_nl":
-            out = kb.quantize_iq4(blocks, qw, -1 if row_ref else 7, 32)
-        else:
-            out = _QUANTIZERS[qtype](blocks, qw)
+        for i in range(0, blocks.shape[0], step):
+            b = blocks[i:i + step]  # every block is quantized on its own: chunking changes no byte
+            w = None if qw is None else qw[np.arange(i, i + len(b)) % len(qw)]  # block i is column block i mod n/bs
+            out[i:i + step] = quantizer(b, w)
     return out.reshape(xa.shape[:-1] + (-1,))
 
 
@@ -206,9 +214,13 @@ def dequantize(data, qtype: str) -> np.ndarray:
     """
     _check_qtype(qtype)
     lead, blk = byte_blocks(data, BLOCK_BYTES[qtype], qtype)
+    bs = BLOCK_SIZE[qtype]
+    y = np.empty((blk.shape[0], bs), F32)
+    step = max(1, _CHUNK // bs)  # blocks per chunk: the int64 codes of a chunk, not of the tensor
     with np.errstate(over="ignore", invalid="ignore"):
-        y = _DEQUANTIZERS[qtype](blk)
-    return y.astype(F32).reshape(lead + (-1,))
+        for i in range(0, blk.shape[0], step):
+            y[i:i + step] = _DEQUANTIZERS[qtype](blk[i:i + step]).reshape(-1, bs)
+    return y.reshape(lead + (-1,))
 
 
 def byte_blocks(data, nbytes: int, qtype: str):
