@@ -190,7 +190,7 @@ def loss_and_grads(p: dict, idx: ArrayLike, targets: ArrayLike, cfg: LlamaConfig
     dz = prob  # eq. (7), in place
     np.put_along_axis(dz, targets[..., None], np.take_along_axis(prob, targets[..., None], -1) - 1, -1)
     dz /= B * T
-    g = {k: np.zeros_like(v) for k, v in p.items()}
+    g = {"token_embd.weight": np.zeros_like(p["token_embd.weight"])}  # every other entry is assigned once
 
     def lin_back(dy, name):
         x_used, w_used = used.pop(name)
@@ -230,4 +230,4 @@ def loss_and_grads(p: dict, idx: ArrayLike, targets: ArrayLike, cfg: LlamaConfig
         dn, g[b + "attn_norm.weight"] = rmsnorm_backward(dh, x0, p[b + "attn_norm.weight"], cfg.norm_eps)
         dx = dx + dn
     np.add.at(g["token_embd.weight"], np.asarray(idx), dx)
-    return loss, g
+    return loss, {k: g[k] for k in p}

@@ -96,12 +96,19 @@ class QATResult:
     losses: tuple = field(default=())  # training loss at each step (of the quantized model)
 
 
-def quantized_params(p: dict, names, spec: WeightQuant, scales: dict | None = None, out_axis: int = 0) -> dict:
-    """``p`` with each weight in ``names`` replaced by ŵ (``scales`` None: the PTQ step sizes)."""
+WEIGHT_OPS = (ptq_scale, weight_forward, weight_backward)  # the weight quantizer: hooks' functions
+
+
+def quantized_params(p: dict, names, spec: WeightQuant, scales: dict | None = None, out_axis: int = 0, *,
+                     weight_ops: tuple = WEIGHT_OPS) -> dict:
+    """``p`` with each weight in ``names`` replaced by ŵ (``scales`` None: the PTQ step sizes).
+    ``weight_ops``: functions with the signatures of ``(ptq_scale, weight_forward, weight_backward)``
+    (:data:`refquant.qat.llama_qat.WEIGHT_OPS`: the same results, faster for large grouped weights)."""
+    scale_fn, forward_fn, _ = weight_ops
     q = dict(p)
     for n in names:
-        s = ptq_scale(p[n], spec, out_axis) if scales is None or spec.method == "ste" else scales[n]
-        q[n] = weight_forward(p[n], spec, s, out_axis)
+        s = scale_fn(p[n], spec, out_axis) if scales is None or spec.method == "ste" else scales[n]
+        q[n] = forward_fn(p[n], spec, s, out_axis)
     return q
 
 
@@ -125,7 +132,8 @@ def _unpack(qp: dict, ref: dict, spec: WeightQuant, names, aparams0: dict):
 
 
 def qat_train(p: dict, loss_fn, batch_fn, names, recipe: QATRecipe, *, act_params: dict | None = None,
-              out_axis: int = 0, seed: int = 0, steps: int | None = None, progress=None) -> QATResult:
+              out_axis: int = 0, seed: int = 0, steps: int | None = None, progress=None,
+              weight_ops: tuple = WEIGHT_OPS) -> QATResult:
     """Fine-tune ``p`` with fake-quantized weights (and activations): the loop of the module docstring.
 
     Parameters
@@ -141,6 +149,7 @@ def qat_train(p: dict, loss_fn, batch_fn, names, recipe: QATRecipe, *, act_param
     out_axis : int — the weights' output-channel axis (0: (out, in) as the GPT; 1: (in, out) as the MLP)
     seed, steps : the batches' seed; steps overrides ``recipe.steps``
     progress : callable ``(step, loss)`` or None, called after every step
+    weight_ops : the weight quantizer's functions (:func:`quantized_params`)
 
     Returns
     -------
@@ -161,7 +170,7 @@ def qat_train(p: dict, loss_fn, batch_fn, names, recipe: QATRecipe, *, act_param
     ref = {}  # each quantizer parameter's unit: its layer's initial step size (or α)
     init = {}
     if spec.method == "lsq":
-        init.update({"w." + n: ptq_scale(p[n], spec, out_axis) for n in names})
+        init.update({"w." + n: weight_ops[0](p[n], spec, out_axis) for n in names})
         ref.update(init)
     for layer, prm in aparams0.items():
         unit = prm["scale"] if "scale" in prm else prm.get("alpha")
@@ -174,7 +183,7 @@ def qat_train(p: dict, loss_fn, batch_fn, names, recipe: QATRecipe, *, act_param
         scales, aparams = _unpack(qp, ref, spec, names, aparams0)
         batch = batch_fn(rng)
         loss, g, qg = qat_step(p, lambda q, lin, back: loss_fn(q, batch, lin, back), names, spec, act,
-                               scales, aparams, out_axis)
+                               scales, aparams, out_axis, weight_ops=weight_ops)
         if not math.isfinite(loss):
             raise FloatingPointError(f"QAT diverged at step {step} (loss {loss})")
         f = lr_at(step, steps, 1.0, max(1, steps // 10))  # the schedule's factor
@@ -189,19 +198,20 @@ def qat_train(p: dict, loss_fn, batch_fn, names, recipe: QATRecipe, *, act_param
         if progress is not None:
             progress(step, loss)
     scales, aparams = _unpack(qp, ref, spec, names, aparams0)
-    final = {n: ptq_scale(p[n], spec, out_axis) for n in names} if spec.method == "ste" else scales
-    return QATResult(p, quantized_params(p, names, spec, final, out_axis), final, aparams, tuple(losses))
+    final = {n: weight_ops[0](p[n], spec, out_axis) for n in names} if spec.method == "ste" else scales
+    return QATResult(p, quantized_params(p, names, spec, final, out_axis, weight_ops=weight_ops), final, aparams,
+                     tuple(losses))
 
 
 def qat_step(p: dict, loss_fn, names, spec: WeightQuant, act: ActQuant | None, scales: dict, aparams: dict,
-             out_axis: int = 0):
+             out_axis: int = 0, *, weight_ops: tuple = WEIGHT_OPS):
     """One forward and backward pass of the quantized model: ``(loss, grads of p, grads of the
     quantizers)`` — ``"w.<name>"`` step sizes (LSQ) and ``"a.<layer>.<param>"`` activation parameters.
 
     ``loss_fn(params, linear, linear_backward)`` is the model's loss on one batch. ``scales`` holds
     the LSQ step sizes (ignored for the STE, whose scale is the PTQ scale of ``p``).
     """
-    q = quantized_params(p, names, spec, scales, out_axis)
+    q = quantized_params(p, names, spec, scales, out_axis, weight_ops=weight_ops)
     linear = linear_backward = None
     agrads: dict = {}
     if act is not None:
@@ -210,8 +220,8 @@ def qat_step(p: dict, loss_fn, names, spec: WeightQuant, act: ActQuant | None, s
     g = dict(g)
     qg = {}
     for n in names:
-        s = ptq_scale(p[n], spec, out_axis) if spec.method == "ste" else scales[n]
-        g[n], ds = weight_backward(g[n], p[n], spec, s, out_axis)
+        s = weight_ops[0](p[n], spec, out_axis) if spec.method == "ste" else scales[n]
+        g[n], ds = weight_ops[2](g[n], p[n], spec, s, out_axis)
         if ds is not None:
             qg["w." + n] = ds
     for layer, d in agrads.items():
@@ -274,16 +284,25 @@ def _mlp_setup(seed):
     return p, ("W1", "W2"), 1, (lambda q, b, lin, back: mlp_loss_and_grads(q, b[0], b[1])), batches, evaluate, None
 
 
-def run_qat(model: str, recipe: str, steps: int | None = None, progress=None, *, seed: int = 0) -> list:
+def _llama_qat():
+    from . import llama_qat  # it imports this module (QATRecipe): resolved at call time
+    return llama_qat
+
+
+def run_qat(model: str, recipe: str, steps: int | None = None, progress=None, *, seed: int = 0,
+            n_layer: int | None = None, eval_windows: int = 16, seq_len: int = 128) -> list:
     """Float, PTQ and QAT of one recipe on one model: rows for ``python -m refquant qat``.
 
     Parameters
     ----------
     model : {"tiny", "mlp", "smollm2"} — the shipped tiny GPT (perplexity on the validation text),
-        the digits MLP trained here (its "perplexity" is exp of the test cross-entropy; accuracy too)
-    recipe : a key of ``RECIPES[model]``
+        the digits MLP trained here (its "perplexity" is exp of the test cross-entropy; accuracy too),
+        SmolLM2-135M-Instruct (:mod:`refquant.qat.llama_qat`; accuracy = top-1)
+    recipe : a key of ``RECIPES[model]`` (smollm2: of ``llama_qat.SMOLLM2_RECIPES``)
     steps : int or None — QAT steps (None: the recipe's)
     progress : callable ``(step, loss)`` or None
+    n_layer, eval_windows, seq_len : smollm2 only — the first ``n_layer`` blocks (None: all), evaluation
+        windows of 512 tokens, training window length
 
     Returns
     -------
@@ -291,16 +310,19 @@ def run_qat(model: str, recipe: str, steps: int | None = None, progress=None, *,
     ``"float"``, ``"ptq-<recipe>"``, ``"qat-<recipe>"``; seconds are wall-clock (QAT: training and
     evaluation, PTQ already done).
     """
-    if model == "smollm2":
-        raise ValueError("model: QAT of 'smollm2' needs a backward pass through LLaMA, which refquant.models."
-                         "llama does not have; QAT runs on 'tiny' and 'mlp'")
-    if model not in RECIPES:
+    if model not in MODELS:
         raise ValueError(f"model: unknown {model!r}; expected one of {MODELS}")
-    if recipe not in RECIPES[model]:
-        raise ValueError(f"recipe: unknown {recipe!r} for {model!r}; expected one of {sorted(RECIPES[model])}")
-    r = RECIPES[model][recipe]
+    table = RECIPES[model] if model != "smollm2" else _llama_qat().SMOLLM2_RECIPES
+    if recipe not in table:
+        raise ValueError(f"recipe: unknown {recipe!r} for model {model!r}; expected one of {sorted(table)}")
+    r = table[recipe]
     steps = r.steps if steps is None else int_value(steps, "steps", 0)
-    p, names, out_axis, loss_fn, batches, evaluate, calib = (_tiny_setup if model == "tiny" else _mlp_setup)(seed)
+    if model == "smollm2":
+        setup = _llama_qat().smollm2_setup(n_layer, eval_windows, seq_len)
+    else:
+        setup = (_tiny_setup if model == "tiny" else _mlp_setup)(seed)
+    p, names, out_axis, loss_fn, batches, evaluate, calib = setup
+    ops = _llama_qat().WEIGHT_OPS if model == "smollm2" else WEIGHT_OPS
     rows = []
 
     def row(method, bpw, metrics, t0, n):
@@ -312,10 +334,11 @@ def run_qat(model: str, recipe: str, steps: int | None = None, progress=None, *,
     bpw = bits_per_weight(p, names, r.weights, out_axis)
     t0 = time.perf_counter()
     aparams = calib(r.activations) if r.activations is not None else {}
-    row("ptq-" + recipe, bpw, evaluate(quantized_params(p, names, r.weights, None, out_axis), r.activations, aparams),
-        t0, 0)
+    ptq = quantized_params(p, names, r.weights, None, out_axis, weight_ops=ops)
+    row("ptq-" + recipe, bpw, evaluate(ptq, r.activations, aparams), t0, 0)
+    del ptq
     t0 = time.perf_counter()
-    res = qat_train(p, loss_fn, batches(r), names, r, act_params=aparams, out_axis=out_axis, seed=seed,
+    res = qat_train(p, loss_fn, batches(r), names, r, act_params=aparams, out_axis=out_axis, seed=seed, weight_ops=ops,
                     steps=steps, progress=progress)
     row("qat-" + recipe, bpw, evaluate(res.quantized, r.activations, res.act_params), t0, steps)
     return rows
