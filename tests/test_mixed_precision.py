@@ -14,8 +14,8 @@ from refquant.ptq.mixed_precision import (
     K_QUANT_STAND_INS, allocate_dp, allocate_dp_ref, allocate_greedy, allocation_assignments, apply_assignment,
     evaluate_assignments, ggml_candidate, pareto_front, q4km_assignment, q4km_types, use_more_bits)
 from refquant.ptq.sensitivity_hessian import (
-    Candidate, candidate_bits, fd_hvp, gpt_hessian_traces, hawq_sensitivity, hutchinson_trace, loss_sensitivity,
-    obs_proxy, obs_sensitivity, size_table)
+    Candidate, candidate_bits, fd_hvp, gpt_hessian_traces, hawq_sensitivity, hutchinson_trace, llama_loss_sensitivity,
+    loss_sensitivity, obs_proxy, obs_sensitivity, size_table)
 
 GCFG = gpt.GPTConfig(vocab_size=11, context_length=8, n_layer=1, n_head=2, n_embd=8)
 LCFG = llama.LlamaConfig(vocab_size=13, context_length=16, n_layer=2, n_embd=8, n_ff=12, n_head=2, n_kv_head=1,
@@ -361,3 +361,17 @@ def test_pareto_front_by_hand():
             {"method": "c", "bits_per_weight": 4.5, "perplexity": 10.5},  # beaten by a
             {"method": "d", "bits_per_weight": 3.0, "perplexity": 12.0}]  # equal to b: both kept
     assert [r["method"] for r in pareto_front(rows)] == ["b", "d", "a"]
+
+
+def test_llama_loss_sensitivity_equals_the_full_forward():
+    # resuming at the layer's block computes the same operations on the same operands: equal, tolerance 0
+    lm, p = llama_lm(LCFG), llama.init_params(LCFG, seed=2)
+    x, y = _windows(13, B=2, T=6)
+    seen = []
+    fast = llama_loss_sensitivity(p, LCFG, (x, y), CANDS, progress=lambda i, n, name: seen.append((i, n, name)))
+    slow = loss_sensitivity(lm, p, (x, y), CANDS)
+    for k in ("delta_nll", "kl"):
+        np.testing.assert_array_equal(fast[k], slow[k])
+    assert fast["nll"] == slow["nll"]
+    assert seen == [(i + 1, len(lm.linear_names), n) for i, n in enumerate(lm.linear_names)]
+    assert np.all(fast["kl"][:, :-1] > 0)  # every layer moves the output of a random model

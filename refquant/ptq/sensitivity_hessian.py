@@ -44,8 +44,8 @@ from typing import Mapping
 import numpy as np
 
 from ..formats import registry
-from ..models import gpt
-from ..models.lm import LM, weight
+from ..models import gpt, llama
+from ..models.lm import LM, llama_lm, weight
 from .hessian import collect_statistics
 
 FLOAT_BITS = 32  # a weight kept in float32
@@ -116,12 +116,7 @@ def _log_softmax(z) -> np.ndarray:
     return d - np.log(np.exp(d).sum(-1, keepdims=True))
 
 
-def _nll_logp(lm, params, x, y, hook=None):
-    lp = _log_softmax(lm.forward(params, x, linear=hook))  # (B, T, V)
-    return -float(np.take_along_axis(lp, y[..., None], -1).mean()), lp
-
-
-def loss_sensitivity(lm: LM, params: dict, windows, candidates, names=None) -> dict:
+def loss_sensitivity(lm: LM, params: dict, windows, candidates, names=None, *, progress=None) -> dict:
     """Measure (a): each layer alone fake-quantized in each candidate format, the others float.
 
     Parameters
@@ -131,6 +126,7 @@ def loss_sensitivity(lm: LM, params: dict, windows, candidates, names=None) -> d
     windows : (x (B, T) int, y (B, T) int) — inputs and next-token targets.
     candidates : sequence of :class:`Candidate`.
     names : the layers to measure (default: ``lm.linear_names``).
+    progress : callable ``(done, total, name)`` or None — called after each layer.
 
     Returns
     -------
@@ -141,14 +137,50 @@ def loss_sensitivity(lm: LM, params: dict, windows, candidates, names=None) -> d
     ΔNLL can come out negative (a format that happens to fit the windows better); KL cannot.
     """
     names, candidates = _names(lm, names), _candidates(candidates)
+    x, y = _windows(windows)
+    return _loss_tables(names, candidates, lambda n: weight(lm, params, n), y, lm.forward(params, x),
+                        lambda name, hook: lm.forward(params, x, linear=hook), progress)
+
+
+def llama_loss_sensitivity(params: dict, cfg: llama.LlamaConfig, windows, candidates, names=None, *,
+                           progress=None) -> dict:
+    """:func:`loss_sensitivity` of a LLaMA model, equal to it, in about half the time: a layer of block
+    b changes nothing before block b, so the float residual stream at each block's input is computed
+    once and the forward pass for a layer of block b resumes there (blocks b … n_layer − 1 and the
+    head run; for ``output.weight`` only the head)."""
+    lm = llama_lm(cfg)
+    names, candidates = _names(lm, names), _candidates(candidates)
+    x, y = _windows(windows)
+    xs = [llama.embed(params, x)]  # xs[b]: the residual stream entering block b (B, T, C); xs[-1]: the head's
+    for i in range(cfg.n_layer):
+        xs.append(llama.block(params, i, xs[-1], cfg)[0])
+
+    def run(name, hook):
+        b = int(name.split(".")[1]) if name.startswith("blk.") else cfg.n_layer
+        h = xs[b]
+        for i in range(b, cfg.n_layer):
+            h = llama.block(params, i, h, cfg, linear=hook)[0]
+        return llama.head(params, h, cfg, linear=hook)
+
+    return _loss_tables(names, candidates, lambda n: weight(lm, params, n), y, llama.head(params, xs[-1], cfg), run,
+                        progress)
+
+
+def _windows(windows):
     x, y = (np.asarray(a) for a in windows)
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"windows: expected inputs and targets of the same shape (B, T), got {x.shape} and {y.shape}")
-    nll0, lp0 = _nll_logp(lm, params, x, y)
+    return x, y
+
+
+def _loss_tables(names, candidates, weight_of, y, logits0, run, progress) -> dict:
+    """ΔNLL and KL of ``run(name, hook)`` (logits with only ``name`` replaced through ``hook``) against ``logits0``."""
+    lp0 = _log_softmax(logits0)  # (B, T, V)
+    nll0 = -float(np.take_along_axis(lp0, y[..., None], -1).mean())
     p0 = np.exp(lp0)
     d_nll, kl = np.zeros((len(names), len(candidates))), np.zeros((len(names), len(candidates)))
     for i, name in enumerate(names):
-        w = weight(lm, params, name)
+        w = weight_of(name)
         for j, c in enumerate(candidates):
             if c.format is None:
                 continue  # the float model itself: ΔNLL = KL = 0
@@ -157,9 +189,11 @@ def loss_sensitivity(lm: LM, params: dict, windows, candidates, names=None) -> d
             def hook(n, xx, ww, b, name=name, w_hat=w_hat):
                 return gpt.affine(xx, w_hat if n == name else ww, b)
 
-            nll, lp = _nll_logp(lm, params, x, y, hook)
-            d_nll[i, j] = nll - nll0
+            lp = _log_softmax(run(name, hook))
+            d_nll[i, j] = -float(np.take_along_axis(lp, y[..., None], -1).mean()) - nll0
             kl[i, j] = float((p0 * (lp0 - lp)).sum(-1).mean())
+        if progress is not None:
+            progress(i + 1, len(names), name)
     return {"delta_nll": d_nll, "kl": kl, "nll": nll0}
 
 
