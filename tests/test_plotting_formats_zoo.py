@@ -90,6 +90,14 @@ def test_mse_vs_bits_points_and_curves(ax):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["int b, per row", "ggml", "mx"]  # one per family
 
 
+def test_mse_vs_bits_draws_an_exact_zero_below_the_rest(ax):
+    # MSE 0 cannot sit on a log axis: drawn as a triangle at min(non-zero) / 3 = 0.003 / 3 = 0.001
+    plotting.plot_mse_vs_bits(ax, [("q4_1", "ggml", 5.0, 0.0), ("q4_0", "ggml", 4.5, 0.003)])
+    tri = [ln for ln in ax.lines if ln.get_marker() == "v"]
+    assert len(tri) == 1 and tuple(tri[0].get_xydata()[0]) == pytest.approx((5.0, 0.001))
+    assert [t.get_text() for t in ax.texts] == ["q4_1 (0)", "q4_0"]
+
+
 def test_qkx2_search_plot_marks_accepted_candidates(ax):
     x = np.random.default_rng(2).standard_t(3, 32).astype(F32)
     tr = formats_zoo.qkx2_trace(x, np.sqrt(np.mean(x ** 2)) + np.abs(x))

@@ -53,19 +53,25 @@ def plot_format_levels(ax: Axes, x: ArrayLike, levels: Mapping[str, ArrayLike], 
 def plot_mse_vs_bits(ax: Axes, points: Sequence[tuple], *, curves: Mapping[str, tuple] | None = None,
                      ylabel: str = "relative MSE  ‖x̂ − x‖² / ‖x‖²", label_points: bool = True) -> Axes:
     """Points ``(name, family, bits_per_weight, mse)`` as coloured dots with their names, and optional
-    ``curves`` ``label -> (family, bits (k,), mse (k,))`` as lines (e.g. int2 … int8 at one group size).
-    The y axis is logarithmic; bits per weight count every stored bit (scales, minimums, exponents).
+    ``curves`` ``label -> (family, bits (k,), mse (k,))`` as lines (e.g. int2 … int8 at one group size;
+    solid, dashed, dotted in turn). The y axis is logarithmic; bits per weight count every stored bit (scales,
+    minimums, exponents). A point with MSE exactly 0 (a lossless re-quantization) is drawn as a triangle at a
+    third of the smallest non-zero MSE, named ``"<name> (0)"``.
     """
-    for label, (fam, xs, ys) in (curves or {}).items():
-        ax.plot(xs, ys, "-", color=ZOO_COLORS.get(fam, "0.4"), lw=1, alpha=0.6, label=label)
+    for i, (label, (fam, xs, ys)) in enumerate((curves or {}).items()):
+        ax.plot(xs, ys, ("-", "--", ":", "-.")[i % 4], color=ZOO_COLORS.get(fam, "0.4"), lw=1, alpha=0.6, label=label)
+    nonzero = [p[3] for p in points if p[3] > 0]
+    floor = min(nonzero) / 3 if nonzero else 1.0
     seen = set()
     for name, fam, b, e in points:
         c = ZOO_COLORS.get(fam, "0.4")
-        ax.plot([b], [e], "o", ms=5, color=c, markeredgecolor="k", markeredgewidth=0.4,
-                label=fam if fam not in seen else None)
+        zero = e == 0
+        ax.plot([b], [floor if zero else e], "v" if zero else "o", ms=5, color=c, markeredgecolor="k",
+                markeredgewidth=0.4, label=fam if fam not in seen else None)
         seen.add(fam)
         if label_points:
-            ax.annotate(name, (b, e), xytext=(3, 2), textcoords="offset points", fontsize=6, color="0.25")
+            ax.annotate(f"{name} (0)" if zero else name, (b, floor if zero else e), xytext=(3, 2),
+                        textcoords="offset points", fontsize=6, color="0.25")
     ax.set_yscale("log")
     ax.set_xlabel("bits per weight (scale overhead included)")
     ax.set_ylabel(ylabel)
