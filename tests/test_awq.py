@@ -183,6 +183,22 @@ def test_clip_equals_its_loop_twin(rows, k, gs, zp, data):
     assert np.all(a <= org) and np.all(a >= org * np.float32(0.5) * 0.999)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_clip_matmul_accumulation_picks_the_sequential_thresholds(seed):
+    # random Gaussian weights and inputs: no two grid points' errors tie to ~1e-15, so the BLAS sums
+    # choose the same thresholds as the sequential ones (the loop twin's order)
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((40, 72)).astype(np.float32)
+    w[3, 5] = 9.0  # an outlier: its group gets clipped
+    x = rng.standard_normal((50, 72)).astype(np.float32)
+    opts = dict(bits=3, group_size=32, n_grid=20, n_sample_token=50, row_batch=16)
+    seq = awq_clip(w, x, **opts)
+    np.testing.assert_array_equal(awq_clip(w, x, accumulate="matmul", **opts), seq)
+    assert seq[3, 0] < 9.0
+    with pytest.raises(ValueError, match="accumulate"):
+        awq_clip(w, x, accumulate="pairwise")
+
+
 # ---------------------------------------------------------------- whole models
 GCFG = gpt.GPTConfig(vocab_size=11, context_length=8, n_layer=2, n_head=2, n_embd=8)
 LCFG = llama.LlamaConfig(vocab_size=13, context_length=16, n_layer=1, n_embd=8, n_ff=12, n_head=2, n_kv_head=2,
