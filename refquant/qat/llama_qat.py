@@ -6,12 +6,11 @@ the evaluation protocol of ``refquant llm eval``.
 Setting (:func:`llama_setup`):
 
 * **Quantized**: every linear layer of every block and the output head — the PTQ recipes' set. A tied
-  head gets its own ``output.weight`` (a copy of ``token_embd.weight``) before training, as the PTQ
-  recipes store it; from then on the head and the embedding are trained as two tensors.
-* **Trained**: every parameter but the token embedding (AdamW, no weight decay; the embedding, neither
-  quantized nor trained, is held outside the trained dict: 28 M fewer parameters for Adam), and the
-  LSQ step sizes (Adam, relative to their PTQ values). Step 0 is the PTQ model: ``registry.quantize(w, "int4", group_size=128)`` — the same
-  weights as ``refquant llm eval --recipe w4-g128`` (``tests/test_qat_llama.py``).
+  head gets its own ``output.weight`` (a copy of ``token_embd.weight``), as the PTQ recipes store it.
+* **Trained**: every parameter but the token embedding (AdamW, no weight decay), and the LSQ step
+  sizes (Adam, relative to their PTQ values). The embedding, neither quantized nor trained, is held
+  outside the trained dict (28 M fewer parameters for Adam). Step 0 is the PTQ model:
+  ``registry.quantize(w, "int4", group_size=128)``, the weights of ``refquant llm eval --recipe w4-g128``.
 * **Data**: windows of ``seq_len`` + 1 consecutive tokens drawn at random positions (``default_rng(seed)``)
   from the calibration text (:func:`refquant.io.evaltext.calibration_text`, disjoint from the
   evaluation text), ``batch`` windows per step; input ids are the first ``seq_len`` tokens, targets the
