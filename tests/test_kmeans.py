@@ -132,3 +132,55 @@ def test_optimal_kmeans_validates(v, w, match):
     from refquant.formats.kmeans import optimal_kmeans
     with pytest.raises(ValueError, match=match):
         optimal_kmeans(v, w, 1)
+
+
+# ---------------------------------------------------------------- bounded memory (issue 14)
+def _dyadic(n, seed):
+    # multiples of 2^-8 in [-64, 64): every float64 sum of them is exact, in any order and any chunking
+    return (np.random.default_rng(seed).standard_t(3, n).clip(-63, 63) * 256).round().astype(np.float32) / 256
+
+
+def test_summary_points_in_passes_equal_one_cumsum_over_all_gaps(monkeypatch):
+    from refquant.formats import kmeans as K
+    xs = np.sort(np.random.default_rng(4).standard_t(4, 5000)).astype(np.float32)
+    gap = np.diff(xs.astype(np.float64))
+    u = np.concatenate([[0.0], np.cumsum(np.cbrt(gap * gap))])  # the whole-array form, as before the chunking
+    want = np.unique(np.concatenate([[0, xs.size], np.searchsorted(u, np.linspace(0, u[-1], 300), side="left")]))
+    monkeypatch.setattr(K, "_STEP", 97)  # 52 passes, boundaries anywhere
+    assert np.array_equal(K._summary_points(xs, 300), want)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sorted_sums_equal_full_prefix_sums(weighted, monkeypatch):
+    from refquant.formats import kmeans as K
+    monkeypatch.setattr(K, "_STEP", 640)  # several passes of segment sums and of lookups
+    xs = np.sort(_dyadic(3001, 5))
+    ws = np.random.default_rng(6).integers(0, 4, xs.size).astype(np.float64) if weighted else None
+    P = K._SortedSums(xs, ws)
+    w = np.ones(xs.size) if ws is None else ws
+    i = np.array([0, 1, 63, 64, 65, 128, 1000, 2999, 3000, 3001] + list(range(0, 3002, 7)))
+    W, S = P.at(i)
+    # W exactly (integer weights); S, centred on the non-dyadic mean, to rounding of its float64 sums
+    assert np.array_equal(W, np.concatenate([[0.0], np.cumsum(w)])[i])
+    want = np.concatenate([[0.0], np.cumsum(w * (xs.astype(np.float64) - P.shift))])[i]
+    assert np.allclose(S, want, rtol=0, atol=1e-9 * np.abs(want).max())
+
+
+def test_kmeans_in_small_passes_equals_kmeans_in_large_ones(monkeypatch):
+    from refquant.formats import kmeans as K
+    x = _dyadic(20000, 7)
+    want = {k: kmeans_codebook(x, k) for k in (4, 16, 64)}
+    lloyd = kmeans_codebook(x, 16, algorithm="lloyd")
+    monkeypatch.setattr(K, "_STEP", 331)
+    for k in (4, 16, 64):
+        assert np.array_equal(kmeans_codebook(x, k), want[k])
+    assert np.array_equal(kmeans_codebook(x, 16, algorithm="lloyd"), lloyd)
+
+
+@given(hnp.arrays(np.float32, st.integers(1, 40), elements=st.floats(-1e3, 1e3, width=32)),
+       hnp.arrays(np.float64, st.integers(1, 10), elements=st.floats(-2e3, 2e3)))
+@example(np.float32([0.1, 0.2]), np.array([float(np.float32(0.1)), np.nextafter(float(np.float32(0.1)), 0), 0.1]))
+def test_count_le_is_searchsorted_in_float64(xs, t):
+    from refquant.formats.kmeans import _count_le
+    xs = np.sort(xs)
+    assert np.array_equal(_count_le(xs, t), np.searchsorted(xs.astype(np.float64), t, side="right"))
