@@ -37,6 +37,13 @@ def test_error_plane_one_marker_and_one_label_per_method(ax):
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
 
 
+def test_error_plane_colours_by_label(ax):
+    plotting.plot_error_plane(ax, {"RTN W4": (0.01, 0.006), "RTN W3": (0.05, 0.03), "GPTQ W4": (0.02, 0.003)},
+                              colors={"RTN W4": "tab:gray", "RTN W3": "tab:gray"})
+    c = [matplotlib.colors.to_hex(ln.get_color()) for ln in ax.lines]
+    assert c[0] == c[1] == matplotlib.colors.to_hex("tab:gray") != c[2]
+
+
 @pytest.mark.parametrize("points, match", [
     ({}, "points"),
     ([(1, 2)], "points"),
@@ -48,6 +55,11 @@ def test_error_plane_one_marker_and_one_label_per_method(ax):
 def test_error_plane_rejects(ax, points, match):
     with pytest.raises(ValueError, match=match):
         plotting.plot_error_plane(ax, points)
+
+
+def test_error_plane_rejects_colours_that_are_not_a_mapping(ax):
+    with pytest.raises(ValueError, match="colors"):
+        plotting.plot_error_plane(ax, {"a": (0.1, 0.2)}, colors=["red"])
 
 
 def test_error_concentration_hand_computed_shares(ax):

@@ -58,7 +58,7 @@ def _mapping(m: Mapping, name: str) -> dict:
 
 
 def plot_error_plane(ax: Axes, points: Mapping[str, tuple[float, float]], *, log: bool = True,
-                     xlabel: str = "weight error ‖ΔW‖² / ‖W‖²",
+                     colors: Mapping[str, str] | None = None, xlabel: str = "weight error ‖ΔW‖² / ‖W‖²",
                      ylabel: str = "output error ‖ΔW X‖² / ‖W X‖²") -> Axes:
     """One labelled marker per method at ``(weight error, output error)``.
 
@@ -70,17 +70,21 @@ def plot_error_plane(ax: Axes, points: Mapping[str, tuple[float, float]], *, log
         ‖(Ŵ − W) Xᵀ‖²_F / ‖W Xᵀ‖²_F on held-out inputs X).
     log : bool
         Logarithmic axes (the errors of 3- and 4-bit methods span decades).
+    colors : mapping label -> matplotlib colour, or None
+        E.g. one colour per method across bit widths; labels not in it (or None) cycle a palette.
 
     Returns
     -------
     ax, with one ``Line2D`` per point and its label written beside it.
     """
     pts = _mapping(points, "points")
+    if colors is not None and not isinstance(colors, Mapping):
+        raise ValueError(f"colors: expected a mapping label -> colour or None, got {type(colors).__name__}")
     for i, (label, pair) in enumerate(pts.items()):
         xy = _vector(np.asarray(pair, dtype=np.float64), f"points[{label!r}]", nonnegative=True, size=2)
         if log and np.any(xy == 0):
             raise ValueError(f"points[{label!r}]: a log plot needs errors > 0, got {tuple(xy)}")
-        c = _COLORS[i % len(_COLORS)]
+        c = (colors or {}).get(label, _COLORS[i % len(_COLORS)])
         ax.plot([xy[0]], [xy[1]], "o", ms=7, color=c, markeredgecolor="k", markeredgewidth=0.5, label=label)
         ax.annotate(label, xy, xytext=(6, 4), textcoords="offset points", fontsize=8, color=c)
     if log:
@@ -123,7 +127,7 @@ def plot_error_concentration(ax: Axes, h_diag: ArrayLike, weight_err: ArrayLike)
     ax.plot(frac, frac, color="0.7", ls="--", lw=1, label="uniform")
     ax.set_xscale("log")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("fraction of input channels, largest H_jj = mean x_j² first")
+    ax.set_xlabel("fraction of input channels, largest H_jj (∝ mean x_j²) first")
     ax.set_ylabel("cumulative share")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
@@ -247,7 +251,7 @@ def plot_act_weight_ranges(ax: Axes, act_max: ArrayLike, w_max: ArrayLike, *, lo
 
     SmoothQuant divides channel j of X by s_j and multiplies column j of W by it: drawn before and
     after, the activations' outliers shrink and the weights' columns grow — α = 0.5 gives both the
-    range √(a_j w_j).
+    range √(a_j w_j) (the activation line is drawn wider, so that it shows where the two coincide).
 
     Parameters
     ----------
@@ -262,7 +266,7 @@ def plot_act_weight_ranges(ax: Axes, act_max: ArrayLike, w_max: ArrayLike, *, lo
     if log and (np.any(a == 0) or np.any(w == 0)):
         raise ValueError("act_max / w_max: a log plot needs maxima > 0 (a dead channel has max 0)")
     k = np.arange(a.size)
-    ax.plot(k, a, color="tab:red", lw=0.7, label=f"activation max|X_j| (max/median {a.max() / np.median(a):.0f}×)")
+    ax.plot(k, a, color="tab:red", lw=1.4, label=f"activation max|X_j| (max/median {a.max() / np.median(a):.0f}×)")
     ax.plot(k, w, color="tab:blue", lw=0.7, label=f"weight max|W_:,j| (max/median {w.max() / np.median(w):.0f}×)")
     if log:
         ax.set_yscale("log")
