@@ -88,7 +88,9 @@ def parse_formats(spec: str) -> list:
     return out
 
 
-def _tiny_setup(n_calib: int) -> Setup:
+def tiny_setup(n_calib: int = 4) -> Setup:
+    """The shipped tiny GPT: Ω on ``n_calib`` windows of 64 characters of the training text, perplexity
+    on the 64 validation windows of ``python -m refquant demo``."""
     from .io.checkpoint import load_checkpoint
     from .models.corpus import train_val_split
     from .models.lm import tiny_gpt
@@ -101,7 +103,12 @@ def _tiny_setup(n_calib: int) -> Setup:
                  lambda q: {"perplexity": evaluate(q, val, cfg, n_windows=64)[0]}, False)
 
 
-def _llama_setup(path: str | None, blocks: int | None, tokens: int, calib_tokens: int, progress) -> Setup:
+def llama_setup(path: str | None = None, blocks: int | None = None, tokens: int = 8 * N_CTX, calib_tokens: int = CALIB_CTX,
+                progress: Callable | None = None) -> Setup:
+    """A llama GGUF (None: SmolLM2-135M-Instruct), its first ``blocks`` blocks (None: all): Ω on
+    ``calib_tokens`` predictions of the calibration text, perplexity and KL on ``tokens`` of the
+    evaluation text (module docstring). The float logits of the evaluation windows are kept."""
+    progress = progress or (lambda m: None)
     from . import llm
     from .io import evaltext
     from .io.gguf import config, load_params, open_gguf
@@ -319,7 +326,7 @@ def run_mixed_command(args: argparse.Namespace, progress: Callable[[str], None])
             raise ValueError("--blocks truncates a LLaMA model; the tiny GPT has 2 blocks")
         candidates = parse_formats(args.formats or DEFAULT_FORMATS["tiny"])
         _check_budget_names(args.budget_bits, candidates, ())
-        s = _tiny_setup(max(1, args.calib_tokens // 64))
+        s = tiny_setup(max(1, args.calib_tokens // 64))
     else:
         candidates = parse_formats(args.formats or DEFAULT_FORMATS["llama"])
         _check_budget_names(args.budget_bits, candidates, ("q4km-rule", "q4km-rule-stand-ins"))
@@ -329,7 +336,7 @@ def run_mixed_command(args: argparse.Namespace, progress: Callable[[str], None])
         path = None if args.model == "smollm2" else args.model
         if path is not None and not os.path.isfile(path):
             raise ValueError(f"--model: {path!r} is neither tiny, smollm2 nor a GGUF file")
-        s = _llama_setup(path, args.blocks, args.tokens, args.calib_tokens, progress)
+        s = llama_setup(path, args.blocks, args.tokens, args.calib_tokens, progress)
     result = run_mixed(s, candidates, args.budget_bits, measures, progress)
     print(f"{'method':32s} {'bits/weight':>11s} {'perplexity':>10s} {'KL':>8s} {'seconds':>8s}")
     for r in result["rows"]:
