@@ -38,7 +38,7 @@ import math
 import os
 import re
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -151,7 +151,8 @@ def dp_unit_bits(sizes: np.ndarray) -> int:
     return 8 * max(1, math.ceil(total / (8 * DP_COLUMNS)))
 
 
-def sensitivities(s: Setup, candidates, measures, progress=None) -> dict:
+def sensitivities(s: Setup, candidates: Sequence[Candidate], measures: Sequence[str],
+                  progress: Callable[[str], None] | None = None) -> dict:
     """``{measure: (layers, candidates) Ω}`` on the setup's calibration windows."""
     progress = progress or (lambda m: None)
     out = {}
@@ -202,7 +203,8 @@ def _check_budget_names(budgets, candidates, extra) -> None:
                 raise ValueError(f"--budget-bits: {b!r} is neither bits per weight nor one of {', '.join(known)}") from None
 
 
-def run_mixed(s: Setup, candidates, budgets, measures=("kl",), progress=None) -> dict:
+def run_mixed(s: Setup, candidates: Sequence[Candidate], budgets: Sequence[str | float],
+              measures: Sequence[str] = ("kl",), progress: Callable[[str], None] | None = None) -> dict:
     """The whole pipeline of the module docstring on a :class:`Setup`.
 
     Returns ``{"rows", "front", "names", "formats", "sensitivity" {measure: (L, J) list},

@@ -58,10 +58,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import itertools
-from typing import Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..core._types import ArrayLike
 from ..formats import registry
 from ..models.lm import LM, weight
 from .sensitivity_hessian import Candidate, _candidates, _names, candidate_bits, candidate_weight, size_table
@@ -116,7 +117,7 @@ def _discretise(sizes, budget_bits, unit_bits):
     return su, cap
 
 
-def allocate_dp(sensitivity, sizes, budget_bits: int, *, unit_bits: int = 8) -> Allocation:
+def allocate_dp(sensitivity: ArrayLike, sizes: ArrayLike, budget_bits: int, *, unit_bits: int = 8) -> Allocation:
     """Recurrence (2), vectorised over the capacity: the allocation minimising Σ Ω within ``budget_bits``.
 
     Parameters
@@ -155,7 +156,7 @@ def allocate_dp(sensitivity, sizes, budget_bits: int, *, unit_bits: int = 8) -> 
     return _result(omega, s, picked[::-1])
 
 
-def allocate_dp_ref(sensitivity, sizes, budget_bits: int, *, unit_bits: int = 8) -> Allocation:
+def allocate_dp_ref(sensitivity: ArrayLike, sizes: ArrayLike, budget_bits: int, *, unit_bits: int = 8) -> Allocation:
     """:func:`allocate_dp` written as loops over layers, capacities and candidates (the slow twin; equal
     results, ties to the first candidate)."""
     omega, s, budget = _tables(sensitivity, sizes, budget_bits)
@@ -181,7 +182,7 @@ def allocate_dp_ref(sensitivity, sizes, budget_bits: int, *, unit_bits: int = 8)
     return _result(omega, s, picked[::-1])
 
 
-def allocate_greedy(sensitivity, sizes, budget_bits: int) -> Allocation:
+def allocate_greedy(sensitivity: ArrayLike, sizes: ArrayLike, budget_bits: int) -> Allocation:
     """The greedy ΔΩ/Δbits baseline (module docstring), exactly in bits. Ties: the first layer, then
     the first candidate. ValueError when even the smallest candidates exceed ``budget_bits``."""
     omega, s, budget = _tables(sensitivity, sizes, budget_bits)
@@ -213,7 +214,7 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
     return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
 
 
-def q4km_types(names, row_lengths: Mapping | None = None) -> dict:
+def q4km_types(names: Sequence[str], row_lengths: Mapping | None = None) -> dict:
     """``{name: ggml type}`` that llama-quantize's Q4_K_M gives the weights ``names`` (GGUF names, in
     file order; see the module docstring). With ``row_lengths`` (``{name: K}``) the shape fallbacks
     apply ("q5_0", "q8_0", "f16"); without, only "q4_K" and "q6_K" (the rule's choice of tensors)."""
@@ -254,7 +255,7 @@ def ggml_candidate(qtype: str, *, stand_in: bool = False) -> Candidate:
     raise ValueError(f"qtype: {qtype!r} is neither registered nor a known stand-in")
 
 
-def q4km_assignment(lm: LM, params: dict, names=None, *, fallback: bool = True, stand_ins: bool = False) -> dict:
+def q4km_assignment(lm: LM, params: dict, names: Sequence[str] | None = None, *, fallback: bool = True, stand_ins: bool = False) -> dict:
     """``{name: Candidate}`` of the Q4_K_M rule on ``lm``'s linear layers. ``fallback``: apply
     llama.cpp's row-length fallbacks, as llama-quantize would write the file (without them a registered
     q4_K / q6_K refuses rows whose K is not a multiple of 256); ``stand_ins``: int4 / int6 g128 for
@@ -264,7 +265,7 @@ def q4km_assignment(lm: LM, params: dict, names=None, *, fallback: bool = True, 
     return {n: ggml_candidate(t, stand_in=stand_ins) for n, t in q4km_types(names, rows).items()}
 
 
-def assignment(names, candidates, choice) -> dict:
+def assignment(names: Sequence[str], candidates: Sequence[Candidate], choice: Allocation | Sequence[int]) -> dict:
     """``{names[i]: candidates[choice[i]]}`` (choice: an :class:`Allocation`'s or a sequence of indices)."""
     choice = getattr(choice, "choice", choice)
     if len(choice) != len(names):
@@ -285,7 +286,7 @@ def apply_assignment(lm: LM, params: dict, assign: Mapping) -> tuple:
     return q, bits, n
 
 
-def evaluate_assignments(lm: LM, params: dict, assignments: Mapping, perplexity) -> list:
+def evaluate_assignments(lm: LM, params: dict, assignments: Mapping, perplexity: Callable[[dict], float]) -> list:
     """One row ``{"method", "bits_per_weight", "perplexity"}`` per ``{method: assignment}``;
     ``perplexity(params_q)`` scores a parameter dict (e.g. via ``refquant.models.train.evaluate``)."""
     rows = []
@@ -295,7 +296,8 @@ def evaluate_assignments(lm: LM, params: dict, assignments: Mapping, perplexity)
     return rows
 
 
-def allocation_assignments(lm: LM, params: dict, candidates, sensitivity, budgets: Mapping, *, names=None,
+def allocation_assignments(lm: LM, params: dict, candidates: Sequence[Candidate], sensitivity: ArrayLike | Mapping,
+                           budgets: Mapping, *, names: Sequence[str] | None = None,
                            unit_bits: int = 8) -> dict:
     """``{method: assignment}``: ``uniform-<label>`` per candidate, and ``greedy-[<measure>-]<budget>``
     and ``dp-[<measure>-]<budget>`` for every ``{budget label: bits}`` and every sensitivity table
@@ -318,7 +320,7 @@ def _beats(o, r) -> bool:
     return o[b] <= r[b] and o[pp] <= r[pp] and (o[b] < r[b] or o[pp] < r[pp])
 
 
-def pareto_front(rows) -> list:
+def pareto_front(rows: Iterable[Mapping]) -> list:
     """The rows no other row beats in both ``bits_per_weight`` and ``perplexity`` (≤ in both, < in
     one), sorted by size."""
     rows = list(rows)

@@ -17,7 +17,7 @@ from ..models.lm import LM, weight
 from .recipes import Recipe, apply_weights
 
 
-def layer_attribution(lm: LM, p: dict, r: Recipe, windows) -> list:
+def layer_attribution(lm: LM, p: dict, r: Recipe, windows: tuple) -> list:
     """For each linear layer alone quantized with ``r``: weight SQNR (dB), output SQNR (dB) and
     perplexity on ``windows`` = (inputs (n, T), next-token targets (n, T)). Returns a list of dicts,
     in forward order."""

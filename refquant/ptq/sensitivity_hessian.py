@@ -39,10 +39,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..core._types import ArrayLike
 from ..formats import registry
 from ..models import gpt, llama
 from ..models.lm import LM, llama_lm, weight
@@ -68,14 +69,14 @@ class Candidate:
         object.__setattr__(self, "options", opts)
 
 
-def candidate_bits(c: Candidate, shape) -> int:
+def candidate_bits(c: Candidate, shape: Sequence[int]) -> int:
     """Bits that ``c`` stores for a weight of ``shape`` (rows, K): the registry's count, or 32 per weight."""
     if c.format is None:
         return FLOAT_BITS * int(np.prod(shape))
     return registry.storage_bits(c.format, shape, **c.options)
 
 
-def candidate_weight(w, c: Candidate) -> np.ndarray:
+def candidate_weight(w: ArrayLike, c: Candidate) -> np.ndarray:
     """The weight as ``c`` reconstructs it (fake quantization through the registry), in w's dtype."""
     w = np.asarray(w)
     if c.format is None:
@@ -98,7 +99,7 @@ def _candidates(candidates) -> list:
     return candidates
 
 
-def size_table(lm: LM, params: dict, candidates, names=None) -> np.ndarray:
+def size_table(lm: LM, params: dict, candidates: Sequence[Candidate], names: Sequence[str] | None = None) -> np.ndarray:
     """(layers, candidates) int64: the bits each layer stores in each candidate format (nothing quantized)."""
     names, candidates = _names(lm, names), _candidates(candidates)
     return np.array([[candidate_bits(c, weight(lm, params, n).shape) for c in candidates] for n in names], np.int64)
@@ -116,7 +117,8 @@ def _log_softmax(z) -> np.ndarray:
     return d - np.log(np.exp(d).sum(-1, keepdims=True))
 
 
-def loss_sensitivity(lm: LM, params: dict, windows, candidates, names=None, *, progress=None) -> dict:
+def loss_sensitivity(lm: LM, params: dict, windows: tuple, candidates: Sequence[Candidate],
+                     names: Sequence[str] | None = None, *, progress: Callable | None = None) -> dict:
     """Measure (a): each layer alone fake-quantized in each candidate format, the others float.
 
     Parameters
@@ -142,8 +144,8 @@ def loss_sensitivity(lm: LM, params: dict, windows, candidates, names=None, *, p
                         lambda name, hook: lm.forward(params, x, linear=hook), progress)
 
 
-def llama_loss_sensitivity(params: dict, cfg: llama.LlamaConfig, windows, candidates, names=None, *,
-                           progress=None) -> dict:
+def llama_loss_sensitivity(params: dict, cfg: llama.LlamaConfig, windows: tuple, candidates: Sequence[Candidate],
+                           names: Sequence[str] | None = None, *, progress: Callable | None = None) -> dict:
     """:func:`loss_sensitivity` of a LLaMA model, equal to it, in about half the time: a layer of block
     b changes nothing before block b, so the float residual stream at each block's input is computed
     once and the forward pass for a layer of block b resumes there (blocks b … n_layer − 1 and the
@@ -197,7 +199,7 @@ def _loss_tables(names, candidates, weight_of, y, logits0, run, progress) -> dic
     return {"delta_nll": d_nll, "kl": kl, "nll": nll0}
 
 
-def obs_proxy(dw, H) -> float:
+def obs_proxy(dw: ArrayLike, H: ArrayLike) -> float:
     """Eq. (1): ``tr(ΔW H ΔWᵀ)`` for ΔW (rows, K) and H (K, K), in float64."""
     dw = np.asarray(dw, np.float64)
     H = np.asarray(H, np.float64)
@@ -206,7 +208,8 @@ def obs_proxy(dw, H) -> float:
     return float(((dw @ H) * dw).sum())
 
 
-def obs_sensitivity(lm: LM, params: dict, batches, candidates, names=None, *, stats=None) -> np.ndarray:
+def obs_sensitivity(lm: LM, params: dict, batches: Iterable, candidates: Sequence[Candidate],
+                    names: Sequence[str] | None = None, *, stats: Mapping | None = None) -> np.ndarray:
     """Measure (b): (layers, candidates) ``tr(ΔW H ΔWᵀ)`` with ΔW = Ŵ − W (round to nearest through the
     registry) and H = (2/n) Σ x xᵀ over the float model's inputs to the layer on ``batches``
     (token ids (B, T) each), n counting tokens. ``stats``: ``{name: InputStats}`` already collected
@@ -231,7 +234,8 @@ class TraceEstimate:
     samples: tuple  # the m values v_kᵀ H v_k
 
 
-def hutchinson_trace(hvp, shape, n_samples: int = 32, seed=0) -> TraceEstimate:
+def hutchinson_trace(hvp: Callable[[np.ndarray], ArrayLike], shape: Sequence[int], n_samples: int = 32,
+                     seed: int | Sequence[int] = 0) -> TraceEstimate:
     """Tr(H) ≈ (1/m) Σ_k v_kᵀ H v_k for m = ``n_samples`` Rademacher vectors v_k of ``shape``.
 
     ``hvp(v)`` returns H v (an array of v's shape). Unbiased; for a diagonal H every sample equals
@@ -254,14 +258,14 @@ def hutchinson_trace(hvp, shape, n_samples: int = 32, seed=0) -> TraceEstimate:
     return TraceEstimate(float(a.mean()), se, tuple(vals))
 
 
-def fd_hvp(grad, w, v, eps: float = 1e-4) -> np.ndarray:
+def fd_hvp(grad: Callable[[np.ndarray], ArrayLike], w: ArrayLike, v: ArrayLike, eps: float = 1e-4) -> np.ndarray:
     """Eq. (3): ``(grad(w + εv) − grad(w − εv)) / (2ε)``, the Hessian-vector product by central differences."""
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     return (np.asarray(grad(w + eps * v)) - np.asarray(grad(w - eps * v))) / (2 * eps)
 
 
-def gpt_hessian_traces(params: dict, cfg: gpt.GPTConfig, windows, names=None, *, n_samples: int = 16,
+def gpt_hessian_traces(params: dict, cfg: gpt.GPTConfig, windows: tuple, names: Sequence[str] | None = None, *, n_samples: int = 16,
                        eps: float = 1e-4, seed: int = 0) -> dict:
     """Tr(H_i) of the tiny GPT's mean cross-entropy on ``windows`` = (x, y) with respect to each
     linear layer's weight: ``{name: TraceEstimate}``. Eq. (3) in float64 (a float64 copy of the
@@ -290,7 +294,8 @@ def gpt_hessian_traces(params: dict, cfg: gpt.GPTConfig, windows, names=None, *,
     return out
 
 
-def hawq_sensitivity(lm: LM, params: dict, traces: dict, candidates, names=None) -> np.ndarray:
+def hawq_sensitivity(lm: LM, params: dict, traces: Mapping, candidates: Sequence[Candidate],
+                     names: Sequence[str] | None = None) -> np.ndarray:
     """Measure (c), eq. (2): (layers, candidates) ``Tr(H_i)/n_i · ‖Ŵ_i − W_i‖²_F`` with ``traces``
     from :func:`gpt_hessian_traces` (``{name: TraceEstimate}`` or ``{name: float}``)."""
     names, candidates = _names(lm, names), _candidates(candidates)
