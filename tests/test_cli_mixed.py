@@ -148,3 +148,31 @@ def test_truncated_smollm2(capsys):
     n = rows_576 * 576 + 576 * 1536
     assert rows["uniform-int4-g128"]["bits_per_weight"] == bits / n
     assert rows["dp-kl-int4-g128"]["bits_per_weight"] <= bits / n
+
+
+def test_a_llama_gguf_by_path(tmp_path, capsys):
+    pytest.importorskip("gguf")
+    from refquant.io import evaltext
+    from refquant.io import gguf as G
+    from refquant.io.tokenizer import bytes_to_unicode, encode, load_tokenizer
+    from refquant.models import lm_eval
+    cfg = llama.LlamaConfig(vocab_size=259, context_length=512, n_layer=2, n_embd=32, n_ff=64, n_head=4, n_kv_head=1,
+                            rope_base=10000.0, rope_dim=8)
+    tok = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm",
+           "tokenizer.ggml.tokens": list(bytes_to_unicode()) + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+           "tokenizer.ggml.token_type": [1] * 256 + [3, 3, 3], "tokenizer.ggml.merges": ["Ġ t"],
+           "tokenizer.ggml.bos_token_id": 257, "tokenizer.ggml.eos_token_id": 258,
+           "tokenizer.ggml.add_bos_token": False, "tokenizer.chat_template": "<|im_start|>{{ x }}"}
+    path = str(tmp_path / "bytes.gguf")
+    p = llama.init_params(cfg, seed=5)
+    G.write_gguf(path, p, cfg, tokenizer=tok)
+    assert main(["mixed", "--model", path, "--tokens", "512", "--calib-tokens", "32", "--formats", "int4-g32,int8",
+                 "--budget-bits", "q4km-rule-stand-ins", "--json"]) == 0
+    rows = _json_rows(capsys.readouterr().out)
+    assert {"q4km-rule", "dp-kl-q4km-rule-stand-ins"} <= set(rows)
+    # the float row is lm_eval's perplexity of the model as written, on the first window of the evaluation text
+    q, _ = G.load_params(path)
+    ids = encode(load_tokenizer(G.open_gguf(path).metadata), evaltext.eval_text(), parse_special=False)
+    ref = lm_eval.evaluate(lambda w: llama.forward(q, w, cfg), evaltext.token_windows(ids, 512, 1))
+    assert rows["float"]["perplexity"] == ref["perplexity"]
+    assert rows["dp-kl-q4km-rule-stand-ins"]["bits_per_weight"] <= rows["q4km-rule-stand-ins"]["bits_per_weight"]
