@@ -495,7 +495,7 @@ EXEMPT = {
     "refquant.formats.minifloat": {"MinifloatFormat"},  # the format table's record
     "refquant.formats.nf4": {"nf4_codebook", "NF4Tensor"},  # no arguments / returned by nf4_quantize
     "refquant.formats.weight_sharing": {"SharedWeights"},  # returned by share_weights
-    "refquant.formats.ggml": {"GGMLTensor", "quantize_tensor"},
+    "refquant.formats.ggml": {"GGMLTensor", "quantize_tensor", "TypeTraits"},  # TypeTraits: the TYPE_TRAITS table's record
     "refquant.integer.gemm": {"PackedMatrix"},  # returned by prepack
     "refquant.integer.layers": {"QuantizedLinear"},  # returned by quantize_linear_layer
 }

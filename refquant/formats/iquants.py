@@ -16,11 +16,11 @@ order (``d·(0.5 + s)`` first, then ``· 0.25``, then ``· grid``; the sign flip
 **The grids.** IQ2's points have coordinates in {8, 25, 43} (≈ 8 × {1, 3, 5.4}): odd magnitudes 1, 3, 5
 on a coarse scale. Their magnitude vectors all have a coordinate sum ≡ 0 (mod 4) in units of (1, 3, 5), and
 IQ2_XXS / IQ2_XS store only 7 sign bits: the 8th makes the number of minus signs even
-(``ksigns_iq2xs[i] = i | parity(i) << 7``). An even number of sign flips changes the sum by a multiple of 4,
-so every signed point, halved, is a point of the E8 lattice (the coset D8 + ½ of all-half-odd vectors with
-even-over-2 sum) — the "E8 lattice" of llama.cpp PR #4773: of the 3^8 = 6,561 sign-free magnitude
-patterns, the 256 (IQ2_XXS), 512 (IQ2_XS) or 1,024 (IQ2_S) that occurred most often in LLM weights were
-kept. IQ2_S stores all 8 sign bits. IQ3's 4-d points have 3-bit magnitudes ({4, 12, …, 62} for IQ3_XXS, the
+(``ksigns_iq2xs[i] = i | parity(i) << 7``). Flipping the sign of an odd coordinate c changes the sum by 2c ≡ 2
+(mod 4), so an even number of flips keeps the sum ≡ 0 (mod 4): every signed point u, halved, has coordinates in
+Z + ½ with an even sum — a point of the E8 lattice, E8 = {v ∈ Z^8 ∪ (Z + ½)^8 : Σv even}. That is the "E8
+lattice" of llama.cpp PR #4773: of the 3^8 = 6,561 sign-free magnitude patterns, the 256 (IQ2_XXS), 512 (IQ2_XS)
+or 1,024 (IQ2_S) that occurred most often in LLM weights were kept. IQ2_S stores all 8 sign bits. IQ3's 4-d points have 3-bit magnitudes ({4, 12, …, 62} for IQ3_XXS, the
 odd 1 … 15 for IQ3_S); IQ1's 2,048 8-d points have entries −1, 0, +1, shifted by δ = ±1/8. The tables are
 ``ggml-common.h``'s, shipped as ``refquant/data/iq_grids.npz`` (``tests/data/make_iq_goldens.py`` writes it
 from the header); entry i's byte j is value j, as the C code reads ``(const uint8_t *)(grid + i)``.
@@ -35,6 +35,12 @@ Block layouts (``ggml-common.h``; little-endian; one super-block = 256 weights =
     iq1_s    50 B  d f16 | qs u8[32] (idx low 8) | qh u16[8]: 4 × 3 idx bits, 3-bit s (bits 12-14), δ sign (bit 15)
     iq1_m    56 B  qs u8[32] | qh u8[16]: per 8 weights 3 idx bits + δ sign | scales u16[4]: 3-bit s per 16,
                    the fp16 d in the top nibbles of the four u16 (``iq1m_scale_t``)
+
+One IQ2_XXS sub-block of 32 weights, 8 bytes read as two uint32 (bit 31 on the left)::
+
+    aux32[0]:  | idx3 (8) | idx2 (8) | idx1 (8) | idx0 (8) |                   a grid index per 8 weights
+    aux32[1]:  | s (4) | sign3 (7) | sign2 (7) | sign1 (7) | sign0 (7) |       7 sign bits per 8 weights
+    weights 8l … 8l + 7 = db · iq2xxs_grid[idx_l] · signs ksigns_iq2xs[sign_l],  db = d · (0.5 + s) · 0.25
 
 Bits per weight: 2.0625, 2.3125, 2.5625, 3.0625, 3.4375, 1.5625, 1.75. Refquant only **dequantizes** these
 types: their quantizers (``quantize_iq2_xxs`` …) search the grid with an importance matrix and need
