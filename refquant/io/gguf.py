@@ -22,19 +22,21 @@ GGUF specification, ggml ``docs/gguf.md``; llama.cpp ``gguf-py/gguf/gguf_reader.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 import importlib.util
 import os
 import struct
 
 import numpy as np
 
-from ..formats import ggml
+from ..formats import ggml, mx
 from ..models.llama import LlamaConfig, block, block_names, embed, head
 
 # ggml type id -> (name, values per block, bytes per block); the types refquant can dequantize
 GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 2: ("q4_0", 32, 18), 3: ("q4_1", 32, 20), 6: ("q5_0", 32, 22),
-              7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 30: ("bf16", 1, 2)}
+              7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 30: ("bf16", 1, 2),
+              10: ("q2_K", 256, 84), 11: ("q3_K", 256, 110), 12: ("q4_K", 256, 144), 13: ("q5_K", 256, 176),
+              14: ("q6_K", 256, 210), 20: ("iq4_nl", 32, 18), 23: ("iq4_xs", 256, 136), 39: ("mxfp4", 32, 17)}
 TYPE_IDS = {name: i for i, (name, _, _) in GGML_TYPES.items()}
 # GGUF metadata value types: id -> struct format (8 string, 9 array)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -54,6 +56,7 @@ class GGUFFile:
     metadata: dict  # key -> int / float / bool / str / list
     tensors: dict  # name -> TensorInfo, in file order
     data: np.memmap  # the whole file, read-only
+    metadata_types: dict = field(default_factory=dict)  # key -> (GGUF value type, array element type or None)
 
 
 def _read_string(buf, off):
@@ -93,10 +96,11 @@ def open_gguf(path: str) -> GGUFFile:
     version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
     if version not in (2, 3):
         raise ValueError(f"path: GGUF version {version} is not supported (2 or 3)")
-    off, meta = 24, {}
+    off, meta, mtypes = 24, {}, {}
     for _ in range(n_kv):
         key, off = _read_string(buf, off)
         vtype, = struct.unpack_from("<I", buf, off)
+        mtypes[key] = (vtype, struct.unpack_from("<I", buf, off + 4)[0] if vtype == 9 else None)
         meta[key], off = _read_value(buf, off + 4, vtype)
     infos = []
     for _ in range(n_tensors):
@@ -109,7 +113,7 @@ def open_gguf(path: str) -> GGUFFile:
     align = int(meta.get("general.alignment", 32))
     start = (off + align - 1) // align * align
     tensors = {n: TensorInfo(n, t, s, start + o) for n, t, s, o in infos}
-    return GGUFFile(path, meta, tensors, mm)
+    return GGUFFile(path, meta, tensors, mm, mtypes)
 
 
 def raw_tensor(f: GGUFFile, name: str) -> np.ndarray:
@@ -145,6 +149,8 @@ def tensor(f: GGUFFile, name: str, rows=None) -> np.ndarray:
         return raw.astype(np.float32)
     if tname == "bf16":
         return (raw.astype(np.uint32) << 16).view(np.float32)
+    if tname == "mxfp4":
+        return mx.ggml_mxfp4_dequantize(np.asarray(raw))
     return ggml.dequantize(np.asarray(raw), tname)
 
 
@@ -233,15 +239,19 @@ def _gguf():
 
 
 def write_gguf(path: str, params: dict, cfg: LlamaConfig, *, types: dict | None = None, tokenizer: dict | None = None,
-               raw: dict | None = None, name: str = "refquant synthetic llama") -> None:
+               raw: dict | None = None, name: str = "refquant synthetic llama", metadata: dict | None = None) -> None:
     """Write a ``llama``-architecture GGUF with the ``gguf`` package's writer.
 
     ``params``: float arrays named as in :mod:`refquant.models.llama` (GGUF names), stored with
-    ``types[name]`` ∈ {"f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"} (default "f32"), quantized by
-    :func:`refquant.formats.ggml.quantize` (ggml's reference quantizers). ``raw``: tensors to copy
+    ``types[name]`` ∈ {"f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_K" … "q6_K", "iq4_nl", "iq4_xs",
+    "mxfp4"} (default "f32"), quantized by :func:`refquant.formats.ggml.quantize` /
+    :func:`refquant.formats.mx.ggml_mxfp4_quantize` (ggml's reference quantizers). ``raw``: tensors to copy
     byte for byte, ``name -> (ggml type id, stored bytes or array, shape)`` (see :func:`truncate_gguf`).
     ``tokenizer``: metadata to add, GGUF key -> value (e.g. ``tokenizer.ggml.tokens``); the value type
     is inferred by the writer (lists of str, int → int32, float → float32; ints → uint32).
+    ``metadata``: key/value pairs copied with their GGUF types, ``key -> (value, (value type, array
+    element type or None))`` — e.g. ``{k: (f.metadata[k], f.metadata_types[k])}`` of a :class:`GGUFFile`;
+    keys the writer already set from ``cfg`` and ``name`` are skipped (theirs win).
     """
     gguf = _gguf()
     if cfg.rope_pairs != "adjacent":
@@ -258,6 +268,10 @@ def write_gguf(path: str, params: dict, cfg: LlamaConfig, *, types: dict | None 
     w.add_layer_norm_rms_eps(cfg.norm_eps)
     w.add_vocab_size(cfg.vocab_size)
     w.add_rope_dimension_count(cfg.rope_dim)
+    written = set(w.kv_data[0])
+    for key, (val, (vtype, sub)) in (metadata or {}).items():
+        if key not in written and not (vtype == 9 and len(val) == 0):
+            w.add_key_value(key, val, gguf.GGUFValueType(vtype), None if sub is None else gguf.GGUFValueType(sub))
     for key, val in (tokenizer or {}).items():
         if isinstance(val, (list, tuple)):
             w.add_array(key, list(val))
@@ -276,14 +290,16 @@ def write_gguf(path: str, params: dict, cfg: LlamaConfig, *, types: dict | None 
     for n, v in params.items():
         qt = types.get(n, "f32")
         if qt not in TYPE_IDS or qt == "bf16":
-            raise ValueError(f"types[{n!r}]: unknown type {qt!r}; expected f32, f16 or one of {tuple(ggml.BLOCK_BYTES)}")
+            raise ValueError(f"types[{n!r}]: unknown type {qt!r}; expected f32, f16 or one of "
+                             f"{tuple(t for t in TYPE_IDS if t not in ('f32', 'f16', 'bf16'))}")
         a = np.asarray(v, np.float32)
         if qt == "f32":
             w.add_tensor(n, a)
         elif qt == "f16":
             w.add_tensor(n, a.astype(np.float16))
         else:
-            w.add_tensor(n, ggml.quantize(a, qt), raw_dtype=gguf.GGMLQuantizationType(TYPE_IDS[qt]))
+            data = mx.ggml_mxfp4_quantize(a) if qt == "mxfp4" else ggml.quantize(a, qt)
+            w.add_tensor(n, data, raw_dtype=gguf.GGMLQuantizationType(TYPE_IDS[qt]))
     for n, (tid, data, shape) in (raw or {}).items():
         data = np.ascontiguousarray(data)
         if data.dtype == np.uint8 and GGML_TYPES[tid][1] > 1:

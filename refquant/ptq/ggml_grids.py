@@ -41,9 +41,11 @@ Frantar et al., GPTQ, ICLR 2023, Algorithm 1. llama.cpp ``ggml/src/ggml-quants.c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
+from ..core._types import ArrayLike
 from ..formats import ggml, kquants, mx
 from ..formats.kquants_search import KVALUES_IQ4NL, best_index_int8, first_absmax, nearest_int, seqsum
 from .gptq import GPTQResult, gptq_quantize
@@ -61,13 +63,13 @@ def _check(qtype):
         raise ValueError(f"qtype: {qtype!r} has no GPTQ grid here; expected one of {GRID_TYPES}")
 
 
-def quantize(x, qtype: str) -> np.ndarray:
+def quantize(x: ArrayLike, qtype: str) -> np.ndarray:
     """ggml's reference quantizer of ``qtype`` on rows x (..., K): uint8 (..., K/B · bytes) (mxfp4 included)."""
     _check(qtype)
     return mx.ggml_mxfp4_quantize(x) if qtype == "mxfp4" else ggml.quantize(x, qtype)
 
 
-def dequantize(data, qtype: str) -> np.ndarray:
+def dequantize(data: ArrayLike, qtype: str) -> np.ndarray:
     """Inverse of :func:`quantize` (``dequantize_row_<qtype>``)."""
     _check(qtype)
     return mx.ggml_mxfp4_dequantize(data) if qtype == "mxfp4" else ggml.dequantize(data, qtype)
@@ -195,7 +197,7 @@ class BlockGrid:
     offset: np.ndarray  # (rows, n_sub) float32
 
 
-def block_grid(xg: np.ndarray, qtype: str) -> BlockGrid:
+def block_grid(xg: ArrayLike, qtype: str) -> BlockGrid:
     """The grid of one group (rows, B) of weights: the type's reference quantizer's choice of header."""
     _check(qtype)
     x = np.asarray(xg, F32)
@@ -228,7 +230,7 @@ def block_grid(xg: np.ndarray, qtype: str) -> BlockGrid:
     return BlockGrid(qtype, blk, codes, z, z, np.ldexp(F32(1), e.astype(np.int32) - 128).astype(F32)[:, None], z)
 
 
-def round_column(g: BlockGrid, i: int, w: np.ndarray):
+def round_column(g: BlockGrid, i: int, w: ArrayLike) -> tuple:
     """Column ``i`` of the block, values ``w`` (rows,): ``(codes (rows,) int64, ŵ (rows,) float64)`` by the
     type's rule (module docstring), in float32 as ggml computes it."""
     qt, v = g.qtype, np.asarray(w, F32)
@@ -266,7 +268,7 @@ def round_column(g: BlockGrid, i: int, w: np.ndarray):
     return np.asarray(q, np.int64), w_hat.astype(np.float64)
 
 
-def gptq_group_quantizer(qtype: str):
+def gptq_group_quantizer(qtype: str) -> Callable[[np.ndarray], tuple]:
     """The ``group_quantizer`` for :func:`refquant.ptq.gptq.gptq_quantize` that puts a weight on the grid of
     ``qtype`` (``group_size`` = :data:`BLOCK` [qtype]): ``f(Wg) -> (BlockGrid, round_column)``."""
     _check(qtype)
@@ -289,7 +291,7 @@ def gptq_blocks(r: GPTQResult, qtype: str) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def gptq_ggml(w, hessian, qtype: str, *, percdamp: float = 0.01, block_size: int = 128,
+def gptq_ggml(w: ArrayLike, hessian: ArrayLike, qtype: str, *, percdamp: float = 0.01, block_size: int = 128,
               damp_auto_increment: float = 0.0) -> tuple:
     """GPTQ of a weight ``w`` (rows, K) on the grid of ``qtype``: ``(ggml bytes (rows, K/B · bytes), GPTQResult)``.
 

@@ -79,6 +79,7 @@ GPTQ.hessian_inverse`` (damp auto-increment); AutoGPTQ issue #293 ("Zero point i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import scipy.linalg
@@ -286,7 +287,7 @@ def gptq_quantize(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric
                   block_size: int = 128, mse: bool = False, norm: float = 2.4, grid: int = 100,
                   max_shrink: float = 0.8, symmetric_nonnegative_clip: bool = True,
                   group_params_from: str = "block_start", damp_auto_increment: float = 0.0,
-                  group_quantizer=None) -> GPTQResult:
+                  group_quantizer: Callable[[np.ndarray], tuple] | None = None) -> GPTQResult:
     """GPTQ (Algorithm 1 with lazy batch updates) of a weight ``w`` (rows, K) given the Hessian of its
     inputs ``hessian`` (K, K) (e.g. ``InputStats.H`` from :mod:`refquant.ptq.hessian`).
 
@@ -379,7 +380,7 @@ def gptq_quantize_ref(w, hessian, *, bits: int = 4, group_size: int = 128, symme
                       block_size: int = 128, mse: bool = False, norm: float = 2.4, grid: int = 100,
                       max_shrink: float = 0.8, symmetric_nonnegative_clip: bool = True,
                       group_params_from: str = "block_start", damp_auto_increment: float = 0.0,
-                      group_quantizer=None) -> GPTQResult:
+                      group_quantizer: Callable[[np.ndarray], tuple] | None = None) -> GPTQResult:
     """The loop twin of :func:`gptq_quantize`: Algorithm 1 one column at a time, no lazy batching —
     after quantizing column j, ``W[:, j:] −= E[:, j] · Hinv[j, j:]`` on every later column at once.
 
