@@ -6,6 +6,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import assume, given, strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from refquant import plotting  # noqa: E402
 from refquant.plotting import ptq_llm  # noqa: E402
@@ -238,3 +240,38 @@ def test_inputs_are_not_mutated(ax):
     plotting.plot_channel_magnitude(ax, h, h > 1)
     np.testing.assert_array_equal(h, h0)
     np.testing.assert_array_equal(e, e0)
+
+
+# 0 or normal floats: with subnormal H_jj (e.g. 5e-324, found by hypothesis) the products H_jj·e_j round to a
+# multiple of 5e-324 and the ordering below no longer holds in floating point
+_values = st.just(0.0) | st.floats(1e-100, 1e6)
+_shares = hnp.arrays(np.float64, st.integers(1, 40), elements=_values)
+
+
+@given(h=_shares, data=st.data())
+def test_error_concentration_shares_rise_to_one_and_output_leads_weight(h, data):
+    """Both curves are cumulative shares: non-decreasing, ending at 1; and with channels sorted by H_jj the
+    output-error curve is never below the weight-error one (a weighted share of the same prefix)."""
+    e = data.draw(hnp.arrays(np.float64, h.size, elements=_values))
+    assume(e.any() and (h * e).any())
+    fig, ax = plt.subplots()
+    try:
+        plotting.plot_error_concentration(ax, h, e)
+        weight, output = ax.lines[0].get_ydata(), ax.lines[1].get_ydata()
+        for y in (weight, output):
+            assert np.all(np.diff(y) >= -1e-12) and y[-1] == pytest.approx(1.0)
+        assert np.all(output >= weight - 1e-9)
+    finally:
+        plt.close(fig)
+
+
+@given(hnp.arrays(np.float64, st.integers(1, 30), elements=st.floats(0, 1e6, allow_nan=False)))
+def test_column_losses_cumulative_curve_ends_at_the_total(losses):
+    fig, ax = plt.subplots()
+    try:
+        plotting.plot_column_losses(ax, {"m": losses})
+        y = ax.lines[0].get_ydata()
+        assert y[-1] == pytest.approx(losses.sum(), rel=1e-12, abs=0)
+        assert np.all(np.diff(y) >= 0)
+    finally:
+        plt.close(fig)
