@@ -297,6 +297,33 @@ def test_llamacpp_mxfp4_log2f_boundary(goldens):
     assert np.count_nonzero(e != exact) == 7412
 
 
+def test_ggml_mxfp4_in_the_registry_and_beside_ocp():
+    # registry "ggml_mxfp4" stores ggml's own bytes: 17 per 32 weights = 4.25 bits, as OCP mxfp4 (4 + 8/32)
+    from refquant.formats import ggml_mxfp4, registry
+    x = np.random.default_rng(8).standard_normal((16, 256)).astype(F32)
+    t = registry.quantize(x, "ggml_mxfp4")
+    assert np.array_equal(t.data, ggml_mxfp4.ggml_mxfp4_quantize(x))
+    assert t.storage_bits() == 16 * 8 * 17 * 8 == registry.storage_bits("ggml_mxfp4", x.shape)
+    assert registry.bits_per_weight("ggml_mxfp4", x.shape) == registry.bits_per_weight("mxfp4", x.shape) == 4.25
+    # on continuous data (no ties, no amax a few ulps below 2^k) the two decode to the same values; the codes
+    # differ only where OCP keeps the sign of a value that rounds to zero (code 8, -0) and ggml writes code 0
+    ocp = mx_quantize(x, "fp4_e2m1")
+    assert np.array_equal(t.dequantize(), ocp.dequantize())
+    g = t.data.reshape(-1, 17)
+    codes = np.concatenate([g[:, 1:] & 0xF, g[:, 1:] >> 4], axis=1).reshape(x.shape)
+    diff = codes != ocp.codes
+    assert diff.any() and np.all(ocp.codes[diff] == 8) and np.all(codes[diff] == 0)
+    assert np.array_equal(g[:, 0], ocp.scales.reshape(-1))
+
+
+@pytest.mark.parametrize("bad,match", [(np.inf, "must be finite"), (np.nan, "contains NaN")])
+def test_ggml_mxfp4_refuses_non_finite(bad, match):
+    x = np.zeros(32, F32)
+    x[3] = bad
+    with pytest.raises(ValueError, match=match):
+        ggml_mxfp4_quantize(x)
+
+
 def test_gguf_dequantizes_mxfp4():
     gguf = pytest.importorskip("gguf")
     from gguf.quants import dequantize, quantize

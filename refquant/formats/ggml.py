@@ -35,6 +35,10 @@ and the block. ggml's C code would store Inf there and dequantize the block to N
 refquant refuses instead of writing such a block. :func:`dequantize` likewise refuses blocks whose
 stored d or m is Inf or NaN (a corrupt or hand-made file).
 
+The same two entry points serve every other ggml block type (:data:`TYPE_TRAITS`, ggml's ``type_traits``
+table: type id, values and bytes per block): the k-quants and IQ4 (:mod:`.kquants`), ggml's MXFP4
+(:mod:`.ggml_mxfp4`, ``"mxfp4"``) and, dequantize-only, the IQ1 / IQ2 / IQ3 grid types (:mod:`.iquants`).
+
 References
 ----------
 llama.cpp ``ggml/src/ggml-quants.c``: ``quantize_row_q{8_0,4_0,4_1,5_0,5_1}_ref``,
