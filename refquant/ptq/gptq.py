@@ -95,12 +95,12 @@ class GPTQResult:
     with ``g = g_idx[c]`` (computed in float64, rounded to float32). Arrays are read-only."""
 
     w_hat: np.ndarray  # (rows, K) float32, original column order
-    codes: np.ndarray  # (rows, K) uint8 in [0, 2^bits − 1], original column order
-    scale: np.ndarray  # (rows, n_groups) float64, the step size
+    codes: np.ndarray  # (rows, K) uint8 in [0, 2^bits − 1], original column order (int32: a group_quantizer's codes)
+    scale: np.ndarray  # (rows, n_groups) float64, the step size ((rows, 0) with a group_quantizer)
     zero_point: np.ndarray  # (rows, n_groups) int32: the code of 0.0
     g_idx: np.ndarray  # (K,) int32: the group of each original column
     perm: np.ndarray  # (K,) int64: perm[j] is the column quantized j-th (identity without act_order)
-    bits: int  # code width
+    bits: int  # code width (0 with a group_quantizer)
     symmetric: bool  # zero_point fixed at 2^(bits−1) (not stored)
     percdamp: float  # the damping actually used (> the argument after an automatic increase)
     loss: float  # the reference's "error": Σ (w − ŵ)² / Hinv_jj² / 2 over every weight
