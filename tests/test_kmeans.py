@@ -184,3 +184,23 @@ def test_count_le_is_searchsorted_in_float64(xs, t):
     from refquant.formats.kmeans import _count_le
     xs = np.sort(xs)
     assert np.array_equal(_count_le(xs, t), np.searchsorted(xs.astype(np.float64), t, side="right"))
+
+
+# ---------------------------------------------------------------- the DP's loop twin (issue 14)
+@given(hnp.arrays(np.float64, st.integers(1, 40), elements=st.floats(-100, 100), unique=True),
+       st.integers(1, 7), st.booleans())
+@settings(max_examples=60)
+@example(np.array([0.0, 1.0, 1e-300, 2.0]), 3, False)
+@example(np.arange(30.0) ** 3, 7, True)
+def test_dp_layer_equals_its_loop_twin(v, k, weighted):
+    from refquant.formats.kmeans import _Prefix, _dp_layer, _dp_layer_ref
+    v = np.sort(v)
+    w = 1.0 + (np.arange(v.size) % 3) if weighted else np.ones(v.size)
+    n, P = v.size, _Prefix(v, w)
+    prev, low = np.full(n + 1, np.inf), np.zeros(n + 1, dtype=np.int32)
+    prev[0] = 0.0
+    for m in range(1, min(k, n) + 1):
+        cur, opt = _dp_layer(prev, P, m, n, low)
+        cur_ref, opt_ref = _dp_layer_ref(prev, P, m, n, low)
+        assert np.array_equal(cur, cur_ref) and np.array_equal(opt, opt_ref)  # tolerance 0, inf included
+        prev, low = cur, opt

@@ -95,7 +95,8 @@ def _distinct(xs, ws):
 
 
 class _Prefix:
-    """Prefix sums of w, w·v, w·v² (v centred on its weighted mean) for O(1) segment SSE."""
+    """Prefix sums W, S, Q of w, w·c, w·c² (c = v centred on its weighted mean): the SSE of the points
+    [j, i) is ``Q[i] − Q[j] − (S[i] − S[j])² / (W[i] − W[j])`` in O(1) (Wang & Song 2011, eq. 3)."""
 
     def __init__(self, v, w=None):
         self.shift = v.mean() if w is None else np.sum(w * v) / np.sum(w)
@@ -105,16 +106,6 @@ class _Prefix:
         wc = c if w is None else w * c
         self.S = np.concatenate([z, np.cumsum(wc)])
         self.Q = np.concatenate([z, np.cumsum(wc * c)])
-
-    def cost(self, j, i):  # SSE of points [j, i)
-        W = self.W[i] - self.W[j]
-        S = self.S[i] - self.S[j]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = self.Q[i] - self.Q[j] - np.where(W > 0, S * S / W, 0.0)
-        return np.maximum(c, 0.0)
-
-    def mean(self, j, i):
-        return (self.S[i] - self.S[j]) / (self.W[i] - self.W[j]) + self.shift
 
 
 def _segment_sums(v, w, b):
@@ -181,29 +172,82 @@ def _count_le(xs, t):
     return np.searchsorted(xs, t, side="right")
 
 
-def _dp_layer(prev, P, m, n):
-    """D[m][i] for i in [m, n] and the argmin split points, by vectorised divide and conquer."""
+def _dp_layer(prev, P, m, n, low):
+    """D[m][i] for i in [m, n] and the smallest argmin split points opt[m][i], by divide and conquer.
+
+    Every recursion depth is one batch of NumPy operations. The split point of i is searched in
+    ``[max(jlo, low[i]), min(jhi, i − 1)]``: ``jlo`` / ``jhi`` are the split points of the nearest solved
+    states left and right of i (opt[m][·] is monotone in i), and ``low = opt[m − 1]`` is a lower bound too
+    (opt is monotone in m; Grønlund et al. 2017, §2), which shrinks the ranges of the first depths. The
+    value minimised, ``A[j] − (S[i] − S[j])² / (W[i] − W[j])`` with ``A = D[m − 1] − Q``, is D[m−1][j] +
+    cost(j, i) − Q[i]: the same argmin with two gathers fewer. :func:`_dp_layer_ref` is its loop twin.
+    """
     cur = np.full(n + 1, np.inf)
     opt = np.zeros(n + 1, dtype=np.int32)
+    W, S, Q = P.W, P.S, P.Q
+    A = prev - Q
     ilo, ihi = np.array([m]), np.array([n])
     jlo, jhi = np.array([m - 1]), np.array([n - 1])
     while ilo.size:
         mid = (ilo + ihi) // 2
-        jh = np.minimum(jhi, mid - 1)
-        counts = jh - jlo + 1  # >= 1
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        seg = np.repeat(np.arange(ilo.size), counts)
-        j = jlo[seg] + (np.arange(seg.size) - starts[seg])
-        val = prev[j] + P.cost(j, mid[seg])
+        hi = np.minimum(jhi, mid - 1)
+        lo = np.minimum(np.maximum(jlo, low[mid]), hi)  # min: a non-empty range even if rounding broke monotonicity
+        counts = hi - lo + 1
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        seg = np.repeat(np.arange(mid.size), counts)
+        j = np.arange(ends[-1]) + (lo - starts)[seg]
+        d = S[mid][seg] - S[j]
+        val = A[j] - d * d / (W[mid][seg] - W[j])
         mins = np.minimum.reduceat(val, starts)
         pos = np.flatnonzero(val <= mins[seg])  # first minimum of each segment: the smallest j
-        first = pos[np.concatenate([[True], seg[pos][1:] != seg[pos][:-1]])]
-        best = j[first]
-        cur[mid], opt[mid] = mins, best
-        left, right = ilo <= mid - 1, mid + 1 <= ihi
+        best = j[pos[np.concatenate([[True], seg[pos][1:] != seg[pos][:-1]])]]
+        cur[mid], opt[mid] = mins + Q[mid], best
+        left, right = ilo < mid, mid < ihi
         ilo, ihi, jlo, jhi = (np.concatenate([ilo[left], mid[right] + 1]), np.concatenate([mid[left] - 1, ihi[right]]),
                               np.concatenate([jlo[left], best[right]]), np.concatenate([best[left], jhi[right]]))
     return cur, opt
+
+
+def _dp_layer_ref(prev, P, m, n, low):
+    """:func:`_dp_layer` as a plain recursion and loop over j, one state at a time (its exact twin)."""
+    cur = np.full(n + 1, np.inf)
+    opt = np.zeros(n + 1, dtype=np.int32)
+    W, S, Q = P.W, P.S, P.Q
+
+    def solve(ilo, ihi, jlo, jhi):
+        if ilo > ihi:
+            return
+        i = (ilo + ihi) // 2
+        hi = min(jhi, i - 1)
+        lo = min(max(jlo, int(low[i])), hi)
+        best, vbest = lo, np.inf
+        for j in range(lo, hi + 1):
+            d = S[i] - S[j]
+            v = (prev[j] - Q[j]) - d * d / (W[i] - W[j])
+            if v < vbest:
+                best, vbest = j, v
+        cur[i], opt[i] = vbest + Q[i], best
+        solve(ilo, i - 1, jlo, best)
+        solve(i + 1, ihi, best, jhi)
+
+    solve(m, n, m - 1, n - 1)
+    return cur, opt
+
+
+def _dp(P, n, k, layer=_dp_layer):
+    """D[k][n] and the k + 1 boundaries of the optimal segmentation: layers m = 1 … k, then backtracking."""
+    prev = np.full(n + 1, np.inf)  # D[0][i]: 0 clusters cover nothing
+    prev[0] = 0.0
+    opts = [np.zeros(n + 1, dtype=np.int32)]
+    for m in range(1, k + 1):
+        prev, opt = layer(prev, P, m, n, opts[-1])
+        opts.append(opt)
+    bounds, i = [n], n
+    for opt in reversed(opts[1:]):  # backtrack the split points
+        i = int(opt[i])
+        bounds.append(i)
+    return max(float(prev[n]), 0.0), np.array(bounds[::-1])
 
 
 def optimal_kmeans(v, w, k):
@@ -219,19 +263,8 @@ def optimal_kmeans(v, w, k):
         raise ValueError(f"w: expected one finite weight > 0 per value of v ({v.shape}), got shape {w.shape}")
     n = v.size
     k = min(k, n)
-    P = _Prefix(v, w)
-    prev = np.full(n + 1, np.inf)  # D[0][i]: 0 clusters cover nothing
-    prev[0] = 0.0
-    opts = []
-    for m in range(1, k + 1):
-        prev, opt = _dp_layer(prev, P, m, n)
-        opts.append(opt)
-    bounds, i = [n], n
-    for opt in reversed(opts):  # backtrack the split points
-        i = int(opt[i])
-        bounds.append(i)
-    b = np.array(bounds[::-1])
-    return _segment_means(v, w, b), float(prev[n])
+    sse, b = _dp(_Prefix(v, w), n, k)
+    return _segment_means(v, w, b), sse
 
 
 def _lloyd_sorted(xs, ws, P, c, max_iter=300):
