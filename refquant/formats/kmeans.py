@@ -172,55 +172,66 @@ def _count_le(xs, t):
     return np.searchsorted(xs, t, side="right")
 
 
-def _dp_layer(prev, P, m, n, low):
-    """D[m][i] for i in [m, n] and the smallest argmin split points opt[m][i], by divide and conquer.
+def _stride(low, m, n):
+    """Stride g (a power of two) of the states solved first: about (n / g)·mean(i − low[i]) ≤ 2n evaluations."""
+    width = np.mean(np.arange(m, n + 1) - np.maximum(low[m:], m - 1))  # the mean range length without neighbours
+    return 1 << max(0, int(np.ceil(np.log2(max(width / 2, 1.0)))))
 
-    Every recursion depth is one batch of NumPy operations. The split point of i is searched in
-    ``[max(jlo, low[i]), min(jhi, i − 1)]``: ``jlo`` / ``jhi`` are the split points of the nearest solved
-    states left and right of i (opt[m][·] is monotone in i), and ``low = opt[m − 1]`` is a lower bound too
-    (opt is monotone in m; Grønlund et al. 2017, §2), which shrinks the ranges of the first depths. The
-    value minimised, ``A[j] − (S[i] − S[j])² / (W[i] − W[j])`` with ``A = D[m − 1] − Q``, is D[m−1][j] +
-    cost(j, i) − Q[i]: the same argmin with two gathers fewer. :func:`_dp_layer_ref` is its loop twin.
+
+def _dp_layer(prev, P, m, n, low):
+    """D[m][i] for i in [m, n] and the smallest argmin split points opt[m][i], in a few batches.
+
+    The split point of state i lies in ``[max(m − 1, low[i]), i − 1]`` with ``low = opt[m − 1]`` (opt is
+    monotone in m), and between the split points of any solved states left and right of it (monotone
+    in i; Grønlund et al. 2017, §2). First the states m, m + g, m + 2g, …, n are solved on their own
+    ranges (one batch; :func:`_stride` picks g so that this costs ~2n evaluations: g = 1 when the last
+    clusters are short), then the states between them by divide and conquer, one batch per depth.
+    The value minimised, ``A[j] − (S[i] − S[j])² / (W[i] − W[j])`` with ``A = D[m − 1] − Q``, is
+    D[m−1][j] + cost(j, i) − Q[i]: the same argmin with two gathers fewer. :func:`_dp_layer_ref` is
+    its loop twin.
     """
     cur = np.full(n + 1, np.inf)
     opt = np.zeros(n + 1, dtype=np.int32)
     W, S, Q = P.W, P.S, P.Q
     A = prev - Q
-    ilo, ihi = np.array([m]), np.array([n])
-    jlo, jhi = np.array([m - 1]), np.array([n - 1])
-    while ilo.size:
-        mid = (ilo + ihi) // 2
-        hi = np.minimum(jhi, mid - 1)
-        lo = np.minimum(np.maximum(jlo, low[mid]), hi)  # min: a non-empty range even if rounding broke monotonicity
+
+    def solve(i, lo, hi):  # states i, split points searched in [lo, hi] (hi >= lo): one batch
         counts = hi - lo + 1
         ends = np.cumsum(counts)
         starts = ends - counts
-        seg = np.repeat(np.arange(mid.size), counts)
+        seg = np.repeat(np.arange(i.size), counts)
         j = np.arange(ends[-1]) + (lo - starts)[seg]
-        d = S[mid][seg] - S[j]
-        val = A[j] - d * d / (W[mid][seg] - W[j])
+        d = S[i][seg] - S[j]
+        val = A[j] - d * d / (W[i][seg] - W[j])
         mins = np.minimum.reduceat(val, starts)
-        pos = np.flatnonzero(val <= mins[seg])  # first minimum of each segment: the smallest j
-        best = j[pos[np.concatenate([[True], seg[pos][1:] != seg[pos][:-1]])]]
-        cur[mid], opt[mid] = mins + Q[mid], best
-        left, right = ilo < mid, mid < ihi
+        best = np.minimum.reduceat(np.where(val <= mins[seg], j, n), starts)  # the smallest j at the minimum
+        cur[i], opt[i] = mins + Q[i], best
+        return best
+
+    g = _stride(low, m, n)
+    top = np.unique(np.append(np.arange(m, n + 1, g), n))
+    hi = top - 1
+    best = solve(top, np.minimum(np.maximum(low[top], m - 1), hi), hi)
+    ilo, ihi, jlo, jhi = top[:-1] + 1, top[1:] - 1, best[:-1], best[1:]
+    keep = ilo <= ihi
+    ilo, ihi, jlo, jhi = ilo[keep], ihi[keep], jlo[keep], jhi[keep]
+    while ilo.size:
+        mid = (ilo + ihi) // 2
+        hi = np.minimum(jhi, mid - 1)
+        best = solve(mid, np.minimum(np.maximum(jlo, low[mid]), hi), hi)  # min: non-empty even if rounding broke
+        left, right = ilo < mid, mid < ihi  # monotonicity
         ilo, ihi, jlo, jhi = (np.concatenate([ilo[left], mid[right] + 1]), np.concatenate([mid[left] - 1, ihi[right]]),
                               np.concatenate([jlo[left], best[right]]), np.concatenate([best[left], jhi[right]]))
     return cur, opt
 
 
 def _dp_layer_ref(prev, P, m, n, low):
-    """:func:`_dp_layer` as a plain recursion and loop over j, one state at a time (its exact twin)."""
+    """:func:`_dp_layer` as plain loops and a recursion, one state at a time (its exact twin)."""
     cur = np.full(n + 1, np.inf)
     opt = np.zeros(n + 1, dtype=np.int32)
     W, S, Q = P.W, P.S, P.Q
 
-    def solve(ilo, ihi, jlo, jhi):
-        if ilo > ihi:
-            return
-        i = (ilo + ihi) // 2
-        hi = min(jhi, i - 1)
-        lo = min(max(jlo, int(low[i])), hi)
+    def solve(i, lo, hi):
         best, vbest = lo, np.inf
         for j in range(lo, hi + 1):
             d = S[i] - S[j]
@@ -228,10 +239,23 @@ def _dp_layer_ref(prev, P, m, n, low):
             if v < vbest:
                 best, vbest = j, v
         cur[i], opt[i] = vbest + Q[i], best
-        solve(ilo, i - 1, jlo, best)
-        solve(i + 1, ihi, best, jhi)
+        return best
 
-    solve(m, n, m - 1, n - 1)
+    def recurse(ilo, ihi, jlo, jhi):
+        if ilo > ihi:
+            return
+        i = (ilo + ihi) // 2
+        hi = min(jhi, i - 1)
+        best = solve(i, min(max(jlo, int(low[i])), hi), hi)
+        recurse(ilo, i - 1, jlo, best)
+        recurse(i + 1, ihi, best, jhi)
+
+    g = _stride(low, m, n)
+    top = sorted(set(range(m, n + 1, g)) | {n})
+    for i in top:
+        solve(i, min(max(int(low[i]), m - 1), i - 1), i - 1)
+    for a, b in zip(top[:-1], top[1:]):
+        recurse(a + 1, b - 1, int(opt[a]), int(opt[b]))
     return cur, opt
 
 
