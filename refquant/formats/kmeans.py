@@ -10,8 +10,10 @@ segmentation and can be solved *exactly* by dynamic programming (Wang & Song 201
     D[m][i] = min_{j < i} D[m−1][j] + cost(j, i)        cost(j, i) = SSE of sorted points j..i−1
 
 The split point ``opt[m][i]`` is monotone in i, which lets each layer be solved by divide and
-conquer in O(n log n) (Grønlund et al. 2017). Here every recursion depth of a layer is one batch
-of vectorised NumPy operations.
+conquer in O(n log n) (Grønlund et al. 2017), and in m (opt[m−1][i] <= opt[m][i]), which bounds each
+search from below. Here a layer is a few batches of vectorised NumPy operations: a stride of states
+on their own ranges, then one batch per recursion depth between them (:func:`_dp_layer`; its loop
+twin :func:`_dp_layer_ref` gives the same values and split points, bit for bit).
 
 Methods of :func:`kmeans_codebook`:
 
