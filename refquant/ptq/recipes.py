@@ -14,6 +14,24 @@ float32, as in llama.cpp and most PTQ methods) and an activation mode for the in
 Weights are fake-quantized (quantize then dequantize), so the float forward pass computes exactly
 what an integer kernel with these codes and scales would, up to float32 summation order.
 
+How the weights' codes are chosen is the recipe's ``method`` (:data:`WEIGHT_METHODS`):
+
+* ``"rtn"`` (default) — round to nearest through the format registry, any format;
+* ``"gptq"`` — :func:`refquant.ptq.gptq.gptq_quantize` on each linear's Hessian, block by block on
+  the calibration batches' inputs from the already-quantized model
+  (:func:`refquant.ptq.hessian.quantize_blockwise`);
+* ``"awq"`` — :func:`refquant.ptq.awq.awq_quantize` (scale search folded into the norms / linears,
+  clip search, AWQ's pseudo-quantizer; the head by round to nearest);
+* ``"hqq"`` — :func:`refquant.ptq.hqq.hqq_quantize` per linear (no data).
+
+The three algorithms take the grid from the recipe's ``int{b}`` format: ``bits``, ``group_size``
+(0 = per output row) and ``symmetric`` (False: a zero point per group, as the GPTQ / AWQ papers'
+tables; HQQ is asymmetric only, with a float zero); ``method_options`` are the algorithm's own
+keyword arguments (e.g. ``{"act_order": True}`` for GPTQ). Every linear, the head included, is
+quantized, as by ``"rtn"``. The storage counts: GPTQ's codes, float32 scales, b-bit zero points and
+(act-order without static groups) a 32-bit ``g_idx`` per input column; AWQ the registry's ``int{b}``
+count of the same grid; HQQ b-bit codes and a float32 scale and float32 zero per group.
+
 References
 ----------
 Nagel et al., "A White Paper on Neural Network Quantization", arXiv:2106.08295, §3 (PTQ pipeline,
@@ -34,8 +52,14 @@ from ..core.observers import calibrate
 from ..formats import registry
 from ..core.dynamic import fake_quantize_per_token
 from ..core.uniform import fake_quantize
+from .awq import awq_quantize
+from .gptq import gptq_layer
+from .hessian import quantize_blockwise
+from .hqq import hqq_quantize
 
 ACTIVATION_MODES = (None, "dynamic", "static")
+WEIGHT_METHODS = ("rtn", "gptq", "awq", "hqq")
+INT_FORMATS = tuple(f"int{b}" for b in range(2, 9))  # the grids GPTQ / AWQ / HQQ quantize to
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,8 @@ class Recipe:
     activation: str | None = None  # one of ACTIVATION_MODES
     act_calibration: str = "minmax"  # static activations: minmax, percentile, mse, kl
     layers: tuple | None = None  # quantize only these linear layers (None: all)
+    method: str = "rtn"  # how the weight codes are chosen: one of WEIGHT_METHODS (module docstring)
+    method_options: Mapping = field(default_factory=dict)  # the method's own options, e.g. {"act_order": True}
 
     def __post_init__(self):
         opts = MappingProxyType(dict(self.weight_options))
@@ -58,6 +84,19 @@ class Recipe:
         object.__setattr__(self, "weight_options", opts)
         if self.activation not in ACTIVATION_MODES:
             raise ValueError(f"activation: unknown mode {self.activation!r}; expected one of {ACTIVATION_MODES}")
+        if self.method not in WEIGHT_METHODS:
+            raise ValueError(f"method: unknown {self.method!r}; expected one of {WEIGHT_METHODS}")
+        object.__setattr__(self, "method_options", MappingProxyType(dict(self.method_options)))
+        if self.method != "rtn":
+            if self.weight_format not in INT_FORMATS or opts.get("calibration", "minmax") != "minmax":
+                raise ValueError(f"weight_format: method {self.method!r} quantizes to a min-max int2 … int8 grid, "
+                                 f"got {self.weight_format!r} {dict(opts)}")
+            if opts.get("group_size", 0) is None:
+                raise ValueError(f"weight_options: method {self.method!r} needs group_size 0 (per row) or > 0, not None")
+            if self.method == "hqq" and opts.get("symmetric", True):
+                raise ValueError("weight_options: HQQ's grid is asymmetric; set symmetric=False")
+        elif self.method_options:
+            raise ValueError(f"method_options: round to nearest takes none, got {dict(self.method_options)}")
 
 
 def quantize_weight(w: np.ndarray, r: Recipe):
@@ -80,23 +119,61 @@ def _targets(lm: LM, r: Recipe) -> list:
     return [n for n in names if n in r.layers]
 
 
-def _apply(lm: LM, p: dict, r: Recipe):
+def _grid(r: Recipe) -> tuple:
+    """(bits, group_size, symmetric) of an ``int{b}`` recipe, with the registry's defaults."""
+    opts = {**registry.FORMATS[r.weight_format].defaults, **r.weight_options}
+    return int(r.weight_format[3:]), int(opts["group_size"]), bool(opts["symmetric"])
+
+
+def apply_method(lm: LM, p: dict, r: Recipe, calib_batches=()) -> tuple[dict, dict]:
+    """The recipe's weights chosen by its ``method`` (module docstring): ``(params', {name: bits})`` —
+    every quantized linear's ŵ (float32; AWQ also changes the norms / linears it folds scales into)
+    and its storage bits. ``calib_batches`` (token ids (B, T) each) are needed by GPTQ and AWQ.
+
+    ``r.layers`` must be None for GPTQ / AWQ (they quantize the whole model in order).
+    """
+    names = _targets(lm, r)
+    if r.method == "rtn":
+        q, bits = dict(p), {}
+        for name in names:  # a tied head is quantized into its own entry; the embedding stays float
+            q[name], bits[name] = quantize_weight(weight(lm, p, name), r)
+        return q, bits
+    b, gs, sym = _grid(r)
+    opts = dict(r.method_options)
+    if r.method == "hqq":
+        q, bits = dict(p), {}
+        for name in names:
+            t = hqq_quantize(weight(lm, p, name), bits=b, group_size=gs or None, **opts)
+            q[name], bits[name] = t.w_hat, t.storage_bits(param_bits=32)
+        return q, bits
+    if r.layers is not None:
+        raise ValueError(f"layers: method {r.method!r} quantizes every linear layer; got layers={r.layers}")
+    batches = list(calib_batches)
+    if not batches:
+        raise ValueError(f"calib_batches: method {r.method!r} needs calibration batches")
+    if r.method == "gptq":
+        q, res = quantize_blockwise(lm, p, batches, gptq_layer(bits=b, group_size=gs, symmetric=sym, **opts))
+        return q, {n: res[n].storage_bits() for n in names}
+    q, res = awq_quantize(lm, p, batches, bits=b, group_size=gs, zero_point=not sym, **opts)
+    return q, {n: registry.storage_bits(r.weight_format, weight(lm, p, n).shape, group_size=gs, symmetric=sym)
+               for n in names}
+
+
+def _apply(lm: LM, p: dict, r: Recipe, calib_batches=()):
     """(quantized parameters, total bits, bits of the quantized linear weights, their element count)."""
-    q = dict(p)
     quantized = _targets(lm, r) if r.weight_format is not None else []
-    w_bits = 0
-    for name in quantized:  # a tied head is quantized into its own entry; the embedding stays float
-        q[name], b = quantize_weight(weight(lm, p, name), r)
-        w_bits += b
+    q, bits = apply_method(lm, p, r, calib_batches) if quantized else (dict(p), {})
+    w_bits = sum(bits.values())
     total = w_bits + sum(32 * v.size for k, v in q.items() if k not in quantized)  # the rest: float32
     n_w = sum(weight(lm, p, n).size for n in (quantized or lm.linear_names))
     return q, total, (w_bits if quantized else 32 * n_w), n_w
 
 
-def apply_weights(lm: LM, p: dict, r: Recipe):
+def apply_weights(lm: LM, p: dict, r: Recipe, calib_batches=()) -> tuple[dict, float]:
     """Parameters with the recipe's linear weights fake-quantized, and the model's size in bytes
-    (embeddings, norms, biases and unquantized layers counted as float32)."""
-    q, total, _, _ = _apply(lm, p, r)
+    (embeddings, norms, biases and unquantized layers counted as float32). ``calib_batches``: for
+    the GPTQ and AWQ methods."""
+    q, total, _, _ = _apply(lm, p, r, calib_batches)
     return q, total / 8
 
 
@@ -135,11 +212,12 @@ def run_recipe(lm: LM, p: dict, r: Recipe, evaluate, calib_batches=()) -> dict:
     """Apply a recipe and evaluate it.
 
     ``evaluate(params, linear)`` scores a model (e.g. :func:`refquant.models.train.evaluator` for the
-    tiny GPT) and returns a dict of metrics; ``calib_batches`` (token ids) calibrate static activations.
+    tiny GPT) and returns a dict of metrics; ``calib_batches`` (token ids) calibrate static activations
+    and feed the GPTQ / AWQ methods.
     Returns ``{"method", "bits_per_weight", "size_bytes", **metrics}``; bits per weight count the
     quantized linear layers only, scales and zero points included.
     """
-    q, total_bits, w_bits, n_w = _apply(lm, p, r)
+    q, total_bits, w_bits, n_w = _apply(lm, p, r, calib_batches)
     targets = _targets(lm, r)
     acts = calibrate_activations(lm, p, calib_batches, r) if r.activation == "static" else None
     metrics = evaluate(q, linear_hook(r, acts, set(targets)))
