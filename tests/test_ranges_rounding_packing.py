@@ -16,6 +16,8 @@ from strategies import qranges
     ("int8", -128, 127, np.int8), ("uint8", 0, 255, np.uint8), ("int16", -32768, 32767, np.int16),
     ("uint16", 0, 65535, np.uint16), ("int3", -4, 3, np.int8), ("uint12", 0, 4095, np.uint16),
     ("int8_narrow", -127, 127, np.int8), ("uint8_narrow", 1, 255, np.uint8), ("int4_narrow", -7, 7, np.int8),
+    ("int32", -2**31, 2**31 - 1, np.int32), ("uint32", 0, 2**32 - 1, np.uint32),
+    ("int32_narrow", -(2**31 - 1), 2**31 - 1, np.int32),
 ])
 def test_named_ranges(name, lo, hi, dtype):
     r = qrange(name)
@@ -30,11 +32,29 @@ def test_custom_limits_as_pytorch_quant_min_max():
     assert (r.qmin, r.qmax, r.signed) == (-64, 63, True)
 
 
+def test_wide_custom_ranges_up_to_32_bits():
+    # the integer GPT's residual stream: ±(2^30 − 1) needs 31 bits (2^30 − 1 < 2^30 = 2^(31−1)), stored in int32
+    r = QRange(31, limits=(-(2**30 - 1), 2**30 - 1))
+    assert (r.qmin, r.qmax, r.signed, r.dtype, r.levels) == (-(2**30 - 1), 2**30 - 1, True, np.dtype(np.int32), 2**31 - 1)
+    assert r.name == "int31[-1073741823,1073741823]" and qrange(r) is r
+    # 17 bits: 2^16 = 65536 needs one more bit than uint16; stored in uint32
+    r = QRange(17, signed=False, limits=(0, 2**16))
+    assert (r.qmax, r.dtype) == (2**16, np.dtype(np.uint32))
+    assert QRange(24, signed=False).qmax == 2**24 - 1 and QRange(24).dtype == np.int32
+    with pytest.raises(ValueError, match="exceed the 31-bit type"):
+        QRange(31, limits=(0, 2**30))
+    # (qmin, qmax) pairs (PyTorch's quant_min / quant_max) stay within 16 bits: the torch mirrors rely on it
+    with pytest.raises(ValueError, match=r"does not fit in 16 bits \(a wider custom range is a QRange"):
+        qrange((0, 2**16))
+
+
 @pytest.mark.parametrize("bad, match", [
-    (lambda: QRange(1), "bits must be in"), (lambda: QRange(17), "bits must be in"),
+    (lambda: QRange(1), "bits must be in"), (lambda: QRange(33), "bits must be in"),
     (lambda: qrange("int1"), "bits must be in"), (lambda: qrange("fp8"), "qrange: unknown"),
     (lambda: qrange((5, 3)), "qmin > qmax"), (lambda: QRange(8, True, False, (3, -3)), "qmin > qmax"),
-    (lambda: QRange(4, True, False, (-9, 0)), "exceed"), (lambda: qrange((0, 70000)), "does not fit"),
+    (lambda: QRange(4, True, False, (-9, 0)), "exceed"), (lambda: qrange((0, 70000)), "does not fit in 16 bits"),
+    (lambda: QRange(32, limits=(-2**31 - 1, 0)), "exceed"), (lambda: qrange("int33"), "bits must be in"),
+    (lambda: qrange("uint24"), r"bits must be in \[2, 16\] or 32"),  # by name: 2-16 and 32 only
     (lambda: QRange(8.0), "bits must be an int"),
 ])
 def test_bad_ranges(bad, match):
@@ -83,6 +103,14 @@ def test_pack_unpack_round_trip_and_ref_twin(data, r):
     assert p.dtype == np.uint8 and p.size == -(-n * r.bits // 8)
     assert np.array_equal(p, pack_ref(q, r))
     assert np.array_equal(unpack(p, r, n), q)
+
+
+def test_pack_int32_golden():
+    # -2 in 32-bit two's complement is 0xFFFFFFFE, little-endian bytes FE FF FF FF; 2^31 − 1 is FF FF FF 7F
+    r = qrange("int32")
+    p = pack(np.array([-2, 2**31 - 1], np.int32), r)
+    assert p.tolist() == [0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]
+    assert unpack(p, r, 2).tolist() == [-2, 2**31 - 1]
 
 
 def test_pack_rejects_out_of_range_and_floats():

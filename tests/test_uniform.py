@@ -344,6 +344,126 @@ def test_non_contiguous_input():
     assert np.array_equal(quantize(xt, s, 0, axis=1), quantize_ref(xt, s, 0, axis=1))
 
 
+# ---------------------------------------------------------------- 32-bit ranges (int32 biases, the residual stream)
+def _oracle(x, s, z, r, dtype):
+    """Integer oracle: the quotient rounded once to ``dtype`` (the working dtype), then exact rational
+    half-to-even rounding, the zero point and the clamp on Python integers."""
+    v = float(dtype(x) / dtype(s))
+    if np.isinf(v):
+        return r.qmax if v > 0 else r.qmin
+    v = Fraction(v)
+    k = v.numerator // v.denominator
+    frac = v - k
+    if frac > Fraction(1, 2) or (frac == Fraction(1, 2) and k % 2):
+        k += 1
+    return min(max(k + z, r.qmin), r.qmax)
+
+
+@pytest.mark.parametrize("spec, x, z, expected", [
+    # int32, scale 1: 2^31 − 1.5 = 2147483646.5 ties to 2147483646 (even); 2^31 − 0.5 = 2147483647.5 ties to
+    # 2147483648 (even), clamped to 2^31 − 1; −2^31 − 0.5 ties to −2^31 (even), in range; −2^31 + 0.5 =
+    # −2147483647.5 ties to −2147483648; ±Inf and ±(2^31 + 1) saturate
+    ("int32", [2**31 - 1.5, 2**31 - 0.5, -2**31 - 0.5, -2**31 + 0.5, 2**31 + 1, -2**31 - 1, np.inf, -np.inf], 0,
+     [2**31 - 2, 2**31 - 1, -2**31, -2**31, 2**31 - 1, -2**31, 2**31 - 1, -2**31]),
+    # zero point 2^31 − 1: −1.5 -> −2 + z = 2^31 − 3; 0.5 -> 0 + z; 1.5 -> 2 + z, clamped;
+    # −(2^32 − 1) + z = −2^31 exactly
+    ("int32", [-1.5, 0.5, 1.5, -(2**32 - 1), -(2**32)], 2**31 - 1,
+     [2**31 - 3, 2**31 - 1, 2**31 - 1, -2**31, -2**31]),
+    # uint32: 2^32 − 1.5 ties to 4294967294 (even); 2^32 − 0.5 ties to 2^32, clamped; −0.5 ties to −0 -> 0
+    ("uint32", [2**32 - 1.5, 2**32 - 0.5, -0.5, 1e300], 0, [2**32 - 2, 2**32 - 1, 0, 2**32 - 1]),
+    # zero point 2^32 − 1: −(2^32 − 1.5) ties to −(2^32 − 2) (even), + z = 1
+    ("uint32", [-(2**32 - 1), -(2**32 - 1.5), 0.5], 2**32 - 1, [0, 1, 2**32 - 1]),
+    # the residual range ±(2^30 − 1): 2^30 − 1.5 ties to 1073741822; 2^30 − 0.5 ties to 2^30, clamped to 2^30 − 1;
+    # −2^30 + 0.5 ties to −2^30, clamped to −(2^30 − 1)
+    (QRange(31, limits=(-(2**30 - 1), 2**30 - 1)), [2**30 - 1.5, 2**30 - 0.5, -(2**30) + 0.5, 3.5], 0,
+     [2**30 - 2, 2**30 - 1, -(2**30 - 1), 4]),
+])
+def test_32_bit_ranges_golden_at_the_edges(spec, x, z, expected):
+    r = qrange(spec)
+    xa = np.array(x, np.float64)
+    for q in (quantize(xa, 1.0, z, r), quantize_ref(xa, 1.0, z, r)):
+        assert q.dtype == r.dtype and q.tolist() == expected
+    assert expected == [_oracle(v, 1.0, z, r, np.float64) for v in xa]
+
+
+def test_32_bit_range_from_float32_data_does_not_wrap():
+    # float32(2^31 − 1) is 2^31: clamping in float32 would give 2^31, which wraps to −2^31 in the cast
+    x = np.array([2.0**31, -2.0**31, 2**31 - 128, 1.0, 3.0], F32)  # 2^31 − 128 is a float32 (spacing 128)
+    assert quantize(x, F32(1), 0, "int32").tolist() == [2**31 - 1, -2**31, 2**31 - 128, 1, 3]
+    # zero point −2^31: 1 + z = −2147483647 is not a float32 (it would round to −2^31); the buffer is float64
+    assert quantize(x[3:], F32(1), -2**31, "int32").tolist() == [-2**31 + 1, -2**31 + 3]
+    # the quotient is rounded to float32 first (the working dtype): 16777217 / 1 is 16777216 in float32
+    assert quantize(np.array([16777217.0]), F32(1), 0, "int32").tolist() == [16777217]  # float64 data: exact
+    assert quantize(np.array([16777217.0], F32), F32(1), 0, "int32").tolist() == [16777216]
+
+
+_wide = st.sampled_from([qrange("int32"), qrange("uint32"), qrange("int32_narrow"),
+                         QRange(31, limits=(-(2**30 - 1), 2**30 - 1)), QRange(17), QRange(24, signed=False), QRange(25)])
+
+
+@given(_wide, st.sampled_from([np.float32, np.float64]), st.data())
+@example(qrange("int32"), np.float64, None)
+def test_32_bit_ranges_equal_the_integer_oracle(r, dtype, data):
+    if data is None:  # pinned: codes next to both edges, halves included, zero point at the top of the range
+        k = np.array([r.qmax - 1, r.qmax, r.qmax + 1, r.qmin - 1, r.qmin, r.qmin + 1], np.float64)
+        x, s, z = np.concatenate([k, k + 0.5, k - 0.5]), 1.0, r.qmax
+    else:
+        k = data.draw(st.lists(st.integers(r.qmin - r.qmax - 4, r.qmax - r.qmin + 4), min_size=1, max_size=12))
+        h = data.draw(st.lists(st.sampled_from([0.0, 0.5, -0.5, 0.25, 0.75]), min_size=len(k), max_size=len(k)))
+        s = data.draw(st.sampled_from([1.0, 0.5, 2.0**-20, 3.0, 0.1]))
+        x = (np.array(k, np.float64) + np.array(h)) * s
+        z = data.draw(st.integers(r.qmin, r.qmax))
+    xd = x.astype(dtype)
+    expected = [_oracle(v, s, z, r, dtype) for v in xd]
+    for order in ("after_rounding",):
+        q = quantize(xd, dtype(s), z, r, zero_point_order=order)
+        assert q.dtype == r.dtype and q.tolist() == expected
+    assert np.array_equal(quantize_ref(xd, dtype(s), z, r), q)
+    zp = np.full(2, z, np.int64)  # per-channel: the same codes (reshape to (n, 2) halves the data)
+    if xd.size % 2 == 0:
+        qc = quantize(xd.reshape(-1, 2), np.full(2, dtype(s)), zp, r, axis=1)
+        assert qc.reshape(-1).tolist() == expected
+    q2 = quantize(xd, dtype(s), z, r, zero_point_order="before_rounding")
+    assert np.array_equal(q2, quantize_ref(xd, dtype(s), z, r, zero_point_order="before_rounding"))
+    rng1, rng2 = np.random.default_rng(7), np.random.default_rng(7)
+    assert np.array_equal(quantize(xd, dtype(s), z, r, rounding="stochastic", rng=rng1),
+                          quantize_ref(xd, dtype(s), z, r, rounding="stochastic", rng=rng2))
+
+
+@pytest.mark.parametrize("f", [quantize, quantize_ref])
+def test_saturate_false_raises_instead_of_clamping(f):
+    # int8, scale 1: 127.4 -> 127 and −128.5 -> −128 (tie to even) fit; 127.5 -> 128 (tie to even) does not
+    assert f(np.array([127.4, -128.5]), 1.0, 0, "int8", saturate=False).tolist() == [127, -128]
+    with pytest.raises(ValueError, match=r"outside int8\[-128, 127\] \(saturate=False\)"):
+        f(np.array([0.0, 127.5]), 1.0, 0, "int8", saturate=False)
+    with pytest.raises(ValueError, match="saturate=False"):  # zero point 1: 126.6 -> 127 + 1 = 128
+        f(np.array([126.6]), 1.0, 1, "int8", saturate=False)
+    with pytest.raises(ValueError, match="saturate=False"):
+        f(np.array([-np.inf]), 1.0, 0, "int32", saturate=False)
+    with pytest.raises(ValueError, match="saturate must be a bool"):
+        f(np.array([1.0]), 1.0, 0, "int8", saturate="no")
+
+
+def test_qparams_for_32_bit_ranges():
+    # int32 affine, lo −1, hi 0, float32: scale = 1 / float32(2^32 − 1) = 2^-32 (the divisor rounds to 2^32;
+    # eps lowered below it); zero point = −2^31 − rint(−1 / 2^-32) = 2^31, clamped to 2^31 − 1 (in float32 the
+    # bound 2^31 − 1 would round to 2^31 and wrap in the cast)
+    s, z = qparams_from_range(-1.0, 0.0, "int32", eps=1e-30)
+    assert s == F32(2.0**-32) and z.dtype == np.int32 and z == 2**31 - 1
+    # uint32 affine in float64: scale 4 / (2^32 − 1); zero point rint(1 / scale) = rint(1073741823.75) = 2^30
+    s, z = qparams_from_range(-1.0, 3.0, "uint32", eps=1e-30, dtype=np.float64)
+    assert s == 4 / (2**32 - 1) and z == 2**30
+    # uint32 symmetric: zero point (0 + 2^32 − 1 + 1) // 2 = 2^31, which needs int64
+    s, z = qparams_from_range(-1.0, 1.0, "uint32", symmetric=True, eps=1e-30, dtype=np.float64)
+    assert z.dtype == np.int64 and z == 2**31 and s == 1 / (2**31 - 1)
+    # the int32 bias of an integer layer: scale s_x · s_w, zero point 0, values round trip through dequantize
+    b = np.array([0.3, -1e-3, 12.5])
+    acc = 0.02 * 0.001
+    q = quantize(b, acc, 0, "int32")
+    assert q.tolist() == [15000, -50, 625000]  # 0.3 / 2e-5 = 15000 (up to float64 rounding of 2e-5), ...
+    assert np.array_equal(dequantize(q, np.float64(acc)), dequantize_ref(q, np.float64(acc)))
+
+
 def test_dequantize_wide_int32_codes_exactly():
     # 2^30 + 1 is not a float32; q - zp = 2^30 + 1 - 1 = 2^30 is, and the product 2^30 * 0.5 is exact
     q = np.array([2**30 + 1], np.int32)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import axis_index, block_size_value
+from ._types import ArrayLike
 
 
 def param_shape(shape: tuple, axis: int | None, block_size: int = 0, *, data: str = "shape") -> tuple:
@@ -44,7 +45,8 @@ def param_shape(shape: tuple, axis: int | None, block_size: int = 0, *, data: st
     return shape[:a] + (-(-shape[a] // block_size),) + shape[a + 1:]
 
 
-def check_param(p, shape: tuple, axis: int | None, block_size: int, name: str, data: str = "x") -> np.ndarray:
+def check_param(p: ArrayLike, shape: tuple, axis: int | None, block_size: int, name: str, data: str = "x"
+                ) -> np.ndarray:
     """``p`` as an array of exactly :func:`param_shape` (a size-1 value counts as per-tensor only
     when ``axis`` is None). Errors name ``name`` and the data argument ``data``."""
     p = np.asarray(p)
@@ -59,7 +61,8 @@ def check_param(p, shape: tuple, axis: int | None, block_size: int, name: str, d
     return p
 
 
-def align(x: np.ndarray, params: list, axis: int | None, block_size: int):
+def align(x: np.ndarray, params: list[np.ndarray], axis: int | None, block_size: int
+          ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Views of ``x`` and of each parameter (already of :func:`param_shape`) that broadcast.
 
     Returns ``(xv, [pv, ...])``; ``xv`` is ``x`` itself or a reshaped view of it, so a result

@@ -19,6 +19,16 @@ Inference", CVPR 2018, section 2.1 (the affine map and its integer range).
 ONNX operator spec, QuantizeLinear (saturation ranges per output type).
 TFLite quantization spec (https://www.tensorflow.org/lite/performance/quantization_spec):
 int8 weights use [-127, 127].
+
+Widths run from 2 to 32 bits. Ranges of 17-32 bits (``int32`` accumulators and biases, a
+``(-(2^30 - 1), 2^30 - 1)`` residual stream) are stored in int32 / uint32; their codes are exact in
+float64 (|q| <= 2^32 < 2^53), which is where :func:`refquant.core.uniform.quantize` clamps them.
+By name, the widths are 2-16 (weight and activation types) and 32 (``"int32"``, ``"uint32"``: the
+accumulator and the bias). A ``(qmin, qmax)`` pair — PyTorch's ``quant_min`` / ``quant_max`` — fits in
+16 bits, as the mirrored PyTorch APIs (``refquant.mirrors.torch_ops``, ``torch_qat``) compute in
+float32 and rely on :func:`qrange` to refuse wider pairs; any other width up to 32 bits, or a wider
+custom sub-range (the residual stream's ``QRange(31, limits=(-(2**30 - 1), 2**30 - 1))``), is a
+:class:`QRange` built explicitly.
 """
 from __future__ import annotations
 
@@ -26,6 +36,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._types import QRangeLike
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,7 @@ class QRange:
     Attributes
     ----------
     bits : int
-        Bit width b, 2 <= b <= 16.
+        Bit width b, 2 <= b <= 32.
     signed : bool
         Two's-complement signed (``int<b>``) or unsigned (``uint<b>``).
     narrow : bool
@@ -50,11 +62,11 @@ class QRange:
     narrow: bool = False
     limits: tuple | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.bits, (int, np.integer)) or isinstance(self.bits, (bool, np.bool_)):
             raise ValueError(f"bits must be an int, got {self.bits!r}")
-        if not 2 <= self.bits <= 16:
-            raise ValueError(f"bits must be in [2, 16], got {self.bits}")
+        if not 2 <= self.bits <= MAX_BITS:
+            raise ValueError(f"bits must be in [2, {MAX_BITS}], got {self.bits}")
         for name in ("signed", "narrow"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -72,6 +84,7 @@ class QRange:
 
     @property
     def qmin(self) -> int:
+        """Smallest code (a Python int)."""
         if self.limits is not None:
             return int(self.limits[0])
         lo = -(1 << (self.bits - 1)) if self.signed else 0
@@ -79,6 +92,7 @@ class QRange:
 
     @property
     def qmax(self) -> int:
+        """Largest code (a Python int)."""
         if self.limits is not None:
             return int(self.limits[1])
         return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
@@ -90,12 +104,14 @@ class QRange:
 
     @property
     def dtype(self) -> np.dtype:
-        """Smallest NumPy integer type that stores every code (sub-byte types travel in 8 bits)."""
-        width = 8 if self.bits <= 8 else 16
+        """Smallest NumPy integer type that stores every code (sub-byte types travel in 8 bits,
+        17-31-bit types in 32)."""
+        width = 8 if self.bits <= 8 else 16 if self.bits <= 16 else 32
         return np.dtype(f"{'int' if self.signed else 'uint'}{width}")
 
     @property
     def name(self) -> str:
+        """``int<b>``, ``uint<b>``, ``int<b>_narrow`` or ``int<b>[qmin,qmax]`` for custom limits."""
         base = f"{'int' if self.signed else 'uint'}{self.bits}"
         if self.limits is not None:
             return f"{base}[{self.qmin},{self.qmax}]"
@@ -105,18 +121,20 @@ class QRange:
         return self.name if self.limits is not None else f"{self.name}[{self.qmin}, {self.qmax}]"
 
 
+MAX_BITS = 32  # widest range: int32 / uint32 codes, exact in float64 (the quantizer's buffer for them)
+PAIR_BITS = 16  # widest (qmin, qmax) pair that qrange() accepts (module docstring)
 _NAME = re.compile(r"^(u?)int(\d+)(_narrow)?$")
 
 
-def qrange(spec="int8", *, narrow: bool | None = None) -> QRange:
+def qrange(spec: QRangeLike = "int8", *, narrow: bool | None = None) -> QRange:
     """Build a :class:`QRange` from a type name or return a given one unchanged.
 
     Parameters
     ----------
     spec : str, (int, int) or QRange
-        ``"int<b>"`` / ``"uint<b>"`` for 2 <= b <= 16, optionally with suffix ``"_narrow"``
-        (e.g. ``"int4"``, ``"uint8"``, ``"int8_narrow"``); a pair ``(qmin, qmax)`` for a custom
-        range, stored in the smallest type (at least 8 bits wide for storage) that holds it;
+        ``"int<b>"`` / ``"uint<b>"`` for 2 <= b <= 16 or b = 32, optionally with suffix ``"_narrow"``
+        (e.g. ``"int4"``, ``"uint8"``, ``"int8_narrow"``); a pair ``(qmin, qmax)`` of up to 16 bits
+        for a custom range, stored in the smallest type (at least 8 bits wide for storage) that holds it;
         or a ``QRange``.
     narrow : bool, optional
         Override the narrow flag.
@@ -138,17 +156,18 @@ def qrange(spec="int8", *, narrow: bool | None = None) -> QRange:
         if lo > hi:
             raise ValueError(f"qrange: qmin > qmax, ({lo}, {hi}) is empty")
         signed = lo < 0
-        bits = next((b for b in range(2, 17) if (-(1 << (b - 1)) <= lo and hi < (1 << (b - 1)) if signed
+        bits = next((b for b in range(2, PAIR_BITS + 1) if (-(1 << (b - 1)) <= lo and hi < (1 << (b - 1)) if signed
                                                   else hi < (1 << b))), None)
         if bits is None:
-            raise ValueError(f"qrange: ({lo}, {hi}) does not fit in 16 bits")
+            raise ValueError(f"qrange: ({lo}, {hi}) does not fit in {PAIR_BITS} bits (a wider custom range "
+                             f"is a QRange(bits, limits=(qmin, qmax)), bits <= {MAX_BITS})")
         r = QRange(bits, signed, False, (lo, hi))
     elif isinstance(spec, str):
         m = _NAME.match(spec)
         if m is None:
             raise ValueError(f"qrange: unknown integer type name {spec!r}; expected e.g. 'int8', 'uint4', 'int8_narrow'")
-        if not 2 <= int(m.group(2)) <= 16:
-            raise ValueError(f"qrange: {spec!r}: bits must be in [2, 16], got {int(m.group(2))}")
+        if not (2 <= int(m.group(2)) <= 16 or int(m.group(2)) == MAX_BITS):
+            raise ValueError(f"qrange: {spec!r}: bits must be in [2, 16] or {MAX_BITS}, got {int(m.group(2))}")
         r = QRange(int(m.group(2)), signed=m.group(1) == "", narrow=m.group(3) is not None)
     else:
         raise ValueError(f"qrange: expected a type name, (qmin, qmax) or QRange, got {spec!r}")

@@ -9,13 +9,18 @@ Building a linear layer uses the core quantizer, nothing hand-written::
 
     w_scale_c = qparams_from_range(−max|w_c|, max|w_c|, "int8_narrow", symmetric=True)   = max(max|w_c| / 127, eps)
     W_q       = quantize(w, w_scale, 0, "int8_narrow", axis=0)   = clamp(round_half_even(w / w_scale), −127, 127)
-    bias_q    = round_half_even(b / (x_scale · w_scale_c))       int32; ValueError if it does not fit
+    bias_q    = quantize(b, x_scale · w_scale, 0, "int32_narrow", axis=0, saturate=False)
+              = round_half_even(b / (x_scale · w_scale_c))       int32 on ±(2^31 − 1); ValueError if it does not fit
 
 The one guard for all-zero ranges is ``qparams_from_range``'s floor ``scale >= eps`` (float32 machine
 epsilon, 2^-23): an all-zero weight row gets ``w_scale = eps`` and codes 0, so its output is its bias
 alone — which must then fit in int32 at scale ``x_scale · eps`` (|b| ≲ 2^31 · x_scale · 1.2e-7).
-The int32 bias is rounded with :func:`refquant.core.rounding.round_array` and range-checked rather
-than saturated, because the core quantizer's ranges stop at 16 bits.
+The int32 bias goes through the same core quantizer (its ranges reach 32 bits; the quotient is
+computed and clamped in float64, exact for every int32 code), range-checked rather than saturated:
+a bias that does not fit is an error, not a silently different layer. The range is the narrow
+±(2^31 − 1), the range TFLite's converter clamps its biases to (``tensorflow/lite/tools/optimize/
+quantization_utils.cc: SymmetricBiasQuantize``, ``[−INT32_MAX, INT32_MAX]``), so that −bias_q never
+overflows either.
 
 Attention head, for int8 q, k, v of shape (T, d) with symmetric scales s_q, s_k, s_v::
 
@@ -38,8 +43,8 @@ import math
 import numpy as np
 
 from ..core._checks import float_array, int_array
+from ..core._types import ArrayLike
 from ..core.ranges import qrange as as_qrange
-from ..core.rounding import round_array
 from ..core.uniform import qparams_from_range, quantize
 from .fixedpoint import quantize_multiplier
 from .nonlinear import int_softmax
@@ -92,8 +97,8 @@ def _multiplier(num, den, what: str):
         raise ValueError(f"{what} is out of the fixed-point multiplier's range: {e}") from None
 
 
-def quantize_linear_layer(w, b, x_scale: float, x_zero_point: int, y_scale: float, y_zero_point: int = 0
-                          ) -> QuantizedLinear:
+def quantize_linear_layer(w: ArrayLike, b: ArrayLike | None, x_scale: float, x_zero_point: int, y_scale: float,
+                          y_zero_point: int = 0) -> QuantizedLinear:
     """Build a :class:`QuantizedLinear` from float weights ``w`` (n_out, n_in) and bias ``b`` (n_out,)
     or ``None`` (no bias: an int32 bias of zeros).
 
@@ -117,17 +122,18 @@ def quantize_linear_layer(w, b, x_scale: float, x_zero_point: int, y_scale: floa
         raise ValueError("w: max|w| / 127 overflows the float32 weight scale")
     w_scale = w_scale.astype(np.float32)
     wq = quantize(wa, w_scale, 0, "int8_narrow", axis=0)  # (n_out, n_in) int8, x / s in float64
-    acc_scale = x_scale * w_scale.astype(np.float64)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # refused below, not warned
-        bias = round_array(ba / acc_scale, "half_even")
-    if not np.all(np.abs(bias) <= 2**31 - 1):  # also false for inf / NaN
-        raise ValueError("b: the bias does not fit in int32 at scale x_scale · w_scale")
+    acc_scale = x_scale * w_scale.astype(np.float64)  # (n_out,), float64: the bias's scale, zero point 0
+    try:  # b / acc_scale in float64 (both are), rounded half to even, range-checked, never clamped
+        bias = quantize(ba, acc_scale, 0, "int32_narrow", axis=0, saturate=False)
+    except ValueError:  # a code beyond ±(2^31 − 1), or acc_scale underflowed to 0
+        raise ValueError("b: the bias does not fit in int32 at scale x_scale · w_scale") from None
     m, s = _multiplier(acc_scale, y_scale, "x_scale · w_scale / y_scale (w_scale = max|w| / 127 per row of w)")
-    return QuantizedLinear(wq, prepack(wq.T), w_scale, bias.astype(np.int32), m, s, x_scale, x_zero_point,
+    return QuantizedLinear(wq, prepack(wq.T), w_scale, bias, m, s, x_scale, x_zero_point,
                            y_scale, y_zero_point)
 
 
-def int_attention(q, k, v, q_scale: float, k_scale: float, v_scale: float, out_scale: float, *, causal: bool = True):
+def int_attention(q: ArrayLike, k: ArrayLike, v: ArrayLike, q_scale: float, k_scale: float, v_scale: float,
+                  out_scale: float, *, causal: bool = True) -> np.ndarray:
     """Integer-only attention (module docstring). q, k, v: int8 (..., T, d) — leading dimensions (batch,
     heads) are independent heads. Returns int8 (..., T, d)."""
     qa, ka, va = (int_array(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v")))

@@ -11,9 +11,10 @@ Every activation scale is static and symmetric over the calibration batches, wid
 int8 scales are the core's ``qparams_from_range(−a, a, "int8_narrow", symmetric=True)`` =
 ``max(a / 127, eps)`` with ``a = headroom · max|x|`` — its eps floor (float32 epsilon) is the one guard
 for an all-zero range — and every requantization to int8 is :func:`refquant.integer.gemm.requantize`
-on [−127, 127]. The int32 residual stream uses ``s_res = headroom · max|r| / (2^30 − 1)`` and clamps to
-±(2^30 − 1) by hand (embeddings: ``clamp(round_half_even(wte / s_res))``), because the core's integer
-ranges stop at 16 bits.
+on [−127, 127]. The int32 residual stream uses ``s_res = headroom · max|r| / (2^30 − 1)`` on the 31-bit
+range ``RESIDUAL = QRange(31, limits=(−(2^30 − 1), 2^30 − 1))`` (one addition of two such values still fits int32): the
+embeddings are ``quantize(wte, s_res, 0, RESIDUAL)`` and every requantization into the stream is
+``requantize(acc, M, shift, 0, RESIDUAL)`` — the same core quantizers, on a 31-bit range.
 
 Pipeline of one block (``→`` is a fixed-point requantization, ``multiply_by_quantized_multiplier``)::
 
@@ -28,18 +29,21 @@ transformer inference). Jacob et al., CVPR 2018, §2 (integer arithmetic with fi
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.uniform import qparams_from_range
-from ..integer.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from ..core.ranges import QRange
+from ..core.uniform import qparams_from_range, quantize
+from ..integer.fixedpoint import quantize_multiplier
 from ..integer.gemm import requantize
 from ..integer.layers import int_attention, quantize_linear_layer
 from ..integer.nonlinear import int_gelu, int_layernorm
 from ..models.gpt import GPTConfig, affine, forward
 
 R_MAX = 2**30 - 1  # the residual stream's int32 range (headroom for one addition)
+RESIDUAL = QRange(31, limits=(-R_MAX, R_MAX))  # a 31-bit custom range, stored in int32
 
 
 def _to_int8(q, s_from, s_to):
@@ -50,11 +54,10 @@ def _to_int8(q, s_from, s_to):
 
 
 def _to_residual(q, s_from, s_res):
-    """int32 ``q`` at scale ``s_from`` requantized to the residual scale, clamped to ±R_MAX by hand: a
-    31-bit range is wider than the core's ranges (<= 16 bits), so ``requantize`` cannot clamp it."""
+    """int32 ``q`` at scale ``s_from`` requantized to the residual scale on ±R_MAX: ``requantize(q, M)``
+    with ``M = s_from / s_res`` in fixed point and the 31-bit range ``RESIDUAL``."""
     m, sh = quantize_multiplier(np.asarray(s_from, np.float64) / s_res)
-    y = multiply_by_quantized_multiplier(q, m, sh)
-    return np.clip(y, -R_MAX, R_MAX, out=y)
+    return requantize(q, m, sh, 0, RESIDUAL)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def _calibrate_ranges(p, cfg, batches):
     return amax
 
 
-def build_int_gpt(p: dict, cfg: GPTConfig, calib_batches, *, headroom: float = 1.25) -> IntGPT:
+def build_int_gpt(p: dict, cfg: GPTConfig, calib_batches: Sequence[np.ndarray], *, headroom: float = 1.25) -> IntGPT:
     """Quantize a float checkpoint for integer-only inference; ``headroom`` widens every calibrated range.
 
     ``calib_batches``: a non-empty list of token-id arrays (B, T), held out from evaluation.
@@ -107,9 +110,9 @@ def build_int_gpt(p: dict, cfg: GPTConfig, calib_batches, *, headroom: float = 1
     for name in [n for n in p if n.endswith(".w") and (".attn." in n or ".mlp." in n or n == "lm_head.w")]:
         layers[name] = quantize_linear_layer(p[name], p.get(name[:-2] + ".b"), s8[name + ":in"], 0, s8[name + ":out"])
     ln = {k[:-2]: (p[k], p[k[:-2] + ".b"]) for k in p if k.endswith(".g")}
-    # by hand: ±R_MAX is a 31-bit range and the core's quantize stops at 16 bits (module docstring)
-    wte = np.clip(np.rint(p["wte"] / s_res), -R_MAX, R_MAX).astype(np.int32)
-    wpe = np.clip(np.rint(p["wpe"] / s_res), -R_MAX, R_MAX).astype(np.int32)
+    # x / s_res in the embeddings' dtype (a Python-float scale takes it), rounded half to even, clamped to ±R_MAX
+    wte = quantize(p["wte"], s_res, 0, RESIDUAL)  # (V, C) int32
+    wpe = quantize(p["wpe"], s_res, 0, RESIDUAL)  # (T, C) int32
     return IntGPT(cfg, wte, wpe, float(s_res), ln, s8, layers, s8["lm_head.w:out"])
 
 
