@@ -167,6 +167,19 @@ def test_linear_layer_bias_that_does_not_fit_int32():
         quantize_linear_layer(np.zeros((1, 3)), np.array([1e3]), 0.5, 0, 1.0)
 
 
+@pytest.mark.parametrize("sign", [1, -1])
+def test_linear_layer_bias_at_the_int32_edges(sign):
+    # w = [[127]]: w_scale = 127 / 127 = 1; x_scale 2^-10, so the bias scale is 2^-10 and b = k · 2^-10 is exact.
+    # k = ±(2^31 − 1) fits the narrow int32 range; ±(2^31 − 1.5) ties to ±(2^31 − 2) (even);
+    # ±(2^31 − 0.5) ties to ±2^31 (even), outside ±(2^31 − 1) (TFLite's bias range): refused, never clamped
+    w = np.array([[127.0]], np.float32)
+    for k, code in ((2**31 - 1, 2**31 - 1), (2**31 - 1.5, 2**31 - 2)):
+        layer = quantize_linear_layer(w, np.array([sign * k * 2.0**-10]), 2.0**-10, 0, 1.0)
+        assert layer.bias.dtype == np.int32 and layer.bias.tolist() == [sign * code]
+    with pytest.raises(ValueError, match="b: the bias does not fit in int32"):
+        quantize_linear_layer(w, np.array([sign * (2**31 - 0.5) * 2.0**-10]), 2.0**-10, 0, 1.0)
+
+
 def test_int_gpt_requantizations_golden():
     from refquant.ptq.intgpt import R_MAX, _to_int8, _to_residual
 
