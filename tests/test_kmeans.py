@@ -193,7 +193,7 @@ def test_count_le_is_searchsorted_in_float64(xs, t):
 @example(np.array([0.0, 1.0, 1e-300, 2.0]), 3, False)
 @example(np.arange(30.0) ** 3, 7, True)
 def test_dp_layer_equals_its_loop_twin(v, k, weighted):
-    from refquant.formats.kmeans import _Prefix, _dp_layer, _dp_layer_ref
+    from refquant.formats.kmeans_dp import _Prefix, _dp_layer, _dp_layer_ref
     v = np.sort(v)
     w = 1.0 + (np.arange(v.size) % 3) if weighted else np.ones(v.size)
     n, P = v.size, _Prefix(v, w)

@@ -12,8 +12,8 @@ segmentation and can be solved *exactly* by dynamic programming (Wang & Song 201
 The split point ``opt[m][i]`` is monotone in i, which lets each layer be solved by divide and
 conquer in O(n log n) (Grønlund et al. 2017), and in m (opt[m−1][i] <= opt[m][i]), which bounds each
 search from below. Here a layer is a few batches of vectorised NumPy operations: a stride of states
-on their own ranges, then one batch per recursion depth between them (:func:`_dp_layer`; its loop
-twin :func:`_dp_layer_ref` gives the same values and split points, bit for bit).
+on their own ranges, then one batch per recursion depth between them (:mod:`refquant.formats.kmeans_dp`,
+whose loop twin gives the same values and split points, bit for bit).
 
 Methods of :func:`kmeans_codebook`:
 
@@ -50,6 +50,7 @@ import numpy as np
 
 from ..core._checks import choice, float_array, int_value
 from ..core.uniform import _CHUNK
+from .kmeans_dp import _Prefix, _dp
 
 ALGORITHMS = ("auto", "optimal", "sklearn", "lloyd")
 
@@ -94,20 +95,6 @@ def _distinct(xs, ws):
     wt = np.add.reduceat(ws, starts) if xs.size else ws
     keep = wt > 0
     return xs[starts][keep].astype(np.float64), wt[keep]
-
-
-class _Prefix:
-    """Prefix sums W, S, Q of w, w·c, w·c² (c = v centred on its weighted mean): the SSE of the points
-    [j, i) is ``Q[i] − Q[j] − (S[i] − S[j])² / (W[i] − W[j])`` in O(1) (Wang & Song 2011, eq. 3)."""
-
-    def __init__(self, v, w=None):
-        self.shift = v.mean() if w is None else np.sum(w * v) / np.sum(w)
-        c = v - self.shift
-        z = np.zeros(1)
-        self.W = np.arange(v.size + 1, dtype=np.float64) if w is None else np.concatenate([z, np.cumsum(w)])
-        wc = c if w is None else w * c
-        self.S = np.concatenate([z, np.cumsum(wc)])
-        self.Q = np.concatenate([z, np.cumsum(wc * c)])
 
 
 def _segment_sums(v, w, b):
@@ -172,108 +159,6 @@ def _count_le(xs, t):
         tt = np.where(tt.astype(np.float64) > t, np.nextafter(tt, xs.dtype.type(-np.inf)), tt)
         t = tt.astype(xs.dtype)
     return np.searchsorted(xs, t, side="right")
-
-
-def _stride(low, m, n):
-    """Stride g (a power of two) of the states solved first: about (n / g)·mean(i − low[i]) ≤ 2n evaluations."""
-    width = np.mean(np.arange(m, n + 1) - np.maximum(low[m:], m - 1))  # the mean range length without neighbours
-    return 1 << max(0, int(np.ceil(np.log2(max(width / 2, 1.0)))))
-
-
-def _dp_layer(prev, P, m, n, low):
-    """D[m][i] for i in [m, n] and the smallest argmin split points opt[m][i], in a few batches.
-
-    The split point of state i lies in ``[max(m − 1, low[i]), i − 1]`` with ``low = opt[m − 1]`` (opt is
-    monotone in m), and between the split points of any solved states left and right of it (monotone
-    in i; Grønlund et al. 2017, §2). First the states m, m + g, m + 2g, …, n are solved on their own
-    ranges (one batch; :func:`_stride` picks g so that this costs ~2n evaluations: g = 1 when the last
-    clusters are short), then the states between them by divide and conquer, one batch per depth.
-    The value minimised, ``A[j] − (S[i] − S[j])² / (W[i] − W[j])`` with ``A = D[m − 1] − Q``, is
-    D[m−1][j] + cost(j, i) − Q[i]: the same argmin with two gathers fewer. :func:`_dp_layer_ref` is
-    its loop twin.
-    """
-    cur = np.full(n + 1, np.inf)
-    opt = np.zeros(n + 1, dtype=np.int32)
-    W, S, Q = P.W, P.S, P.Q
-    A = prev - Q
-
-    def solve(i, lo, hi):  # states i, split points searched in [lo, hi] (hi >= lo): one batch
-        counts = hi - lo + 1
-        ends = np.cumsum(counts)
-        starts = ends - counts
-        seg = np.repeat(np.arange(i.size), counts)
-        j = np.arange(ends[-1]) + (lo - starts)[seg]
-        d = S[i][seg] - S[j]
-        val = A[j] - d * d / (W[i][seg] - W[j])
-        mins = np.minimum.reduceat(val, starts)
-        best = np.minimum.reduceat(np.where(val <= mins[seg], j, n), starts)  # the smallest j at the minimum
-        cur[i], opt[i] = mins + Q[i], best
-        return best
-
-    g = _stride(low, m, n)
-    top = np.unique(np.append(np.arange(m, n + 1, g), n))
-    hi = top - 1
-    best = solve(top, np.minimum(np.maximum(low[top], m - 1), hi), hi)
-    ilo, ihi, jlo, jhi = top[:-1] + 1, top[1:] - 1, best[:-1], best[1:]
-    keep = ilo <= ihi
-    ilo, ihi, jlo, jhi = ilo[keep], ihi[keep], jlo[keep], jhi[keep]
-    while ilo.size:
-        mid = (ilo + ihi) // 2
-        hi = np.minimum(jhi, mid - 1)
-        best = solve(mid, np.minimum(np.maximum(jlo, low[mid]), hi), hi)  # min: non-empty even if rounding broke
-        left, right = ilo < mid, mid < ihi  # monotonicity
-        ilo, ihi, jlo, jhi = (np.concatenate([ilo[left], mid[right] + 1]), np.concatenate([mid[left] - 1, ihi[right]]),
-                              np.concatenate([jlo[left], best[right]]), np.concatenate([best[left], jhi[right]]))
-    return cur, opt
-
-
-def _dp_layer_ref(prev, P, m, n, low):
-    """:func:`_dp_layer` as plain loops and a recursion, one state at a time (its exact twin)."""
-    cur = np.full(n + 1, np.inf)
-    opt = np.zeros(n + 1, dtype=np.int32)
-    W, S, Q = P.W, P.S, P.Q
-
-    def solve(i, lo, hi):
-        best, vbest = lo, np.inf
-        for j in range(lo, hi + 1):
-            d = S[i] - S[j]
-            v = (prev[j] - Q[j]) - d * d / (W[i] - W[j])
-            if v < vbest:
-                best, vbest = j, v
-        cur[i], opt[i] = vbest + Q[i], best
-        return best
-
-    def recurse(ilo, ihi, jlo, jhi):
-        if ilo > ihi:
-            return
-        i = (ilo + ihi) // 2
-        hi = min(jhi, i - 1)
-        best = solve(i, min(max(jlo, int(low[i])), hi), hi)
-        recurse(ilo, i - 1, jlo, best)
-        recurse(i + 1, ihi, best, jhi)
-
-    g = _stride(low, m, n)
-    top = sorted(set(range(m, n + 1, g)) | {n})
-    for i in top:
-        solve(i, min(max(int(low[i]), m - 1), i - 1), i - 1)
-    for a, b in zip(top[:-1], top[1:]):
-        recurse(a + 1, b - 1, int(opt[a]), int(opt[b]))
-    return cur, opt
-
-
-def _dp(P, n, k, layer=_dp_layer):
-    """D[k][n] and the k + 1 boundaries of the optimal segmentation: layers m = 1 … k, then backtracking."""
-    prev = np.full(n + 1, np.inf)  # D[0][i]: 0 clusters cover nothing
-    prev[0] = 0.0
-    opts = [np.zeros(n + 1, dtype=np.int32)]
-    for m in range(1, k + 1):
-        prev, opt = layer(prev, P, m, n, opts[-1])
-        opts.append(opt)
-    bounds, i = [n], n
-    for opt in reversed(opts[1:]):  # backtrack the split points
-        i = int(opt[i])
-        bounds.append(i)
-    return max(float(prev[n]), 0.0), np.array(bounds[::-1])
 
 
 def optimal_kmeans(v, w, k):
