@@ -4,11 +4,12 @@ loaded vs streamed, and (``--table``) the RTN table.
     python benchmarks/bench_llm.py [--repeat 3] [--skip-eval] [--threads N]
     python benchmarks/bench_llm.py --table [--recipes float,w8-per-channel,...] [--tokens 8192]
 
-Prefill: the float forward on 512 tokens of the evaluation text (best of ``--repeat``, interleaved
-with the matmul runs), as tokens/s, and as a ratio to the time of the same matmuls alone, measured in
-the same run — the 211 linear
-layers replayed on their recorded operands, and the 2 × 30 attention products (q kᵀ, p v) on arrays
-of the same shapes: the BLAS floor. Target (issue 10): forward ≤ 1.3× its matmuls.
+Prefill: the float forward on 512 tokens of the evaluation text as tokens/s, and as a ratio to the
+time of the same matmuls alone — the 211 linear layers replayed on their recorded operands, and the
+2 × 30 attention products (q kᵀ, p v) on arrays of the same shapes: the BLAS floor. The two are timed
+interleaved (``timing.compare``, ``--repeat`` rounds: matmuls, then forward), and the ratio is the
+median [min, max] over rounds of the forward's time over the same round's matmuls. Target (issue 10):
+forward ≤ 1.3× its matmuls.
 Evaluation: 16 windows × 512 tokens (forward + scoring both perplexity conventions and top-1).
 Target: under a minute on 2 idle cores.
 Memory: two fresh subprocesses run the same 512-token forward, one from the fully loaded float
@@ -27,7 +28,7 @@ import tracemalloc
 
 import numpy as np
 
-from timing import best_time
+from timing import compare, print_env
 
 from refquant import llm
 from refquant.io import evaltext, gguf
@@ -89,11 +90,9 @@ def speed(p, cfg, ids, repeat):
             q @ kt
             att @ v
 
-    t_fwd = t_mm = float("inf")
-    for _ in range(repeat):  # interleaved, so that a busy spell of the machine hits both alike
-        t_fwd = min(t_fwd, best_time(lambda: forward(p, ids, cfg), 1))
-        t_mm = min(t_mm, best_time(matmuls, 1))
-    return t_fwd, t_mm
+    base, fwd = compare(matmuls, {"forward": lambda: forward(p, ids, cfg)}, rounds=repeat, warmup=0,
+                        baseline_name="matmuls")
+    return fwd, base
 
 
 def main():
@@ -112,6 +111,7 @@ def main():
     if args.threads:
         from threadpoolctl import threadpool_limits
         threadpool_limits(args.threads, user_api="blas")
+    print_env()
     t0 = time.perf_counter()
     p, cfg, tok = llm.load()
     print(f"load (dequantize every tensor): {time.perf_counter() - t0:.1f} s", flush=True)
@@ -126,9 +126,11 @@ def main():
         print(json.dumps(rows))
         return
     ids = window(tok)
-    t_fwd, t_mm = speed(p, cfg, ids, args.repeat)
-    print(f"prefill 512 tokens: {t_fwd:.2f} s = {512 / t_fwd:.0f} tokens/s; its matmuls alone {t_mm:.2f} s; "
-          f"ratio {t_fwd / t_mm:.2f} (target <= 1.3)", flush=True)
+    fwd, mm = speed(p, cfg, ids, args.repeat)
+    t_fwd, t_mm = fwd.ms / 1e3, mm.ms / 1e3
+    print(f"prefill 512 tokens ({args.repeat} interleaved rounds, medians): {t_fwd:.2f} s = "
+          f"{512 / t_fwd:.0f} tokens/s; its matmuls alone {t_mm:.2f} s; forward / matmuls {fwd.ratio_text()} "
+          f"(target <= 1.3)", flush=True)
     if not args.skip_eval:
         windows = evaltext.token_windows(encode(tok, evaltext.eval_text(), parse_special=False), 512, 16)
         t0 = time.perf_counter()
