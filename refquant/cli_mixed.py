@@ -297,7 +297,8 @@ def write_figures(result: dict, out_dir: str) -> list:
     rows = [r for r in result["rows"] if r["method"] != "float"]
     flt = next((r["perplexity"] for r in result["rows"] if r["method"] == "float"), None)
     fig, ax = plt.subplots(figsize=(8, 5))
-    plot_pareto(ax, rows, front=result["front"], float_perplexity=flt, log=True)
+    plot_pareto(ax, rows, front=result["front"], float_perplexity=flt, annotate={"uniform", "dp", "q4km"},
+                ymax=None if flt is None else 4 * flt)
     ax.set_title(f"{result['model']}: size vs perplexity (uniform, greedy, DP, Q4_K_M rule)", fontsize=10)
     fig.tight_layout()
     paths.append(os.path.join(out_dir, f"09-{tag}-pareto.png"))

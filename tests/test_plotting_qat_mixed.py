@@ -101,3 +101,13 @@ def test_lsq_scale_gradient_and_qat_curves(ax):
     with pytest.raises(ValueError, match="curves: nothing"):
         plot_qat_curves(a2, {})
     plt.close(fig)
+
+
+def test_pareto_clips_a_collapsed_row_and_labels_chosen_families(ax):
+    rows = [{"method": "uniform-int3-g128", "bits_per_weight": 3.27, "perplexity": 20890.0},
+            {"method": "uniform-int4-g128", "bits_per_weight": 4.27, "perplexity": 28.5},
+            {"method": "greedy-kl-int4-g128", "bits_per_weight": 4.27, "perplexity": 23.8}]
+    plot_pareto(ax, rows, front=rows, ymax=47.0, annotate={"uniform"})
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+    np.testing.assert_array_equal(offsets[:, 1], [47.0, 28.5, 23.8])  # 20890 drawn at ymax
+    assert sorted(t.get_text() for t in ax.texts) == ["uniform-int3-g128: 2.089e+04 ↑", "uniform-int4-g128"]

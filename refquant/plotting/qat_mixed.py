@@ -5,7 +5,7 @@ The data come from the library (:mod:`refquant.qat`, :mod:`refquant.ptq.sensitiv
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 import re
 from typing import TYPE_CHECKING
 
@@ -92,28 +92,43 @@ def plot_sensitivity_bars(ax: Axes, names: Sequence[str], values: ArrayLike, *, 
 
 
 def plot_pareto(ax: Axes, rows: Sequence[Mapping], *, front: Sequence[Mapping] | None = None,
-                float_perplexity: float | None = None, annotate: bool = True, log: bool = False) -> Axes:
+                float_perplexity: float | None = None, annotate: bool | Collection[str] = True, log: bool = False,
+                ymax: float | None = None) -> Axes:
     """Size vs perplexity: one marker per row ``{"method", "bits_per_weight", "perplexity"}``,
     coloured by :func:`method_family`; ``front`` (e.g. :func:`refquant.ptq.mixed_precision.pareto_front`
-    of the rows) joined by a dashed line; ``float_perplexity`` as a horizontal line."""
+    of the rows) joined by a dashed line; ``float_perplexity`` as a horizontal line.
+
+    ``annotate``: label every point (True), none (False) or the points of these families (e.g.
+    ``{"uniform", "dp", "q4km"}``); rows at the same point share one label. ``ymax``: rows above it
+    (a collapsed model) are drawn at ``ymax`` with their value in the label, so they do not squash the rest.
+    """
     rows = list(rows)
     if not rows:
         raise ValueError("rows: nothing to plot")
+
+    def y_of(r):
+        return r["perplexity"] if ymax is None else min(r["perplexity"], ymax)
+
     seen, at = set(), {}
     for r in rows:
         fam = method_family(r["method"])
-        ax.scatter(r["bits_per_weight"], r["perplexity"], color=METHOD_COLORS.get(fam, "tab:gray"), s=30, zorder=3,
+        ax.scatter(r["bits_per_weight"], y_of(r), color=METHOD_COLORS.get(fam, "tab:gray"), s=30, zorder=3,
                    marker={"dp": "o", "greedy": "s", "uniform": "D", "q4km": "^"}.get(fam, "x"),
                    label=None if fam in seen else fam, alpha=0.8)
         seen.add(fam)
-        at.setdefault((round(r["bits_per_weight"], 4), round(r["perplexity"], 6)), []).append(r["method"])
+        at.setdefault((round(r["bits_per_weight"], 4), round(y_of(r), 6)), []).append(r)
     if annotate:  # one label per point: rows that landed on the same allocation share it
-        for (b, pp), methods in at.items():
-            text = methods[0] + (f" (= {len(methods) - 1} more)" if len(methods) > 1 else "")
-            ax.annotate(text, (b, pp), xytext=(4, 3), textcoords="offset points", fontsize=6)
+        for (b, y), rs in at.items():
+            shown = [r for r in rs if annotate is True or method_family(r["method"]) in annotate]
+            if not shown:
+                continue
+            text = shown[0]["method"] + (f" (= {len(rs) - 1} more)" if len(rs) > 1 else "")
+            if ymax is not None and rs[0]["perplexity"] > ymax:
+                text += f": {rs[0]['perplexity']:.4g} ↑"
+            ax.annotate(text, (b, y), xytext=(4, 3), textcoords="offset points", fontsize=6)
     if front:
         f = sorted(front, key=lambda r: r["bits_per_weight"])
-        ax.plot([r["bits_per_weight"] for r in f], [r["perplexity"] for r in f], "--", color="0.4", lw=0.8,
+        ax.plot([r["bits_per_weight"] for r in f], [y_of(r) for r in f], "--", color="0.4", lw=0.8,
                 zorder=2, label="Pareto front")
     if float_perplexity is not None:
         ax.axhline(float_perplexity, color="k", lw=0.6, ls=":", label=f"float32 {float_perplexity:.3f}")
