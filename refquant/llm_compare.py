@@ -42,9 +42,10 @@ import numpy as np
 
 from .formats import registry
 from .io import evaltext
-from .io.tokenizer import encode
+from .io.tokenizer import Tokenizer, encode
 from .llm import N_CTX, default_model, load
 from .models import lm_eval
+from .models.llama import LlamaConfig
 from .models.lm import LM, llama_lm, weight
 from .ptq.llm_int8 import llm_int8_hook
 from .ptq.recipes import Recipe, apply_method
@@ -105,7 +106,7 @@ def quantize(lm: LM, params: dict, method: str, calib_batches: Sequence[np.ndarr
     return q, hook, b / n
 
 
-def compare(params: dict, cfg, tok, methods: Sequence[str], *, n_tokens: int = 16 * N_CTX,
+def compare(params: dict, cfg: LlamaConfig, tok: Tokenizer, methods: Sequence[str], *, n_tokens: int = 16 * N_CTX,
             calib_tokens: int = CALIB_WINDOWS * N_CTX, alpha: float = 0.5,
             progress: Callable[[str], None] | None = None) -> list:
     """One row per method (``float`` measured once and kept for the KL): the keys of
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     return 0
 
 
-def add_parser(s) -> None:
+def add_parser(s: argparse._SubParsersAction) -> None:
     """Add ``compare`` to the ``llm`` sub-parser collection ``s``."""
     p = s.add_parser("compare", help="the field's comparison table of LLM PTQ methods (RTN, GPTQ, AWQ, HQQ, W8A8, "
                                      "SmoothQuant, LLM.int8())",

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+from numpy.typing import ArrayLike
+
 import numpy as np
 
 from . import gpt, llama
@@ -104,7 +106,7 @@ def run_blocks(lm: LM, params: dict, x: np.ndarray, start: int, stop: int, *, li
     return x
 
 
-def fold_scale(lm: LM, params: dict, fold: ScaleFold, s) -> dict:
+def fold_scale(lm: LM, params: dict, fold: ScaleFold, s: ArrayLike) -> dict:
     """Parameters with the scale ``s`` (K,) folded in by eq. (1): every ``fold.prev`` slice divided by s,
     every column of the ``fold.linears`` multiplied by it (a tied head gets its own ``output.weight``).
 

@@ -65,11 +65,13 @@ _compute_best_clip, pseudo_quantize_tensor``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core._checks import float_array
+from ..core._types import ArrayLike
 from ..models.gpt import affine
 from ..models.lm import LM, block_of, fold_scale, run_blocks, weight
 from .hessian import update
@@ -133,7 +135,7 @@ def _grouped(w, gs, fn):
     return parts + ([] if n == K else [fn(w[..., n:].reshape(w.shape[:-1] + (1, K - n)))])
 
 
-def pseudo_quantize(w, *, bits: int = 4, group_size: int = 128, zero_point: bool = True) -> AWQTensor:
+def pseudo_quantize(w: ArrayLike, *, bits: int = 4, group_size: int = 128, zero_point: bool = True) -> AWQTensor:
     """AWQ's ``pseudo_quantize_tensor``, eq. (8)–(10), for w (rows, K) — or (..., rows, K), quantized
     per row and group along the last axis (then every field has the leading axes)."""
     w = float_array(w, "w")
@@ -147,7 +149,7 @@ def pseudo_quantize(w, *, bits: int = 4, group_size: int = 128, zero_point: bool
     return AWQTensor(w_hat, q.astype(np.uint8 if zero_point else np.int8), scale, zero.astype(np.int32), bits, gs)
 
 
-def pseudo_quantize_ref(w, *, bits: int = 4, group_size: int = 128, zero_point: bool = True) -> AWQTensor:
+def pseudo_quantize_ref(w: ArrayLike, *, bits: int = 4, group_size: int = 128, zero_point: bool = True) -> AWQTensor:
     """Loop twin of :func:`pseudo_quantize` for a (rows, K) weight: one group at a time, scalars."""
     w = np.asarray(w)
     rows, K = w.shape
@@ -174,7 +176,7 @@ def pseudo_quantize_ref(w, *, bits: int = 4, group_size: int = 128, zero_point: 
     return AWQTensor(out, codes.astype(np.uint8 if zero_point else np.int8), scale, zeros, bits, gs)
 
 
-def weight_mean(w_list, group_size: int) -> np.ndarray:
+def weight_mean(w_list: Sequence[ArrayLike], group_size: int) -> np.ndarray:
     """AutoAWQ's w̄ (K,) float64 for eq. (3): the linears' weights stacked by rows, each group divided
     by its absmax + 1e-6, averaged over all rows."""
     w = np.concatenate([np.abs(np.asarray(w, np.float64)) for w in w_list], axis=0)
@@ -183,7 +185,7 @@ def weight_mean(w_list, group_size: int) -> np.ndarray:
     return np.concatenate([p.reshape(p.shape[0], -1) for p in parts], 1).mean(0)
 
 
-def scale_candidates(x_mean, n_grid: int = 20, *, w_mean=None) -> np.ndarray:
+def scale_candidates(x_mean: ArrayLike, n_grid: int = 20, *, w_mean: ArrayLike | None = None) -> np.ndarray:
     """(n_grid, K) float64: eq. (2) (or (3) when ``w_mean`` is given) and (4) for α = i / n_grid."""
     x_mean = np.asarray(x_mean, np.float64)
     alphas = np.arange(n_grid) / n_grid
@@ -196,7 +198,7 @@ def scale_candidates(x_mean, n_grid: int = 20, *, w_mean=None) -> np.ndarray:
     return s / np.sqrt(s.max(1, keepdims=True) * s.min(1, keepdims=True))
 
 
-def scale_candidates_ref(x_mean, n_grid: int = 20, *, w_mean=None) -> np.ndarray:
+def scale_candidates_ref(x_mean: ArrayLike, n_grid: int = 20, *, w_mean: ArrayLike | None = None) -> np.ndarray:
     """Loop twin of :func:`scale_candidates` (one α and one channel at a time, Python floats)."""
     out = np.empty((n_grid, len(x_mean)))
     for i in range(n_grid):
@@ -209,7 +211,7 @@ def scale_candidates_ref(x_mean, n_grid: int = 20, *, w_mean=None) -> np.ndarray
     return out
 
 
-def layer_loss(x, w_list):
+def layer_loss(x: ArrayLike, w_list: Sequence[ArrayLike]) -> Callable[[Sequence[np.ndarray]], float]:
     """The default loss of (5): ``loss(w_hats)`` = mean over tokens and all outputs of the linears
     (concatenated) of ``(x Wᵀ − x Ŵᵀ)²``, in float64."""
     x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
@@ -250,8 +252,8 @@ def _search(w_list, x, bits, group_size, zero_point, duo_scaling, n_grid, loss, 
     return ScaleSearch(cands[best], best / n_grid, losses)
 
 
-def awq_search_scale(w_list, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = True,
-                     duo_scaling: bool = False, n_grid: int = 20, loss=None) -> ScaleSearch:
+def awq_search_scale(w_list: Sequence[ArrayLike], x: ArrayLike, *, bits: int = 4, group_size: int = 128, zero_point: bool = True,
+                     duo_scaling: bool = False, n_grid: int = 20, loss: Callable | None = None) -> ScaleSearch:
     """Eq. (2)–(5) for the linears ``w_list`` ((rows_i, K) each) sharing the input ``x`` (..., K).
 
     ``loss(w_hats) -> float`` measures a list of candidate weights ``Q(W·s)/s``; default
@@ -262,8 +264,8 @@ def awq_search_scale(w_list, x, *, bits: int = 4, group_size: int = 128, zero_po
     return _search(w_list, x, bits, group_size, zero_point, duo_scaling, n_grid, loss, False)
 
 
-def awq_search_scale_ref(w_list, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = True,
-                         duo_scaling: bool = False, n_grid: int = 20, loss=None) -> ScaleSearch:
+def awq_search_scale_ref(w_list: Sequence[ArrayLike], x: ArrayLike, *, bits: int = 4, group_size: int = 128, zero_point: bool = True,
+                         duo_scaling: bool = False, n_grid: int = 20, loss: Callable | None = None) -> ScaleSearch:
     """Loop twin of :func:`awq_search_scale` (scalar candidates and quantizer, same loss)."""
     return _search(w_list, x, bits, group_size, zero_point, duo_scaling, n_grid, loss, True)
 
@@ -286,8 +288,8 @@ def _clip_check(w, x, bits, group_size, n_grid, max_shrink, n_sample_token, rows
     return w, x, gs, rows
 
 
-def awq_clip(w, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = True, n_grid: int = 20,
-             max_shrink: float = 0.5, n_sample_token: int = 512, rows=None, row_batch: int = 64,
+def awq_clip(w: ArrayLike, x: ArrayLike, *, bits: int = 4, group_size: int = 128, zero_point: bool = True, n_grid: int = 20,
+             max_shrink: float = 0.5, n_sample_token: int = 512, rows: ArrayLike | None = None, row_batch: int = 64,
              accumulate: str = "sequential") -> np.ndarray:
     """Eq. (6)–(7): the clipping threshold ``max_val`` (rows, n_groups) of w (rows, K) for inputs x (..., K).
 
@@ -334,8 +336,8 @@ def awq_clip(w, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = T
     return best
 
 
-def awq_clip_ref(w, x, *, bits: int = 4, group_size: int = 128, zero_point: bool = True, n_grid: int = 20,
-                 max_shrink: float = 0.5, n_sample_token: int = 512, rows=None) -> np.ndarray:
+def awq_clip_ref(w: ArrayLike, x: ArrayLike, *, bits: int = 4, group_size: int = 128, zero_point: bool = True, n_grid: int = 20,
+                 max_shrink: float = 0.5, n_sample_token: int = 512, rows: ArrayLike | None = None) -> np.ndarray:
     """Loop twin of :func:`awq_clip`: one row, group, grid point, token and channel at a time."""
     w, x, gs, rows = _clip_check(w, x, bits, group_size, n_grid, max_shrink, n_sample_token, rows)
     K = w.shape[1]
@@ -365,7 +367,7 @@ def awq_clip_ref(w, x, *, bits: int = 4, group_size: int = 128, zero_point: bool
     return best
 
 
-def apply_clip(w, max_val, group_size: int) -> np.ndarray:
+def apply_clip(w: ArrayLike, max_val: ArrayLike, group_size: int) -> np.ndarray:
     """``clamp(W_rg, −max_val[r, g], max_val[r, g])`` per row and group of ``group_size`` columns, the
     last possibly shorter (llm-awq ``apply_clip``)."""
     w = np.asarray(w)
@@ -490,10 +492,10 @@ def _clip_rows(lm, name, rows, clip_qk):
     return None if qk.any() else np.ones(rows, bool)
 
 
-def awq_quantize(lm: LM, params: dict, calib_batches, *, bits: int = 4, group_size: int = 128,
+def awq_quantize(lm: LM, params: dict, calib_batches: Iterable[np.ndarray], *, bits: int = 4, group_size: int = 128,
                  zero_point: bool = True, duo_scaling: bool = False, n_grid: int = 20, inspect: str = "module",
                  clip: bool = True, clip_qk: str = "rows", max_shrink: float = 0.5, n_sample_token: int = 512,
-                 head: str = "rtn", clip_accumulate: str = "matmul"):
+                 head: str = "rtn", clip_accumulate: str = "matmul") -> tuple[dict, AWQResult]:
     """AWQ on a whole model (llm-awq ``run_awq`` + ``pseudo_quantize_model_weight``): ``(params', AWQResult)``.
 
     1. For every fold of ``lm.scale_folds`` (the head's only with ``head="awq"``): the scale search

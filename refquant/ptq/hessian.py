@@ -31,11 +31,13 @@ Frantar & Alistarh, "Optimal Brain Compression", NeurIPS 2022 (OBQ). Mirrored: I
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core._checks import float_array
+from ..core._types import ArrayLike
 from ..models.gpt import affine
 from ..models.lm import LM
 
@@ -69,7 +71,7 @@ def _samples(shape, count: str) -> int:
     return 1 if len(shape) == 2 else int(np.prod(shape[:-2]))  # add_batch unsqueezes a 2-D input
 
 
-def update(state: InputStats | None, x, *, count: str = "sequences") -> InputStats:
+def update(state: InputStats | None, x: ArrayLike, *, count: str = "sequences") -> InputStats:
     """Add a batch of inputs ``x`` (..., K) (at least 2-D) to the running statistics; ``None`` starts.
 
     Equation (2) in float64; ``count`` ("sequences" as IST-DASLab / AutoGPTQ, or "tokens" as
@@ -97,7 +99,7 @@ def update(state: InputStats | None, x, *, count: str = "sequences") -> InputSta
                       _frozen(np.maximum(state.abs_max, a.max(0, initial=0.0))))
 
 
-def hessian_ref(xs, *, count: str = "sequences") -> np.ndarray:
+def hessian_ref(xs: Iterable[ArrayLike], *, count: str = "sequences") -> np.ndarray:
     """Equation (1) written out: ``(2/n) Σ x xᵀ`` over every row of every batch in ``xs``, one outer
     product at a time (the slow twin of :func:`update`; equal up to float rounding, not bit-exactly,
     because (2) rescales the running sum after every batch)."""
@@ -149,7 +151,8 @@ def _run(forward, params, batches, names, weights, stop_early, count):
     return stats, seen_w
 
 
-def collect_statistics(forward, params: dict, batches, names=None, *, weights=None, stop_early: bool = False,
+def collect_statistics(forward: Callable, params: dict, batches: Iterable, names: Sequence[str] | None = None, *,
+                       weights: dict | None = None, stop_early: bool = False,
                        count: str = "sequences") -> dict:
     """Input statistics of the linear layers: ``{name: InputStats}``.
 
@@ -177,8 +180,9 @@ def collect_statistics(forward, params: dict, batches, names=None, *, weights=No
     return stats
 
 
-def quantize_sequential(forward, params: dict, batches, groups, quantize, *, stop_early: bool = True,
-                        count: str = "sequences"):
+def quantize_sequential(forward: Callable, params: dict, batches: Iterable, groups: Sequence[Sequence[str]],
+                        quantize: Callable, *, stop_early: bool = True,
+                        count: str = "sequences") -> tuple[dict, dict]:
     """Quantize a model group by group, each group on inputs from the already-quantized model.
 
     For every group in ``groups`` (lists of linear names, in forward order): run ``forward`` on all
@@ -234,7 +238,8 @@ def quantize_sequential(forward, params: dict, batches, groups, quantize, *, sto
     return {**params, **weights}, results
 
 
-def quantize_blockwise(lm: LM, params: dict, batches, quantize, *, count: str = "sequences"):
+def quantize_blockwise(lm: LM, params: dict, batches: Iterable, quantize: Callable, *,
+                       count: str = "sequences") -> tuple[dict, dict]:
     """:func:`quantize_sequential` block by block, as IST-DASLab ``llama.py: llama_sequential``: the
     calibration batches' residual stream entering block i is kept, block i's groups are quantized on
     it in order (each group's statistics from one early-stopped pass of block i, with the block's

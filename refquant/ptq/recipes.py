@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
+from collections.abc import Callable, Collection, Iterable
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class Recipe:
             raise ValueError(f"method_options: round to nearest takes none, got {dict(self.method_options)}")
 
 
-def quantize_weight(w: np.ndarray, r: Recipe):
+def quantize_weight(w: np.ndarray, r: Recipe) -> tuple[np.ndarray, int]:
     """Fake-quantize one (out, in) weight matrix through the format registry:
     ``(w_hat float32, storage bits)`` — bits as the registry counts them (scales, zero points,
     codebooks and exponents included)."""
@@ -125,7 +126,7 @@ def _grid(r: Recipe) -> tuple:
     return int(r.weight_format[3:]), int(opts["group_size"]), bool(opts["symmetric"])
 
 
-def apply_method(lm: LM, p: dict, r: Recipe, calib_batches=()) -> tuple[dict, dict]:
+def apply_method(lm: LM, p: dict, r: Recipe, calib_batches: Iterable[np.ndarray] = ()) -> tuple[dict, dict]:
     """The recipe's weights chosen by its ``method`` (module docstring): ``(params', {name: bits})`` —
     every quantized linear's ŵ (float32; AWQ also changes the norms / linears it folds scales into)
     and its storage bits. ``calib_batches`` (token ids (B, T) each) are needed by GPTQ and AWQ.
@@ -169,7 +170,7 @@ def _apply(lm: LM, p: dict, r: Recipe, calib_batches=()):
     return q, total, (w_bits if quantized else 32 * n_w), n_w
 
 
-def apply_weights(lm: LM, p: dict, r: Recipe, calib_batches=()) -> tuple[dict, float]:
+def apply_weights(lm: LM, p: dict, r: Recipe, calib_batches: Iterable[np.ndarray] = ()) -> tuple[dict, float]:
     """Parameters with the recipe's linear weights fake-quantized, and the model's size in bytes
     (embeddings, norms, biases and unquantized layers counted as float32). ``calib_batches``: for
     the GPTQ and AWQ methods."""
@@ -177,7 +178,7 @@ def apply_weights(lm: LM, p: dict, r: Recipe, calib_batches=()) -> tuple[dict, f
     return q, total / 8
 
 
-def calibrate_activations(lm: LM, p: dict, batches, r: Recipe) -> dict:
+def calibrate_activations(lm: LM, p: dict, batches: Iterable[np.ndarray], r: Recipe) -> dict:
     """Per-layer (scale, zero point) of the linear layers' inputs, from float forward passes over
     ``batches`` (token ids (B, T) each), with the recipe's ``act_calibration``."""
     seen: dict = {}
@@ -191,7 +192,7 @@ def calibrate_activations(lm: LM, p: dict, batches, r: Recipe) -> dict:
     return {name: calibrate(np.concatenate(xs), "int8", r.act_calibration) for name, xs in seen.items()}
 
 
-def linear_hook(r: Recipe, act_qparams: dict | None = None, targets=None):
+def linear_hook(r: Recipe, act_qparams: dict | None = None, targets: Collection[str] | None = None) -> Callable | None:
     """The ``linear`` replacement that quantizes activations as the recipe says (None: float)."""
     if r.activation is None:
         return None
@@ -208,7 +209,7 @@ def linear_hook(r: Recipe, act_qparams: dict | None = None, targets=None):
     return hook
 
 
-def run_recipe(lm: LM, p: dict, r: Recipe, evaluate, calib_batches=()) -> dict:
+def run_recipe(lm: LM, p: dict, r: Recipe, evaluate: Callable, calib_batches: Iterable[np.ndarray] = ()) -> dict:
     """Apply a recipe and evaluate it.
 
     ``evaluate(params, linear)`` scores a model (e.g. :func:`refquant.models.train.evaluator` for the
