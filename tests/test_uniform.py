@@ -430,6 +430,27 @@ def test_32_bit_ranges_equal_the_integer_oracle(r, dtype, data):
                           quantize_ref(xd, dtype(s), z, r, rounding="stochastic", rng=rng2))
 
 
+@pytest.mark.parametrize("nan_cast", [True, False])
+@pytest.mark.parametrize("spec", ["int8", "uint4", "int16", "int32", "uint32"])
+def test_nan_anywhere_raises(monkeypatch, nan_cast, spec):
+    # one NaN among 2^19 + 3 elements: the first, one inside a vector body, the last element of the first chunk
+    # and the very last; per-tensor and group-wise; both NaN checks (the cast's FP flag and the reduction)
+    import refquant.core.uniform as u
+    if nan_cast and not u._NAN_CAST:
+        pytest.skip("this platform's float -> int casts do not flag NaN")
+    monkeypatch.setattr(u, "_NAN_CAST", nan_cast)
+    n = (1 << 19) + 3
+    for i in (0, 1000, u._QCHUNK - 1, n - 1):
+        x = np.linspace(-3, 3, n, dtype=F32)
+        x[i] = np.nan
+        with pytest.raises(ValueError, match="x contains NaN"):
+            quantize(x, F32(0.01), 0, spec)
+        xb = np.linspace(-3, 3, 1 << 19, dtype=F32)
+        xb[min(i, xb.size - 1)] = np.nan
+        with pytest.raises(ValueError, match="x contains NaN"):
+            quantize(xb.reshape(-1, 256), np.full((2048, 2), 0.02, F32), 1, spec, axis=1, block_size=128)
+
+
 @pytest.mark.parametrize("f", [quantize, quantize_ref])
 def test_saturate_false_raises_instead_of_clamping(f):
     # int8, scale 1: 127.4 -> 127 and −128.5 -> −128 (tie to even) fit; 127.5 -> 128 (tie to even) does not

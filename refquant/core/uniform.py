@@ -63,6 +63,26 @@ _CHUNK = 1 << 16  # elements per pass of the formats' chunked loops: a chunk's t
 # elements per pass of quantize / dequantize: their 4-6 passes over a chunk run from cache; measured on a
 # 2-vCPU EPYC, 2^18 (a 1 MiB float32 buffer) beat 2^16 by ~20 % (fewer Python iterations; L3-resident)
 _QCHUNK = 1 << 18
+
+
+def _nan_cast_raises() -> bool:
+    """Does a float -> integer cast of NaN raise under ``np.errstate(invalid="raise")``, for every cast
+    :func:`quantize` makes? NumPy (>= 1.24) checks the FP status flags after a cast, and x86 / ARM
+    conversions set "invalid" for NaN; probed once, so a platform without it falls back to a reduction."""
+    for bd in (np.float32, np.float64):
+        for dt in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32):
+            v = np.zeros(33, bd)
+            v[17] = np.nan  # inside the SIMD body, not only the tail
+            try:
+                with np.errstate(invalid="raise"):
+                    np.copyto(np.empty(33, dt), v, casting="unsafe")
+                return False
+            except FloatingPointError:
+                pass
+    return True
+
+
+_NAN_CAST = _nan_cast_raises()
 try:  # the clip ufunc itself: np.clip's Python wrapper costs ~10 µs a call, hundreds of calls per tensor
     from numpy._core.umath import clip as _clip
 except ImportError:  # pragma: no cover  (NumPy < 2)
@@ -113,15 +133,29 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, qrange: 
     r, xa, wd, s, zp = _prepare(x, scale, zero_point, qrange, axis, block_size, rounding, rng,
                                 scale_op, zero_point_order)
     _check_bool(saturate, "saturate")
-    op = np.divide if scale_op == "divide" else np.multiply
     bd = _buffer_dtype(wd, r)
+    q = np.empty(xa.shape, dtype=r.dtype)
+    # NaN: detected by the final cast where it raises the FP "invalid" flag (no pass of its own), else by a
+    # reduction per chunk; a NaN reaching the cast in the first case raises FloatingPointError, caught below
+    nan_cast = _NAN_CAST and saturate
+    try:
+        _quantize_chunks(xa, q, s, zp.astype(bd), r, wd, bd, axis, block_size, rounding, rng, scale_op,
+                         zero_point_order, saturate, nan_cast)
+    except FloatingPointError:
+        raise ValueError("x contains NaN; NaN has no quantized value") from None
+    return q
+
+
+def _quantize_chunks(xa, q, s, zf, r, wd, bd, axis, block_size, rounding, rng, scale_op, zero_point_order,
+                     saturate, nan_cast):
+    """The chunk loop of :func:`quantize`, writing into ``q``; ``zf`` is the zero point in the buffer dtype
+    (exact: it is a code of the range)."""
+    op = np.divide if scale_op == "divide" else np.multiply
     lo, hi = bd.type(r.qmin), bd.type(r.qmax)
     before = zero_point_order == "before_rounding"
-    q = np.empty(xa.shape, dtype=r.dtype)
     buf = np.empty(0, dtype=bd)  # one scratch buffer, reused by every chunk
-    # the zero point in the buffer dtype, once (exact: it is a code of the range)
-    with np.errstate(over="ignore"):
-        for xc, qc, (sc, zc) in _chunks(xa, q, [s, zp.astype(bd)], axis, block_size, _QCHUNK):
+    with np.errstate(over="ignore", invalid="raise" if nan_cast else "warn"):
+        for xc, qc, (sc, zc) in _chunks(xa, q, [s, zf], axis, block_size, _QCHUNK):
             if buf.size < xc.size:
                 buf = np.empty(xc.size, dtype=bd)
             v = buf[:xc.size].reshape(xc.shape)
@@ -140,14 +174,14 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, qrange: 
                 v += zc
             if saturate:
                 _clip(v, lo, hi, out=v)  # scalar bounds (array bounds cost several times more); NaN stays NaN
-            m = v.min()  # one reduction per chunk: min propagates NaN
-            if np.isnan(m):
-                raise ValueError("x contains NaN; NaN has no quantized value")
-            if not saturate and (m < lo or v.max() > hi):
-                raise ValueError(f"x: a value's code lies outside {r} (saturate=False), "
-                                 f"codes in [{m:.17g}, {v.max():.17g}]")
-            np.copyto(qc, v, casting="unsafe")  # exact: v is integer-valued and in range
-    return q
+            if not nan_cast:
+                m = v.min()  # one reduction per chunk: min propagates NaN
+                if np.isnan(m):
+                    raise ValueError("x contains NaN; NaN has no quantized value")
+                if not saturate and (m < lo or v.max() > hi):
+                    raise ValueError(f"x: a value's code lies outside {r} (saturate=False), "
+                                     f"codes in [{m:.17g}, {v.max():.17g}]")
+            np.copyto(qc, v, casting="unsafe")  # exact: v is integer-valued and in range (NaN: see nan_cast)
 
 
 def _chunks(a: np.ndarray, out: np.ndarray, params: list, axis, block_size, size: int = _CHUNK):
