@@ -112,7 +112,7 @@ def _hqq_blocks(w: np.ndarray, t: str) -> np.ndarray:
     return blocks.reshape(rows, -1)
 
 
-def export(src: str, out: str, *, method: str = "rtn", qtype: str = "q4_0", calib_tokens: int = 4 * N_CTX,
+def export(src: str, out: str, *, method: str = "rtn", qtype: str = "q4_0", calib_tokens: int = 8 * N_CTX,
            n_layer: int | None = None, calib_batches: Sequence[np.ndarray] | None = None, percdamp: float = 0.1,
            progress: Callable[[str], object] | None = None) -> dict:
     """Write ``out``: the model of ``src`` (a llama GGUF; its first ``n_layer`` blocks) quantized by
@@ -228,8 +228,8 @@ def add_parser(s: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="rtn", help="rtn (default), gptq, awq or hqq (q4_1 / q5_1)")
     p.add_argument("--qtype", choices=QTYPES, required=True, help="the ggml type of the linear weights, or a named rule")
     p.add_argument("--out", required=True, help="the GGUF file to write")
-    p.add_argument("--calib-tokens", type=int, default=4 * N_CTX,
-                   help=f"calibration tokens for gptq / awq, in windows of {N_CTX} (default {4 * N_CTX})")
+    p.add_argument("--calib-tokens", type=int, default=8 * N_CTX,
+                   help=f"calibration tokens for gptq / awq, in windows of {N_CTX} (default {8 * N_CTX})")
     p.add_argument("--percdamp", type=float, default=0.1, help="GPTQ's damping (default 0.1; see export's docstring)")
     p.add_argument("--n-layer", type=int, default=None, help="export only the first N blocks (a smaller model for tests)")
     p.set_defaults(llm_run=run)
