@@ -118,14 +118,24 @@ def plot_pareto(ax: Axes, rows: Sequence[Mapping], *, front: Sequence[Mapping] |
         seen.add(fam)
         at.setdefault((round(r["bits_per_weight"], 4), round(y_of(r), 6)), []).append(r)
     if annotate:  # one label per point: rows that landed on the same allocation share it
-        for (b, y), rs in at.items():
-            shown = [r for r in rs if annotate is True or method_family(r["method"]) in annotate]
-            if not shown:
-                continue
-            text = shown[0]["method"] + (f" (= {len(rs) - 1} more)" if len(rs) > 1 else "")
-            if ymax is not None and rs[0]["perplexity"] > ymax:
-                text += f": {rs[0]['perplexity']:.4g} ↑"
-            ax.annotate(text, (b, y), xytext=(4, 3), textcoords="offset points", fontsize=6)
+        xs = [b for b, _ in at]
+        near = 0.06 * ((max(xs) - min(xs)) or 1.0)  # labelled points this close in x form a cluster
+        labelled = [(k, rs) for k, rs in sorted(at.items())
+                    if any(annotate is True or method_family(r["method"]) in annotate for r in rs)]
+        clusters = []
+        for k, rs in labelled:
+            if clusters and k[0] - clusters[-1][-1][0][0] < near:
+                clusters[-1].append((k, rs))
+            else:
+                clusters.append([(k, rs)])
+        for cluster in clusters:  # the highest point's label above it, the others below theirs, stacked
+            for i, ((b, y), rs) in enumerate(sorted(cluster, key=lambda kv: -kv[0][1])):
+                shown = [r for r in rs if annotate is True or method_family(r["method"]) in annotate]
+                dy = 4 if i == 0 else -7 - 11 * (i - 1)
+                text = shown[0]["method"] + (f" (= {len(rs) - 1} more)" if len(rs) > 1 else "")
+                if ymax is not None and rs[0]["perplexity"] > ymax:
+                    text += f": {rs[0]['perplexity']:.4g} ↑"
+                ax.annotate(text, (b, y), xytext=(4, dy), textcoords="offset points", fontsize=6)
     if front:
         f = sorted(front, key=lambda r: r["bits_per_weight"])
         ax.plot([r["bits_per_weight"] for r in f], [y_of(r) for r in f], "--", color="0.4", lw=0.8,
