@@ -26,10 +26,11 @@ prediction, in brackets llama.cpp's convention; "recovered" = (PTQ − QAT) / (P
     float (Q4_1 weights, dequantized)   32      13.619 (10.202)  0.465
     ptq-w4g128 (sym, min-max)           4.272   31.512 (24.013)  0.360
     qat-w4g128 (LSQ)                    4.272   18.465 (14.739)  0.417   30     773 train + 137 eval
+    qat-w4g128-ste (min-max scale)      4.272   20.130 (15.791)  0.412   30     720 train + 138 eval
     float fine-tuned the same way       32      12.042 (9.430)   0.479   30     450 train
 
 30 steps of 2 × 128 tokens (7,680 tokens, under one pass over the 10 k-token calibration text) recover
-73 % of PTQ's gap to the float model. The calibration text is of the evaluation text's kind (CPython's
+73 % of PTQ's gap to the float model with learned step sizes (LSQ), 64 % with the STE. The calibration text is of the evaluation text's kind (CPython's
 reference-manual topics), so fine-tuning alone lowers the float model's perplexity by 12 %: measured
 against that fine-tuned float model, QAT recovers 67 %. One step took 26 s on 2 cores shared with
 ~8 other jobs (load average ~9; the float fine-tune, no quantizers: 15 s): the forward and backward
