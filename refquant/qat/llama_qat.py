@@ -30,9 +30,10 @@ prediction, in brackets llama.cpp's convention; "recovered" = (PTQ − QAT) / (P
     float fine-tuned the same way       32      12.042 (9.430)   0.479   30     450 train
 
 30 steps of 2 × 128 tokens (7,680 tokens, under one pass over the 10 k-token calibration text) recover
-73 % of PTQ's gap to the float model with learned step sizes (LSQ), 64 % with the STE. The calibration text is of the evaluation text's kind (CPython's
-reference-manual topics), so fine-tuning alone lowers the float model's perplexity by 12 %: measured
-against that fine-tuned float model, QAT recovers 67 %. One step took 26 s on 2 cores shared with
+73 % of PTQ's gap to the float model with learned step sizes (LSQ), 64 % with the STE. The
+calibration text is of the evaluation text's kind (CPython's reference-manual topics), so fine-tuning
+alone lowers the float model's perplexity by 12 %: measured against that fine-tuned float model, LSQ
+QAT recovers 67 %. One step took 26 s on 2 cores shared with
 ~8 other jobs (load average ~9; the float fine-tune, no quantizers: 15 s): the forward and backward
 through 30 blocks and the 49,152 × 576 head, the quantizers of 134 M weights and AdamW over 135 M
 parameters.
