@@ -267,7 +267,12 @@ def dequantize(q: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, *, axi
     # |scale · d| <= max(scale) · big: when that is far below the dtype's maximum nothing can overflow
     check = float(s.max()) * big >= float(np.finfo(s.dtype).max) / 4
     wide = big >= 2**63 or (s.dtype == np.float64 and big > 2**p) or big >= 2**58
-    zs = zp.astype(s.dtype) if small else zp  # exact when small
+    # small: d = q − zero_point is formed exactly in the narrowest integer type that holds q, zero_point
+    # and d (int16 for 8-bit codes), then converted and multiplied in one ufunc: one rounding, ~10 % faster
+    # than forming d in floats
+    dint = next((t for t in (np.int16, np.int32, np.int64) if qlo - zhi >= np.iinfo(t).min
+                 and max(qhi - zlo, -qlo, qhi, -zlo, zhi) <= np.iinfo(t).max), None)  # int64 always, when small
+    zs = zp.astype(dint) if small else zp  # exact when small (|zero_point| <= 2^p <= 2^24)
     with np.errstate(over="ignore"):
         for qc, oc, (sc, zc) in _chunks(qa, out, [s, zs], axis, block_size, _QCHUNK):
             if wide:
@@ -277,8 +282,8 @@ def dequantize(q: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, *, axi
                 if zc.ndim == 0 and zc == 0:  # a zero zero-point is not subtracted
                     np.multiply(qc, sc, out=oc, dtype=s.dtype.type, casting="unsafe")
                 else:
-                    np.subtract(qc, zc, out=oc, dtype=s.dtype.type, casting="unsafe")
-                    oc *= sc
+                    d = np.subtract(qc, zc, dtype=dint, casting="unsafe")  # exact: q, zero_point and d fit dint
+                    np.multiply(d, sc, out=oc, dtype=s.dtype.type, casting="unsafe")  # d exact in the dtype
             else:
                 # int64 arithmetic is modular: uint64 codes >= 2^63 wrap in the cast and wrap back in the
                 # subtraction, and the true difference fits (|d| < 2^58 here), so d is exact
