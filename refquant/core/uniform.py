@@ -28,10 +28,14 @@ the range exactly: float32 up to 2^24, float64 for ranges of up to 32 bits). NaN
 
 Speed: :func:`quantize` and :func:`dequantize` work in chunks of ``_QCHUNK`` elements so that their
 several passes stay in cache; the zero point is added before clipping so the bounds are scalars
-(exact: see the comment in :func:`quantize`), a zero zero-point is skipped, and NaN / overflow is
-checked once per chunk by a reduction; ``dequantize`` of 8- and 16-bit codes takes its exactness
-bounds from the codes' dtype, without a pass over them. The loop twins ``quantize_ref`` /
-``dequantize_ref`` (in :mod:`refquant.core.uniform_ref`, re-exported here) must equal them bit for bit.
+(exact: see the comment in :func:`quantize`), a zero zero-point is skipped, NaN is caught by the
+final cast's floating-point "invalid" flag (or, where a platform does not flag it, by a reduction per
+chunk) and dequantize's overflow, when a scale is large enough for it, by a reduction per chunk;
+``dequantize`` of 8- and 16-bit codes takes its exactness bounds from the codes' dtype, without a pass
+over them, and forms ``q − zero_point`` in int16. Measured (``benchmarks/bench_uniform.py``, 16M
+float32, median ratio to ``x.copy()``): quantize 1.0x per tensor, 1.1x per channel, 1.8x group 128;
+dequantize 1.1x, 1.6x, 1.9x. The loop twins ``quantize_ref`` / ``dequantize_ref`` (in
+:mod:`refquant.core.uniform_ref`, re-exported here) must equal them bit for bit.
 
 Arithmetic dtype: ``x / scale`` is computed in NumPy's promotion of ``x`` and ``scale``, with a
 Python-float scale taking ``x``'s dtype (float32 data and ``scale=0.1`` compute in float32, as
