@@ -440,7 +440,7 @@ def test_nan_anywhere_raises(monkeypatch, nan_cast, spec):
         pytest.skip("this platform's float -> int casts do not flag NaN")
     monkeypatch.setattr(u, "_NAN_CAST", nan_cast)
     n = (1 << 19) + 3
-    for i in (0, 1000, u._QCHUNK - 1, n - 1):
+    for i in (0, 1000, u._qchunk(n) - 1, u._qchunk(n), n - 1):
         x = np.linspace(-3, 3, n, dtype=F32)
         x[i] = np.nan
         with pytest.raises(ValueError, match="x contains NaN"):

@@ -69,6 +69,12 @@ _CHUNK = 1 << 16  # elements per pass of the formats' chunked loops: a chunk's t
 _QCHUNK = 1 << 18
 
 
+def _qchunk(n: int) -> int:
+    """Chunk of quantize / dequantize for n elements: _QCHUNK, but at most n / 8 (and at least _CHUNK), so
+    that the scratch buffer of a mid-size tensor stays a small fraction of it (tests/test_memory.py)."""
+    return min(_QCHUNK, max(_CHUNK, n // 8))
+
+
 def _nan_cast_raises() -> bool:
     """Does a float -> integer cast of NaN raise under ``np.errstate(invalid="raise")``, for every cast
     :func:`quantize` makes? NumPy (>= 1.24) checks the FP status flags after a cast, and x86 / ARM
@@ -159,7 +165,7 @@ def _quantize_chunks(xa, q, s, zf, r, wd, bd, axis, block_size, rounding, rng, s
     before = zero_point_order == "before_rounding"
     buf = np.empty(0, dtype=bd)  # one scratch buffer, reused by every chunk
     with np.errstate(over="ignore", invalid="raise" if nan_cast else "warn"):
-        for xc, qc, (sc, zc) in _chunks(xa, q, [s, zf], axis, block_size, _QCHUNK):
+        for xc, qc, (sc, zc) in _chunks(xa, q, [s, zf], axis, block_size, _qchunk(xa.size)):
             if buf.size < xc.size:
                 buf = np.empty(xc.size, dtype=bd)
             v = buf[:xc.size].reshape(xc.shape)
@@ -278,7 +284,7 @@ def dequantize(q: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, *, axi
                  and max(qhi - zlo, -qlo, qhi, -zlo, zhi) <= np.iinfo(t).max), None)  # int64 always, when small
     zs = zp.astype(dint) if small else zp  # exact when small (|zero_point| <= 2^p <= 2^24)
     with np.errstate(over="ignore"):
-        for qc, oc, (sc, zc) in _chunks(qa, out, [s, zs], axis, block_size, _QCHUNK):
+        for qc, oc, (sc, zc) in _chunks(qa, out, [s, zs], axis, block_size, _qchunk(qa.size)):
             if wide:
                 for idx, (qi, zi, si) in zip(np.ndindex(qc.shape), np.broadcast(qc, zc, sc)):
                     oc[idx] = round_product(int(qi) - int(zi), float(si), s.dtype)
