@@ -4,6 +4,7 @@ For sorted distinct points v_0 < … < v_{n−1} with weights w (Wang & Song 201
 
     D[m][i] = min_{j < i} D[m−1][j] + cost(j, i),      D[0][0] = 0,  D[0][i > 0] = ∞
     cost(j, i) = Σ_{j <= t < i} w_t (v_t − mean_{j..i−1})² = Q[i] − Q[j] − (S[i] − S[j])² / (W[i] − W[j])
+                                                       (the last term 0 where W[i] − W[j] rounds to 0)
 
 with prefix sums W, S, Q of w, w·c, w·c² (c = v centred on its weighted mean, :class:`_Prefix`).
 D[k][n] is the optimal SSE; the smallest argmins ``opt[m][i]``, backtracked from (k, n), are the
@@ -68,7 +69,9 @@ def _dp_layer(prev, P, m, n, low):
         seg = np.repeat(np.arange(i.size), counts)
         j = np.arange(ends[-1]) + (lo - starts)[seg]
         d = S[i][seg] - S[j]
-        val = A[j] - d * d / (W[i][seg] - W[j])
+        wd = W[i][seg] - W[j]  # > 0, unless huge weights absorbed the others in the prefix sum: then 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            val = A[j] - np.where(wd > 0, d * d / wd, 0.0)
         mins = np.minimum.reduceat(val, starts)
         best = np.minimum.reduceat(np.where(val <= mins[seg], j, n), starts)  # the smallest j at the minimum
         cur[i], opt[i] = mins + Q[i], best
@@ -101,7 +104,8 @@ def _dp_layer_ref(prev, P, m, n, low):
         best, vbest = lo, np.inf
         for j in range(lo, hi + 1):
             d = S[i] - S[j]
-            v = (prev[j] - Q[j]) - d * d / (W[i] - W[j])
+            wd = W[i] - W[j]
+            v = (prev[j] - Q[j]) - (d * d / wd if wd > 0 else 0.0)
             if v < vbest:
                 best, vbest = j, v
         cur[i], opt[i] = vbest + Q[i], best
