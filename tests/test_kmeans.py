@@ -204,3 +204,13 @@ def test_dp_layer_equals_its_loop_twin(v, k, weighted):
         cur_ref, opt_ref = _dp_layer_ref(prev, P, m, n, low)
         assert np.array_equal(cur, cur_ref) and np.array_equal(opt, opt_ref)  # tolerance 0, inf included
         prev, low = cur, opt
+
+
+def test_huge_weights_absorbing_the_others_give_no_warning():
+    # W = cumsum(w) = [0, 1, 3e38, 3e38, 3e38]: W[4] − W[2] rounds to 0 (a fuzz find): that segment's mean term is 0
+    import warnings
+    from refquant.formats.kmeans import optimal_kmeans
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c, sse = optimal_kmeans(np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 3e38, 1.0, 1.0]), 2)
+    assert np.all(np.diff(c) > 0) and c.size == 2 and np.isfinite(sse)
