@@ -20,13 +20,16 @@ Methods of :func:`kmeans_codebook`:
 * ``"optimal"`` — the DP on the sorted distinct values (weighted by multiplicity): the global optimum.
 * ``"sklearn"`` — ``sklearn.cluster.KMeans(n_init=1)`` with a deterministic ``init``: ``"linear"``
   (k points evenly spaced over [min, max], which Deep Compression found best), ``"density"``
-  (evenly spaced quantiles) or ``"k-means++"`` (seeded).
+  (evenly spaced quantiles) or ``"k-means++"`` (seeded). Every init stops in a local optimum that
+  depends on it: on 1M Student-t(4) values (benchmarks/bench_kmeans.py) k-means++ with seeds 0, 1, 2
+  ends 1.5 %, 9.1 %, 2.7 % above the optimum at k = 16 and 4.1 %, 4.3 %, 3.8 % at k = 256.
 * ``"lloyd"`` — Lloyd's algorithm on the sorted data with linear initialisation; each step costs
-  O(k log n) thanks to prefix sums — fast, but on heavy tails it stops in a poor local optimum.
+  O(k (log n + _B)) thanks to prefix sums — fast, but on heavy tails it stops in a poor local optimum.
 * ``"auto"`` (default) — the DP on at most ``n_points`` weighted summary points of the sorted data
   (chunks spaced like the optimal levels, by the measure p(x)^(1/3) dx), then Lloyd on the full
   sorted data to convergence. When the data has at most ``n_points`` distinct values the DP runs on
-  them directly and the result is exactly optimal.
+  them directly and the result is exactly optimal. On the 1M Student-t(4) values: 0.00000 % (k = 16)
+  and 0.0147 % (k = 256) above the optimum.
 
 Memory: ``"auto"`` and ``"lloyd"`` without weights hold one sorted copy of x in its own dtype; every
 other pass over the sorted data works on _STEP values at a time in float64 (segment sums, the gap
