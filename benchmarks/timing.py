@@ -15,7 +15,7 @@ API (three names)::
     print_rows(rows, baseline_name="x.copy()")    # name, median ms, ratio median [min, max]
 
 ``compare`` returns one :class:`Row` per case (and one for the baseline, ratio 1) so a script can
-also print its own table. ``best_time`` (the old helper) stays for scripts not yet moved over.
+also print its own table. Every ``bench_*.py`` uses it (the old best-of-N helper is gone).
 """
 from __future__ import annotations
 
@@ -151,11 +151,3 @@ def print_env() -> None:
     """Print :func:`env_lines` (call it first in every benchmark script)."""
     for line in env_lines():
         print(line)
-
-
-def best_time(f: Callable[[], object], repeat: int) -> float:
-    """Minimum wall time of ``repeat`` calls of ``f()``, in seconds (old helper; prefer :func:`compare`)."""
-    t = float("inf")
-    for _ in range(repeat):
-        t = min(t, _time(f))
-    return t
