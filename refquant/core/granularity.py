@@ -123,3 +123,25 @@ def from_groups(values: np.ndarray, shape: tuple, axis: int | None = None, block
     nb = -(-shape[a] // block_size)
     other = shape[:a] + shape[a + 1:]
     return np.moveaxis(values.reshape(other + (nb,)), -1, a)
+
+
+def _chunks(a: np.ndarray, out: np.ndarray, params: list, axis, block_size, size: int = 1 << 16):  # uniform._CHUNK
+    """Yield ``(a_chunk, out_chunk, [param_chunk, ...])`` over pieces of about ``size`` elements.
+
+    Each pass of the caller then runs on cache-resident temporaries (several passes over a chunk
+    cost about one pass over memory). ``out`` has ``a``'s shape; chunks are views into it, in C
+    order. A parameter that is constant (e.g. every zero point 0) is passed as a scalar.
+    """
+    params = [np.asarray(p.flat[0]) if p.ndim and p.size and np.all(p == p.flat[0]) else p for p in params]
+    if all(p.ndim == 0 for p in params):
+        av, ov, pv = a.reshape(-1), out.reshape(-1), params
+    else:
+        av, pv = align(a, params, axis, block_size)
+        ov = out.reshape(av.shape)
+    if av.size == 0:
+        return
+    rows = av.shape[0]
+    step = max(1, size // max(1, av.size // rows))
+    for i in range(0, rows, step):
+        sl = slice(i, i + step)
+        yield av[sl], ov[sl], [p[sl] if p.ndim and p.shape[0] > 1 else p for p in pv]

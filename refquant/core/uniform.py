@@ -57,7 +57,7 @@ import numpy as np
 from ._checks import int_array, positive_scale
 from ._types import ArrayLike, QRangeLike
 from .exactround import round_product, round_to_odd_product
-from .granularity import align, check_param
+from .granularity import _chunks, check_param  # noqa: F401  (_chunks: the formats' chunked loops import it here)
 from .qparams import (SCALE_OPS, SYMMETRIC_DIVISORS, ZERO_POINT_ORDERS, _buffer_dtype, _prepare,  # noqa: F401
                       _working_dtype, _zero_point, qparams_from_range)
 from .rounding import round_array
@@ -192,28 +192,6 @@ def _quantize_chunks(xa, q, s, zf, r, wd, bd, axis, block_size, rounding, rng, s
                     raise ValueError(f"x: a value's code lies outside {r} (saturate=False), "
                                      f"codes in [{m:.17g}, {v.max():.17g}]")
             np.copyto(qc, v, casting="unsafe")  # exact: v is integer-valued and in range (NaN: see nan_cast)
-
-
-def _chunks(a: np.ndarray, out: np.ndarray, params: list, axis, block_size, size: int = _CHUNK):
-    """Yield ``(a_chunk, out_chunk, [param_chunk, ...])`` over pieces of about ``size`` elements.
-
-    Each pass of the caller then runs on cache-resident temporaries (several passes over a chunk
-    cost about one pass over memory). ``out`` has ``a``'s shape; chunks are views into it, in C
-    order. A parameter that is constant (e.g. every zero point 0) is passed as a scalar.
-    """
-    params = [np.asarray(p.flat[0]) if p.ndim and p.size and np.all(p == p.flat[0]) else p for p in params]
-    if all(p.ndim == 0 for p in params):
-        av, ov, pv = a.reshape(-1), out.reshape(-1), params
-    else:
-        av, pv = align(a, params, axis, block_size)
-        ov = out.reshape(av.shape)
-    if av.size == 0:
-        return
-    rows = av.shape[0]
-    step = max(1, size // max(1, av.size // rows))
-    for i in range(0, rows, step):
-        sl = slice(i, i + step)
-        yield av[sl], ov[sl], [p[sl] if p.ndim and p.shape[0] > 1 else p for p in pv]
 
 
 def dequantize(q: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, *, axis: int | None = None,
