@@ -38,6 +38,7 @@ def main():
     ap.add_argument("--skip-optimal", action="store_true", help="no exact DP: SSE against the run's best codebook")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     args = ap.parse_args()
+    import sklearn.cluster  # noqa: F401 (loaded first, so that print_env lists its OpenMP pool too)
     print_env()
     x = np.random.default_rng(0).standard_t(4, args.n).astype(np.float32)
     print(f"n = {args.n:,} Student-t(4) float32 values; {args.rounds} interleaved rounds")
