@@ -354,6 +354,8 @@ def plot_method_comparison(ax: Axes, rows: Sequence[Mapping], *, metric: str = "
     ax.set_yticks(ys)
     ax.set_yticklabels([str(r["method"]) for r, _ in bars], fontsize=8)
     if log:
+        from matplotlib.ticker import NullFormatter
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # under two decades the minor labels collide
     ax.set_xlabel(metric)
     return ax
