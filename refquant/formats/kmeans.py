@@ -53,6 +53,7 @@ import numpy as np
 
 from ..core._checks import choice, float_array, int_value
 from ..core.uniform import _CHUNK
+from ..core._types import ArrayLike
 from .kmeans_dp import _Prefix, _dp
 
 ALGORITHMS = ("auto", "optimal", "sklearn", "lloyd")
@@ -164,7 +165,7 @@ def _count_le(xs, t):
     return np.searchsorted(xs, t, side="right")
 
 
-def optimal_kmeans(v, w, k):
+def optimal_kmeans(v: ArrayLike, w: ArrayLike | None, k: int) -> tuple[np.ndarray, float]:
     """Exact weighted 1-D k-means of sorted distinct ``v`` with weights ``w``: (codebook, sse)."""
     v = float_array(v, "v").astype(np.float64)
     w = float_array(w, "w").astype(np.float64)
@@ -225,8 +226,8 @@ def _summary_points(xs, n_points):
     return np.unique(np.concatenate(found))
 
 
-def kmeans_codebook(x, k: int, *, algorithm: str = "auto", weights=None, init: str = "linear", n_points: int = 4096,
-                    max_iter: int = 300, seed: int = 0) -> np.ndarray:
+def kmeans_codebook(x: ArrayLike, k: int, *, algorithm: str = "auto", weights: ArrayLike | None = None,
+                    init: str = "linear", n_points: int = 4096, max_iter: int = 300, seed: int = 0) -> np.ndarray:
     """A sorted codebook of at most ``k`` levels minimising the (weighted) squared error.
 
     Parameters
@@ -294,7 +295,7 @@ def _sklearn(v, wt, k, init, max_iter, seed):
     return np.unique(km.cluster_centers_.ravel())
 
 
-def kmeans_sse(x, codebook, weights=None) -> float:
+def kmeans_sse(x: ArrayLike, codebook: ArrayLike, weights: ArrayLike | None = None) -> float:
     """Weighted SSE of nearest-level assignment, computed in float64 (sorted data, prefix sums)."""
     xa, w = _prepare(x, weights)
     xa = xa.astype(np.float64)

@@ -68,6 +68,7 @@ import numpy as np
 
 from ..core._checks import finite_array
 from ..core.uniform import _CHUNK
+from ..core._types import ArrayLike
 from . import kquants_blocks as kb
 from .kquants_blocks import pack_scale_min_k4, unpack_scale_min_k4  # noqa: F401 (public)
 from .kquants_search import F32, KVALUES_IQ4NL
@@ -89,7 +90,7 @@ _QUANTIZERS = {
 }
 
 
-def quantize(x, qtype: str, imatrix=None, *, row_ref: bool = False) -> np.ndarray:
+def quantize(x: ArrayLike, qtype: str, imatrix: ArrayLike | None = None, *, row_ref: bool = False) -> np.ndarray:
     """Quantize rows into ggml k-quant / IQ4 blocks, byte for byte as llama.cpp does.
 
     Parameters
@@ -205,7 +206,7 @@ _DEQUANTIZERS = {"q2_K": _deq_q2_K, "q3_K": _deq_q3_K, "q4_K": _deq_q45_K, "q5_K
                  "q6_K": _deq_q6_K, "iq4_nl": _deq_iq4_nl, "iq4_xs": _deq_iq4_xs}
 
 
-def dequantize(data, qtype: str) -> np.ndarray:
+def dequantize(data: ArrayLike, qtype: str) -> np.ndarray:
     """Inverse of :func:`quantize` (``dequantize_row_<qtype>``): uint8 (..., n_blocks · BLOCK_BYTES) -> float32
     (..., n_blocks · BLOCK_SIZE).
 
@@ -223,7 +224,7 @@ def dequantize(data, qtype: str) -> np.ndarray:
     return y.reshape(lead + (-1,))
 
 
-def byte_blocks(data, nbytes: int, qtype: str):
+def byte_blocks(data: ArrayLike, nbytes: int, qtype: str) -> tuple[tuple, np.ndarray]:
     """``data`` (uint8, (..., n_blocks · nbytes)) checked and viewed as blocks: ``(leading shape, (n, nbytes))``.
     Shared by every ggml dequantizer (legacy types in :mod:`refquant.formats.ggml`, k-quants here)."""
     a = np.asarray(data)

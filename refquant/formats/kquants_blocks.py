@@ -56,7 +56,7 @@ def pack_scale_min_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return _u8(s)
 
 
-def unpack_scale_min_k4(s: np.ndarray):
+def unpack_scale_min_k4(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``get_scale_min_k4`` for j = 0 … 7: the (B, 8) scales and minimums of the (B, 12) packed bytes."""
     s = _bytes_rows(s, "s", 12)
     sc = np.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)], axis=1)
@@ -88,7 +88,7 @@ def _pos_max(v):  # `if (v > best) best = v` from best = 0
     return np.where(v > 0, v, F32(0)).max(axis=1).astype(F32, copy=False)
 
 
-def quantize_q2_K(x, qw=None):
+def quantize_q2_K(x: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
     """Q2_K: 16 groups of 16, 2-bit codes, 4-bit scale and 4-bit minimum per group.
 
     Without imatrix (``quantize_row_q2_K_ref``): ``make_qkx2_quants`` (nmax 3, weights |x|, 16 grids from
@@ -123,7 +123,7 @@ def quantize_q2_K(x, qw=None):
     return np.concatenate([sc, _u8(qs), _f16_bytes(d), _f16_bytes(dmin)], axis=1)
 
 
-def pack_q3_scales(l):  # (nb, 16) values in [0, 63] -> 12 bytes, as quantize_row_q3_K_ref
+def pack_q3_scales(l: np.ndarray) -> np.ndarray:  # (nb, 16) values in [0, 63] -> 12 bytes, as quantize_row_q3_K_ref
     l = np.asarray(l, np.int64)
     s = np.zeros((len(l), 12), np.int64)
     s[:, :8] = (l[:, :8] & 0xF) | ((l[:, 8:] & 0xF) << 4)
@@ -132,14 +132,14 @@ def pack_q3_scales(l):  # (nb, 16) values in [0, 63] -> 12 bytes, as quantize_ro
     return _u8(s)
 
 
-def unpack_q3_scales(s):  # -> (nb, 16) signed scales (l − 32)
+def unpack_q3_scales(s: np.ndarray) -> np.ndarray:  # -> (nb, 16) signed scales (l − 32)
     s = np.asarray(s, np.int64)
     lo = np.concatenate([s[:, :8] & 0xF, s[:, :8] >> 4], axis=1)
     hi = np.concatenate([(s[:, 8:] >> (2 * k)) & 3 for k in range(4)], axis=1)
     return (lo | (hi << 4)) - 32
 
 
-def quantize_q3_K(x, qw=None):
+def quantize_q3_K(x: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
     """Q3_K: 16 groups of 16, symmetric 3-bit codes (l + 4), signed 6-bit scales (stored + 32).
 
     Without imatrix (``quantize_row_q3_K_ref``): ``make_q3_quants`` (coordinate descent, weights x²), then
@@ -175,7 +175,7 @@ def quantize_q3_K(x, qw=None):
     return np.concatenate([_u8(hmask), _u8(qs), packed, _f16_bytes(d)], axis=1)
 
 
-def quantize_q45_K(x, qw=None, nmax=15):
+def quantize_q45_K(x: np.ndarray, qw: np.ndarray | None = None, nmax: int = 15) -> np.ndarray:
     """Q4_K (nmax 15) and Q5_K (nmax 31): 8 groups of 32, codes in [0, nmax], 6-bit scales and minimums.
 
     Without imatrix (``quantize_row_q{4,5}_K_ref``): ``make_qkx2_quants`` with weights
@@ -222,7 +222,7 @@ def quantize_q45_K(x, qw=None, nmax=15):
     return np.concatenate(head + [_u8(qh), _u8(ql).reshape(nb, 128)], axis=1)
 
 
-def quantize_q6_K(x, qw=None):
+def quantize_q6_K(x: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
     """Q6_K: 16 groups of 16, symmetric 6-bit codes (l + 32), int8 scales against one fp16 ``d``.
 
     ``make_qx_quants`` (nmax 32, weights x², or the raw imatrix in ``quantize_row_q6_K_impl``), then
@@ -250,7 +250,7 @@ def quantize_q6_K(x, qw=None):
     return np.concatenate([_u8(ql), _u8(qh), sc.view(np.uint8), _f16_bytes(d)], axis=1)
 
 
-def quantize_iq4(x, qw=None, ntry=7, super_block=32):
+def quantize_iq4(x: np.ndarray, qw: np.ndarray | None = None, ntry: int = 7, super_block: int = 32) -> np.ndarray:
     """IQ4_NL (``super_block`` 32) and IQ4_XS (256): ``quantize_row_iq4_nl_impl`` with 16 non-uniform levels.
 
     Per group of 32 (max = the signed value of largest magnitude): weights x² (or the imatrix ones), a first

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core._types import ArrayLike
+
 F32 = np.float32
 GROUP_MAX_EPS = F32(1e-15)  # a group whose largest |x| is below this is "all zero"
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.int8)
 
 
-def nearest_int(v) -> np.ndarray:
+def nearest_int(v: np.ndarray) -> np.ndarray:
     """ggml's ``nearest_int``: round float32 ``v`` half to even through the bits of ``v + 12582912``.
 
     12582912 = 1.5·2^23. Adding it moves the value into [2^23, 2^24), where a float32 has no fraction
@@ -46,7 +48,7 @@ def nearest_int(v) -> np.ndarray:
     return (t.view(np.int32) & np.int32(0x007FFFFF)) - np.int32(0x00400000)
 
 
-def clamp(a, lo, hi):
+def clamp(a: np.ndarray, lo: ArrayLike, hi: ArrayLike) -> np.ndarray:
     """C's ``MAX(lo, MIN(hi, a))`` on integer codes."""
     return np.minimum(np.maximum(a, lo), hi)
 
@@ -75,7 +77,7 @@ def _f(v) -> np.ndarray:
     return np.asarray(v).astype(F32, copy=False)
 
 
-def first_absmax(x: np.ndarray):
+def first_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(max |x|, the signed value there) per row: C's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }``
     from ``amax = max = 0`` — the first of equal magnitudes wins, NaN never does, an all-zero row gives (0, 0)."""
     ax = np.abs(x)
@@ -86,7 +88,7 @@ def first_absmax(x: np.ndarray):
     return np.where(found, a, F32(0)).astype(F32), np.where(found, v, F32(0)).astype(F32)
 
 
-def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None):
+def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric scale by a weighted least-squares refit over 19 candidate grids (``make_qx_quants``, rmse_type 1).
 
     For each candidate ``is`` in 0, −9 … 9 (0 first) the group is rounded on the grid
@@ -152,7 +154,7 @@ def _coordinate_descent(xt, w, L, sumlx, suml2, lo, hi, qp):
     return L, sumlx, suml2
 
 
-def make_q3_quants(x: np.ndarray, nmax: int = 4):
+def make_q3_quants(x: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric scale by coordinate descent on the codes (``make_q3_quants``, do_rmse = true).
 
     Start from the grid ``l = clamp(nearest_int(−nmax/max · x), −nmax, nmax−1)``, then improve one code
@@ -174,7 +176,7 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4):
 
 
 def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int,
-                    use_mad: bool, variant: int = 2):
+                    use_mad: bool, variant: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Asymmetric scale and minimum, ``x ≈ scale·l + min`` with l in [0, nmax] (``make_qkx2_quants``; ``variant=3``:
     ``make_qkx3_quants``).
 
@@ -241,7 +243,7 @@ def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta
     return scale, L, the_min
 
 
-def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray):
+def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quantize non-negative values (a super-block's scales or minimums) to [0, nmax] (``make_qp_quants``).
 
     Grid search over ``iscale = (nmax + 0.1·is)/max``, is = −4 … 4, by weighted squared error

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from ..core._checks import float_array, int_array, int_value, real_value
+from ..core._types import ArrayLike
 from .codebook import codebook_quantize, index_bits
 from .kmeans import _prepare, kmeans_codebook
 
@@ -57,7 +58,7 @@ def compression_ratio(n: int, k: int, b: int = 32) -> float:
     return n * b / (n * math.log2(k) + k * b)  # Python ints and floats: no overflow for any n, k, b
 
 
-def share_weights(w, k: int, *, algorithm: str = "auto", **kmeans_options) -> SharedWeights:
+def share_weights(w: ArrayLike, k: int, *, algorithm: str = "auto", **kmeans_options: object) -> SharedWeights:
     """Cluster the weights ``w`` (any shape) into at most ``k`` shared values (see :func:`kmeans_codebook`)."""
     wa = float_array(w, "w")
     _prepare(wa, None, "w")  # the checks of kmeans_codebook, naming w
@@ -66,7 +67,7 @@ def share_weights(w, k: int, *, algorithm: str = "auto", **kmeans_options) -> Sh
     return SharedWeights(idx, cb.astype(np.float32))
 
 
-def centroid_gradient(indices, grad, k: int) -> np.ndarray:
+def centroid_gradient(indices: ArrayLike, grad: ArrayLike, k: int) -> np.ndarray:
     """Sum of ``grad`` over the weights sharing each centroid: shape (k,), float64."""
     k = int_value(k, "k", 1, 1 << 24)
     idx = int_array(indices, "indices", 0, k - 1, f" (k = {k} centroids)")
@@ -76,7 +77,7 @@ def centroid_gradient(indices, grad, k: int) -> np.ndarray:
     return np.bincount(idx.ravel(), weights=g.ravel().astype(np.float64), minlength=k)
 
 
-def update_centroids(shared: SharedWeights, grad, lr: float) -> SharedWeights:
+def update_centroids(shared: SharedWeights, grad: ArrayLike, lr: float) -> SharedWeights:
     """One step of centroid fine-tuning: ``c ← c − lr · ∂L/∂c`` with the indices unchanged."""
     if not isinstance(shared, SharedWeights):
         raise ValueError(f"shared: expected a SharedWeights, got {type(shared).__name__}")

@@ -22,6 +22,7 @@ GGUF specification, ggml ``docs/gguf.md``; llama.cpp ``gguf-py/gguf/gguf_reader.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 import importlib.util
 import os
@@ -29,6 +30,7 @@ import struct
 
 import numpy as np
 
+from ..core._types import ArrayLike
 from ..formats import ggml, mx
 from ..models.llama import LlamaConfig, block, block_names, embed, head
 
@@ -135,7 +137,7 @@ def raw_tensor(f: GGUFFile, name: str) -> np.ndarray:
     return view.reshape(t.shape[:-1] + (width // bs * nb,))
 
 
-def tensor(f: GGUFFile, name: str, rows=None) -> np.ndarray:
+def tensor(f: GGUFFile, name: str, rows: ArrayLike | None = None) -> np.ndarray:
     """One tensor dequantized to float32, shape as stored ((out, in) for a matrix); ``rows`` (an index
     array) reads only those rows — the embedding of a few tokens without the whole table."""
     t = f.tensors.get(name)
@@ -175,7 +177,7 @@ def config(f: GGUFFile) -> LlamaConfig:
                        rope_pairs="adjacent", norm_eps=_f32(m["llama.attention.layer_norm_rms_epsilon"]))
 
 
-def load_params(path: str, n_layer: int | None = None):
+def load_params(path: str, n_layer: int | None = None) -> tuple[dict, LlamaConfig]:
     """``(params, config)``: every tensor dequantized (or only the first ``n_layer`` blocks, and the
     config says so). The whole model in float32 — see :func:`iter_blocks` for the streaming path."""
     f = open_gguf(path)
@@ -188,14 +190,15 @@ def load_params(path: str, n_layer: int | None = None):
     return {n: tensor(f, n) for n in keep}, cfg
 
 
-def iter_blocks(f: GGUFFile, n_layer: int | None = None):
+def iter_blocks(f: GGUFFile, n_layer: int | None = None) -> Iterator:
     """Yield ``(i, params of block i)`` one block at a time, dequantized when reached."""
     for i in range(config(f).n_layer if n_layer is None else n_layer):
         yield i, {n: tensor(f, n) for n in block_names(i)}
 
 
-def forward_streamed(path: str, idx, *, n_layer: int | None = None, linear=None, tap=None, on_block=None,
-                     head_rows: int = 8192) -> np.ndarray:
+def forward_streamed(path: str, idx: ArrayLike, *, n_layer: int | None = None, linear: Callable | None = None,
+                     tap: Callable | None = None, on_block: Callable | None = None, head_rows: int =
+                     8192) -> np.ndarray:
     """Logits (B, T, V) of the file's model, holding one block's weights at a time.
 
     The same operations as ``models.llama.forward`` on :func:`load_params`: equal up to the output

@@ -85,6 +85,7 @@ import numpy as np
 import scipy.linalg
 
 from ..core._checks import float_array
+from ..core._types import ArrayLike
 
 GROUP_PARAMS_FROM = ("block_start", "updated")
 
@@ -118,8 +119,9 @@ class GPTQResult:
         return n + (0 if contiguous else 32 * k)
 
 
-def gptq_params(x, bits: int, *, symmetric: bool = False, mse: bool = False, norm: float = 2.4, grid: int = 100,
-                max_shrink: float = 0.8, symmetric_nonnegative_clip: bool = True):
+def gptq_params(x: ArrayLike, bits: int, *, symmetric: bool = False, mse: bool = False, norm: float = 2.4,
+                grid: int = 100, max_shrink: float = 0.8, symmetric_nonnegative_clip: bool =
+                True) -> tuple[np.ndarray, np.ndarray]:
     """Per-row ``(scale, zero)`` of IST-DASLab ``Quantizer.find_params(x, weight=True)`` for x (rows, n).
 
     Returns float64 arrays of shape (rows,); the equations are in the module docstring. The MSE
@@ -282,7 +284,7 @@ def _result(Q, params, perm, group_size, act_order, static, bits, symmetric, dam
     return GPTQResult(**out, bits=bits, symmetric=symmetric, percdamp=damp, loss=float(loss))
 
 
-def gptq_quantize(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric: bool = False,
+def gptq_quantize(w: ArrayLike, hessian: ArrayLike, *, bits: int = 4, group_size: int = 128, symmetric: bool = False,
                   act_order: bool = False, static_groups: bool = False, percdamp: float = 0.01,
                   block_size: int = 128, mse: bool = False, norm: float = 2.4, grid: int = 100,
                   max_shrink: float = 0.8, symmetric_nonnegative_clip: bool = True,
@@ -375,10 +377,10 @@ def gptq_quantize(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric
                    None if group_quantizer is None else What)
 
 
-def gptq_quantize_ref(w, hessian, *, bits: int = 4, group_size: int = 128, symmetric: bool = False,
-                      act_order: bool = False, static_groups: bool = False, percdamp: float = 0.01,
-                      block_size: int = 128, mse: bool = False, norm: float = 2.4, grid: int = 100,
-                      max_shrink: float = 0.8, symmetric_nonnegative_clip: bool = True,
+def gptq_quantize_ref(w: ArrayLike, hessian: ArrayLike, *, bits: int = 4, group_size: int = 128,
+                      symmetric: bool = False, act_order: bool = False, static_groups: bool = False,
+                      percdamp: float = 0.01, block_size: int = 128, mse: bool = False, norm: float = 2.4,
+                      grid: int = 100, max_shrink: float = 0.8, symmetric_nonnegative_clip: bool = True,
                       group_params_from: str = "block_start", damp_auto_increment: float = 0.0,
                       group_quantizer: Callable[[np.ndarray], tuple] | None = None) -> GPTQResult:
     """The loop twin of :func:`gptq_quantize`: Algorithm 1 one column at a time, no lazy batching —
@@ -434,7 +436,7 @@ def gptq_quantize_ref(w, hessian, *, bits: int = 4, group_size: int = 128, symme
                    None if group_quantizer is None else What)
 
 
-def gptq_layer(**options):
+def gptq_layer(**options: object) -> Callable:
     """A ``quantize(name, w, stats)`` for :func:`refquant.ptq.hessian.quantize_sequential` that runs
     :func:`gptq_quantize` with ``options`` on the layer's Hessian."""
     def quantize(name, w, stats):

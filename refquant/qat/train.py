@@ -47,6 +47,7 @@ Quantization", arXiv:2106.08295, section 4 (QAT initialised from PTQ, STE, learn
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 import math
 import time
@@ -101,8 +102,8 @@ class QATResult:
 WEIGHT_OPS = (ptq_scale, weight_forward, weight_backward)  # the weight quantizer: hooks' functions
 
 
-def quantized_params(p: dict, names, spec: WeightQuant, scales: dict | None = None, out_axis: int = 0, *,
-                     weight_ops: tuple = WEIGHT_OPS) -> dict:
+def quantized_params(p: dict, names: Collection[str], spec: WeightQuant, scales: dict | None = None,
+                     out_axis: int = 0, *, weight_ops: tuple = WEIGHT_OPS) -> dict:
     """``p`` with each weight in ``names`` replaced by ŵ (``scales`` None: the PTQ step sizes).
     ``weight_ops``: functions with the signatures of ``(ptq_scale, weight_forward, weight_backward)``
     (:data:`refquant.qat.llama_qat.WEIGHT_OPS`: the same results, faster for large grouped weights)."""
@@ -114,7 +115,7 @@ def quantized_params(p: dict, names, spec: WeightQuant, scales: dict | None = No
     return q
 
 
-def bits_per_weight(p: dict, names, spec: WeightQuant, out_axis: int = 0) -> float:
+def bits_per_weight(p: dict, names: Collection[str], spec: WeightQuant, out_axis: int = 0) -> float:
     """Storage bits of the quantized weights (codes and float32 step sizes, the registry's count) per weight."""
     fmt, opts = spec.format
     bits = n = 0
@@ -133,9 +134,9 @@ def _unpack(qp: dict, ref: dict, spec: WeightQuant, names, aparams0: dict):
     return scales, aparams
 
 
-def qat_train(p: dict, loss_fn, batch_fn, names, recipe: QATRecipe, *, act_params: dict | None = None,
-              out_axis: int = 0, seed: int = 0, steps: int | None = None, progress=None,
-              weight_ops: tuple = WEIGHT_OPS) -> QATResult:
+def qat_train(p: dict, loss_fn: Callable, batch_fn: Callable, names: Collection[str], recipe: QATRecipe, *,
+              act_params: dict | None = None, out_axis: int = 0, seed: int = 0, steps: int | None = None,
+              progress: Callable | None = None, weight_ops: tuple = WEIGHT_OPS) -> QATResult:
     """Fine-tune ``p`` with fake-quantized weights (and activations): the loop of the module docstring.
 
     Parameters
@@ -205,8 +206,9 @@ def qat_train(p: dict, loss_fn, batch_fn, names, recipe: QATRecipe, *, act_param
                      tuple(losses))
 
 
-def qat_step(p: dict, loss_fn, names, spec: WeightQuant, act: ActQuant | None, scales: dict, aparams: dict,
-             out_axis: int = 0, *, weight_ops: tuple = WEIGHT_OPS):
+def qat_step(p: dict, loss_fn: Callable, names: Collection[str], spec: WeightQuant, act: ActQuant | None,
+             scales: dict, aparams: dict, out_axis: int = 0, *, weight_ops: tuple =
+             WEIGHT_OPS) -> tuple[float, dict, dict]:
     """One forward and backward pass of the quantized model: ``(loss, grads of p, grads of the
     quantizers)`` — ``"w.<name>"`` step sizes (LSQ) and ``"a.<layer>.<param>"`` activation parameters.
 
@@ -291,7 +293,7 @@ def _llama_qat():
     return llama_qat
 
 
-def run_qat(model: str, recipe: str, steps: int | None = None, progress=None, *, seed: int = 0,
+def run_qat(model: str, recipe: str, steps: int | None = None, progress: Callable | None = None, *, seed: int = 0,
             n_layer: int | None = None, eval_windows: int = 16, seq_len: int = 128) -> list:
     """Float, PTQ and QAT of one recipe on one model: rows for ``python -m refquant qat``.
 

@@ -8,6 +8,8 @@ is the sum of the gradients of the weights assigned to it).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..formats.weight_sharing import update_centroids
 from ..models.mlp import minibatches, mlp_loss_and_grads
 
