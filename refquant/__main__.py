@@ -17,6 +17,7 @@ BLAS limited to one thread by ``threadpoolctl`` (a scikit-learn dependency), ins
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 import json
 import os
@@ -33,7 +34,7 @@ BLAS_ENV = "REFQUANT_BLAS_THREADS"
 DEMO_QUICK_WINDOWS = 16  # --quick: evaluation windows per recipe (the full demo: 64)
 
 
-def blas_threads(env=None) -> int | None:
+def blas_threads(env: Mapping[str, str] | None = None) -> int | None:
     """BLAS threads for the long commands: ``REFQUANT_BLAS_THREADS`` (default 1); None: no limit."""
     raw = (os.environ if env is None else env).get(BLAS_ENV, "1").strip().lower()
     if raw in ("0", "auto"):
@@ -64,7 +65,7 @@ def _long_command(run, args) -> int:
         return run(args, _progress(args.command))
 
 
-def run_demo_command(args, progress) -> int:
+def run_demo_command(args: argparse.Namespace, progress: Callable[[str], object]) -> int:
     from .demo import print_model_table, print_table, run_demo, run_model_demo
 
     if not args.quick:
@@ -98,7 +99,7 @@ def _inside(path: str, directory: str) -> bool:
     return os.path.commonpath([path, directory]) == directory
 
 
-def run_train_command(args, progress) -> int:
+def run_train_command(args: argparse.Namespace, progress: Callable[[str], object]) -> int:
     from .io.checkpoint import save_checkpoint
     from .models.corpus import ALPHABET, train_val_split
     from .models.gpt import GPTConfig
@@ -132,7 +133,7 @@ def run_train_command(args, progress) -> int:
     return 0
 
 
-def run_qat_command(args, progress) -> int:
+def run_qat_command(args: argparse.Namespace, progress: Callable[[str], object]) -> int:
     """``qat``: float, PTQ and QAT of one recipe; a table, and with ``--json`` the rows as the last line."""
     from .qat.train import run_qat
 
@@ -191,7 +192,7 @@ def build_parser(prog: str = "refquant") -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m refquant" if sys.argv[0].endswith("__main__.py") else "refquant"
     ap = build_parser(prog)
     args = ap.parse_args(argv)

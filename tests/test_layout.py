@@ -82,3 +82,33 @@ def test_mirror_module_paths(name):
 def test_public_names_importable_from_top():
     for name in refquant.__all__:
         assert getattr(refquant, name) is not None
+
+
+def _unannotated(rel):
+    """Public top-level functions of module ``rel`` with a parameter or the return unannotated."""
+    with open(os.path.join(PKG, *rel) + ".py") as f:
+        tree = ast.parse(f.read())
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            a = node.args
+            params = a.posonlyargs + a.args + a.kwonlyargs + [p for p in (a.vararg, a.kwarg) if p is not None]
+            if node.returns is None or any(p.annotation is None for p in params):
+                out.append(node.name)
+    return out
+
+
+@pytest.mark.parametrize("rel", MODULES, ids=lambda r: "/".join(r))
+def test_public_functions_are_annotated(rel):
+    assert _unannotated(rel) == [], f"refquant/{'/'.join(rel)}.py: unannotated public functions"
+
+
+def test_the_annotation_checker_can_fail(tmp_path):
+    (tmp_path / "m.py").write_text("def f(x) -> int:\n    return 1\n\ndef g(x: int):\n    return 1\n\n"
+                                   "def _h(x):\n    return 1\n\ndef k(x: int, *a: int, **kw: int) -> int:\n    return 1\n")
+    global PKG
+    saved, PKG = PKG, str(tmp_path)
+    try:
+        assert _unannotated(["m"]) == ["f", "g"]
+    finally:
+        PKG = saved

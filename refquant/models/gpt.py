@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from scipy.special import erf
 
 
@@ -45,7 +46,7 @@ def linear_names(cfg: GPTConfig) -> list:
     return names + ["lm_head.w"]
 
 
-def init_params(cfg: GPTConfig, seed: int = 0, dtype=np.float32) -> dict:
+def init_params(cfg: GPTConfig, seed: int = 0, dtype: DTypeLike = np.float32) -> dict:
     """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer)."""
     rng = np.random.default_rng(seed)
     C, V = cfg.n_embd, cfg.vocab_size
@@ -83,7 +84,7 @@ def _layernorm_backward(dy, cache):
     return dx, dg, db
 
 
-def affine(x, w, b=None):
+def affine(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """``x @ wᵀ + b`` for x (..., in), w (out, in), b (out,) or None: every linear layer of the model."""
     y = x @ w.T
     return y if b is None else y + b
@@ -131,7 +132,8 @@ def _attention_backward(dy, cache):
     return np.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
 
 
-def call_linear(linear, name: str, x, w, b):
+def call_linear(linear: Callable | None, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray |
+                None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply a ``linear=`` hook and normalise what it returns to ``(y, x_used, w_used)``.
 
     The hook contract, shared by every model in :mod:`refquant.models`: ``linear(name, x, w, b)``
@@ -194,7 +196,8 @@ def head(p: dict, x: np.ndarray, *, linear: Callable | None = None) -> np.ndarra
     return call_linear(linear, "lm_head.w", xf, p["lm_head.w"], None)[0]
 
 
-def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, cache: bool = False):
+def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear: Callable | None = None, tap: Callable | None = None,
+            cache: bool = False) -> np.ndarray | tuple[np.ndarray, tuple]:
     """Logits (B, T, V) for token ids ``idx`` (B, T).
 
     ``linear(name, x, w, b)`` replaces ``x @ wᵀ + b`` when given (contract: :func:`call_linear`):
@@ -225,7 +228,7 @@ def forward(p: dict, idx: np.ndarray, cfg: GPTConfig, *, linear=None, tap=None, 
     return (logits, (idx, caches, xf, c_lnf, used)) if cache else logits
 
 
-def generate(p: dict, cfg: GPTConfig, ids, n: int) -> np.ndarray:
+def generate(p: dict, cfg: GPTConfig, ids: ArrayLike, n: int) -> np.ndarray:
     """Greedy continuation: ``ids`` (T0,) token ids extended by ``n`` argmax predictions, int64 (T0 + n,)."""
     out = [int(i) for i in np.asarray(ids).ravel()]
     for _ in range(n):
@@ -234,7 +237,7 @@ def generate(p: dict, cfg: GPTConfig, ids, n: int) -> np.ndarray:
     return np.array(out, np.int64)
 
 
-def cross_entropy(logits, targets):
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean negative log-likelihood (nats) and the softmax probabilities."""
     z = logits - logits.max(-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
@@ -242,8 +245,8 @@ def cross_entropy(logits, targets):
     return float(nll), np.exp(logp)
 
 
-def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig, *, linear=None,
-                   linear_backward=None):
+def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig, *, linear: Callable | None = None,
+                   linear_backward: Callable | None = None) -> tuple[float, dict]:
     """Mean cross-entropy of next-token prediction and the gradient of every parameter.
 
     With a ``linear=`` hook the gradients are those of the hooked model, each linear layer
@@ -287,7 +290,7 @@ def loss_and_grads(p: dict, idx: np.ndarray, targets: np.ndarray, cfg: GPTConfig
     return loss, g
 
 
-def adamw_step(p: dict, g: dict, state: dict, *, lr: float, betas=(0.9, 0.95), eps: float = 1e-8,
+def adamw_step(p: dict, g: dict, state: dict, *, lr: float, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
                weight_decay: float = 0.1) -> dict:
     """One AdamW step, in place on ``p`` and ``state`` (``{"t": 0}`` to start); decay on 2-D weights only."""
     b1, b2 = betas

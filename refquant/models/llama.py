@@ -43,12 +43,13 @@ k_proj with (n_head, n_head_kv)).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from scipy.special import expit
-
 from .gpt import call_linear
 
 
@@ -97,7 +98,7 @@ def linear_names(cfg: LlamaConfig) -> list:
     return names + ["output.weight"]
 
 
-def init_params(cfg: LlamaConfig, seed: int = 0, *, tied: bool = True, dtype=np.float32) -> dict:
+def init_params(cfg: LlamaConfig, seed: int = 0, *, tied: bool = True, dtype: DTypeLike = np.float32) -> dict:
     """Random parameters (N(0, 0.02) weights, norm gains near 1) for tests and synthetic checkpoints."""
     rng = np.random.default_rng(seed)
     C, F, hd = cfg.n_embd, cfg.n_ff, cfg.head_dim
@@ -117,19 +118,20 @@ def init_params(cfg: LlamaConfig, seed: int = 0, *, tied: bool = True, dtype=np.
 
 
 # ---------------------------------------------------------------- the ops
-def rmsnorm(x, g, eps: float):
+def rmsnorm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
     """``x / sqrt(mean(x²) + ε) · g`` over the last axis (Zhang & Sennrich 2019, eq. 4; no mean, no bias)."""
     ms = np.mean(np.square(x), axis=-1, keepdims=True)
     return x / np.sqrt(ms + x.dtype.type(eps)) * g
 
 
-def rope_angles(positions, dim: int, base: float) -> np.ndarray:
+def rope_angles(positions: ArrayLike, dim: int, base: float) -> np.ndarray:
     """Angles (T, dim/2) in float64: ``θ[t, i] = positions[t] · base^(−2i/dim)``."""
     inv_freq = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
     return np.asarray(positions, np.float64)[:, None] * inv_freq[None, :]
 
 
-def rope(x, positions, base: float, dim: int | None = None, pairs: str = "adjacent"):
+def rope(x: np.ndarray, positions: ArrayLike, base: float, dim: int | None = None, pairs: str =
+         "adjacent") -> np.ndarray:
     """Rotate pairs of the first ``dim`` features of ``x`` (..., T, hd) by the angles of ``positions`` (T,).
 
     For a pair (a, b) and angle θ: ``(a cos θ − b sin θ, a sin θ + b cos θ)``. ``pairs="adjacent"``
@@ -156,7 +158,7 @@ def rope(x, positions, base: float, dim: int | None = None, pairs: str = "adjace
     return out
 
 
-def permute_qk(w, n_head: int):
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     """The GGUF converter's row permutation of a q/k projection (out, in): within each head of size
     hd, new row ``2i + j`` = old row ``i + j·hd/2`` (j ∈ {0, 1}), so that adjacent-pair RoPE on the
     permuted weights equals rotate-half RoPE on the original ones. ``n_head``: heads in ``w`` (the KV
@@ -168,7 +170,7 @@ def permute_qk(w, n_head: int):
     return w.reshape(n_head, 2, out // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def unpermute_qk(w, n_head: int):
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     """Inverse of :func:`permute_qk`: GGUF row order back to Hugging Face's."""
     w = np.asarray(w)
     out = w.shape[0]
@@ -177,13 +179,13 @@ def unpermute_qk(w, n_head: int):
     return w.reshape(n_head, out // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def causal_mask(T: int, S: int, dtype=np.float32) -> np.ndarray:
+def causal_mask(T: int, S: int, dtype: DTypeLike = np.float32) -> np.ndarray:
     """Additive mask (T, S): query t (at position S − T + t) sees keys 0 … S − T + t; −inf elsewhere."""
     allowed = np.arange(S)[None, :] <= np.arange(S - T, S)[:, None]
     return np.where(allowed, 0.0, -np.inf).astype(dtype)
 
 
-def attention(q, k, v):
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Causal grouped-query attention. q (B, nh, T, hd); k, v (B, nkv, S, hd) with S ≥ T: the queries
     are the last T positions. Query head h reads kv head ``h // (nh / nkv)`` (Hugging Face
     ``repeat_kv``; llama.cpp broadcasts the same way). Returns (B, nh, T, hd)."""
@@ -201,7 +203,7 @@ def attention(q, k, v):
     return (att @ v).reshape(B, nh, T, hd)
 
 
-def silu(u):
+def silu(u: np.ndarray) -> np.ndarray:
     """``u · σ(u)`` (the Swish of SwiGLU)."""
     s = expit(u)
     s *= u
@@ -209,7 +211,7 @@ def silu(u):
 
 
 # ---------------------------------------------------------------- the model, layer by layer
-def embed(p: dict, idx) -> np.ndarray:
+def embed(p: dict, idx: ArrayLike) -> np.ndarray:
     """Token embeddings (B, T, C) of ids ``idx`` (B, T)."""
     idx = np.asarray(idx)
     if idx.ndim != 2 or idx.dtype.kind not in "iu":
@@ -220,7 +222,9 @@ def embed(p: dict, idx) -> np.ndarray:
     return p["token_embd.weight"][idx]
 
 
-def block(p: dict, i: int, x, cfg: LlamaConfig, *, past=None, linear=None, tap=None):
+def block(p: dict, i: int, x: np.ndarray, cfg: LlamaConfig, *, past: tuple | None = None,
+          linear: Callable | None = None, tap: Callable | None =
+          None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Block ``i`` on the residual stream x (B, T, C): returns ``(x', (k, v))``.
 
     ``past``: None or the (k, v) of the earlier positions (B, nkv, S0, hd) each (a KV cache); the
@@ -256,7 +260,7 @@ def block(p: dict, i: int, x, cfg: LlamaConfig, *, past=None, linear=None, tap=N
     return x, (k, v)
 
 
-def head(p: dict, x, cfg: LlamaConfig, *, linear=None) -> np.ndarray:
+def head(p: dict, x: np.ndarray, cfg: LlamaConfig, *, linear: Callable | None = None) -> np.ndarray:
     """Logits (B, T, V): the final RMSNorm and the output projection (tied to the embedding if no
     ``output.weight``)."""
     h = rmsnorm(x, p["output_norm.weight"], cfg.norm_eps)
@@ -264,7 +268,8 @@ def head(p: dict, x, cfg: LlamaConfig, *, linear=None) -> np.ndarray:
     return call_linear(linear, "output.weight", h, w, None)[0]
 
 
-def forward(p: dict, idx, cfg: LlamaConfig, *, linear=None, tap=None, cache=None):
+def forward(p: dict, idx: ArrayLike, cfg: LlamaConfig, *, linear: Callable | None = None, tap: Callable | None = None,
+            cache: tuple | None = None) -> np.ndarray | tuple[np.ndarray, tuple]:
     """Logits (B, T, V) for token ids ``idx`` (B, T).
 
     With ``cache`` (a tuple of per-block (k, v), ``()`` to start) the ids continue the cached
@@ -286,7 +291,7 @@ def forward(p: dict, idx, cfg: LlamaConfig, *, linear=None, tap=None, cache=None
 
 
 # ---------------------------------------------------------------- generation
-def sample_next(logits, temperature: float = 0.0, rng: np.random.Generator | None = None) -> int:
+def sample_next(logits: np.ndarray, temperature: float = 0.0, rng: np.random.Generator | None = None) -> int:
     """One token from next-token logits (V,): argmax for ``temperature == 0`` (ties: the lowest id),
     else a draw from ``softmax(logits / temperature)`` by inverse CDF with one ``rng.random()``."""
     z = np.asarray(logits, np.float64).reshape(-1)
@@ -301,8 +306,9 @@ def sample_next(logits, temperature: float = 0.0, rng: np.random.Generator | Non
     return int(min(np.searchsorted(cdf, rng.random(), side="right"), len(cdf) - 1))
 
 
-def generate(p: dict, cfg: LlamaConfig, ids, n: int, *, temperature: float = 0.0, rng=None, stop=(),
-             linear=None) -> np.ndarray:
+def generate(p: dict, cfg: LlamaConfig, ids: ArrayLike, n: int, *, temperature: float = 0.0,
+             rng: np.random.Generator | None = None, stop: Collection[int] = (), linear: Callable | None =
+             None) -> np.ndarray:
     """Continue ``ids`` (T0,) by up to ``n`` tokens with a KV cache; stops after a token in ``stop``.
 
     Returns int64 (T0 + m,), m ≤ n. Greedy for ``temperature == 0``; else sampled with ``rng``
@@ -329,7 +335,8 @@ def generate(p: dict, cfg: LlamaConfig, ids, n: int, *, temperature: float = 0.0
 SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
-def chat_prompt(messages, *, add_generation_prompt: bool = True, default_system: str | None = SMOLLM_SYSTEM) -> str:
+def chat_prompt(messages: Sequence[dict], *, add_generation_prompt: bool = True,
+                default_system: str | None = SMOLLM_SYSTEM) -> str:
     """The ChatML text of ``messages`` (a list of ``{"role", "content"}``), as SmolLM2-Instruct's
     ``tokenizer.chat_template`` renders it::
 
