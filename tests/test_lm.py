@@ -36,6 +36,10 @@ def test_tied_head_resolves_to_the_embedding():
     assert weight(lm, p, "output.weight") is p["token_embd.weight"]
     with pytest.raises(ValueError, match="no weight 'blk.9.attn_q.weight'"):
         weight(lm, p, "blk.9.attn_q.weight")
+    with pytest.raises(ValueError) as e:  # names the layers, but not all of a real model's hundreds
+        weight(lm, p, "blk.9.attn_q.weight")
+    n = len(lm.linear_names)
+    assert lm.linear_names[0] in str(e.value) and lm.linear_names[-2] not in str(e.value) and f"({n} in all)" in str(e.value)
 
 
 # ---------------------------------------------------------------- scale folds (AWQ, SmoothQuant)

@@ -81,7 +81,9 @@ def weight(lm: LM, params: dict, name: str) -> np.ndarray:
     for lin, stored in lm.tied:
         if lin == name and stored in params:
             return params[stored]
-    raise ValueError(f"name: no weight {name!r} in the parameters (linear layers: {', '.join(lm.linear_names)})")
+    names = lm.linear_names
+    shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+    raise ValueError(f"name: no weight {name!r} in the parameters (linear layers: {shown})")
 
 
 def block_of(lm: LM, name: str) -> int:
