@@ -143,8 +143,12 @@ class _SortedSums:
             idx = q[:, None] * _B + np.arange(_B)  # the points of ii's block
             inside = idx < ii[:, None]
             idx = np.minimum(idx, self.xs.size - 1)
-            w = inside if self.ws is None else np.where(inside, self.ws[idx], 0.0)
-            W[lo:lo + ii.size] = self.Wc[q] + w.sum(1)
+            if self.ws is None:  # unit weights: W(i) = i exactly
+                w = inside
+                W[lo:lo + ii.size] = ii
+            else:
+                w = np.where(inside, self.ws[idx], 0.0)
+                W[lo:lo + ii.size] = self.Wc[q] + w.sum(1)
             S[lo:lo + ii.size] = self.Sc[q] + ((self.xs[idx].astype(np.float64) - self.shift) * w).sum(1)
         return W, S
 
@@ -203,14 +207,19 @@ def _summary_points(xs, n_points):
     tails get chunks of a few points, and the chunks are narrow wherever the levels will be close.
     """
     n = xs.size
+    span = float(xs[-1]) - float(xs[0])  # > 0: x has more distinct values than levels
 
     def measure():  # (lo, u): u[t] = the measure gap^(2/3) up to point lo + t, a chunk of _STEP gaps at a time;
         carry = 0.0  # the running sum carried from chunk to chunk: the same additions as one cumsum over all gaps
         for lo in range(0, n - 1, _STEP):
             u = np.empty(min(_STEP, n - 1 - lo) + 1)
             u[0] = carry
-            np.subtract(xs[lo + 1:lo + u.size], xs[lo:lo + u.size - 1], out=u[1:], dtype=np.float64)  # the gaps
-            np.cbrt(np.square(u[1:], out=u[1:]), out=u[1:])
+            gap = np.subtract(xs[lo + 1:lo + u.size], xs[lo:lo + u.size - 1], dtype=np.float64)
+            gap = (gap / span).astype(np.float32)  # in [0, 1]: float32 neither overflows nor loses a gap that counts
+            with np.errstate(divide="ignore"):  # (gap / span)^(2/3) = exp(2/3 · log): 4x faster than cbrt(gap²)
+                np.log(gap, out=gap)
+            gap *= np.float32(2 / 3)
+            np.exp(gap, out=u[1:])  # a gap of 0 has log −inf and measure 0
             np.cumsum(u, out=u)
             yield lo, u
             carry = u[-1]
