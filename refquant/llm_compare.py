@@ -1,7 +1,8 @@
 """``refquant llm compare``: the field's comparison table of LLM post-training quantization methods on
 one model, one text and one protocol — the table the GPTQ, AWQ, SmoothQuant and LLM.int8() papers print.
 
-    python -m refquant llm compare [--model PATH] [--methods a,b,...] [--calib-tokens N] [--tokens N] [--json]
+    python -m refquant llm compare [--model PATH] [--methods a,b,...] [--calib-tokens N] [--tokens N]
+                                   [--alpha A | --alpha A1,A2,...] [--json]
 
 Methods (:data:`METHODS`):
 
@@ -14,7 +15,8 @@ Methods (:data:`METHODS`):
   affine min-max activations calibrated on the calibration text), ``w8a8-dynamic`` (per-token),
   ``smoothquant-w8a8`` (the reference: scales folded into the norms before q/k/v and gate/up, then
   static W8A8), ``smoothquant-lf-w8a8`` (also folded into v → o and up → down: ``linear_folds=True``,
-  not in the reference);
+  not in the reference); ``--alpha`` sets SmoothQuant's α, and a list of them sweeps it (one row per
+  α and SmoothQuant method, each with an ``"alpha"`` key);
 * ``llm-int8``: :func:`refquant.ptq.llm_int8.llm_int8_hook`, threshold 6.0, bitsandbytes' conventions.
 
 Calibration (GPTQ, AWQ, static ranges, SmoothQuant's max |x|): ``--calib-tokens`` (default 8 × 512)
@@ -106,14 +108,25 @@ def quantize(lm: LM, params: dict, method: str, calib_batches: Sequence[np.ndarr
     return q, hook, b / n
 
 
+def _alphas(alpha: float | Sequence[float]) -> list:
+    values = [alpha] if np.ndim(alpha) == 0 else list(alpha)
+    if not values or not all(isinstance(a, (int, float, np.floating)) and not isinstance(a, bool) and 0 <= a <= 1
+                             for a in values):
+        raise ValueError(f"alpha: expected SmoothQuant's migration strength(s) in [0, 1], got {alpha!r}")
+    return [float(a) for a in values]
+
+
 def compare(params: dict, cfg: LlamaConfig, tok: Tokenizer, methods: Sequence[str], *, n_tokens: int = 16 * N_CTX,
-            calib_tokens: int = CALIB_WINDOWS * N_CTX, alpha: float = 0.5,
+            calib_tokens: int = CALIB_WINDOWS * N_CTX, alpha: float | Sequence[float] = 0.5,
             progress: Callable[[str], None] | None = None) -> list:
     """One row per method (``float`` measured once and kept for the KL): the keys of
     :func:`refquant.models.lm_eval.summarize` plus ``method``, ``bits_per_weight``, ``seconds``
-    (quantization) and ``eval_seconds``. ``n_tokens`` / ``calib_tokens`` in windows of 512."""
+    (quantization) and ``eval_seconds``. ``n_tokens`` / ``calib_tokens`` in windows of 512. ``alpha``:
+    SmoothQuant's α, or a sequence of them — the sweep: each SmoothQuant method then gives one row per
+    α, in that order, its ``alpha`` key saying which (every SmoothQuant row has it)."""
     progress = progress or (lambda m: None)
     methods = parse_methods(",".join(methods))
+    alphas = _alphas(alpha)
     if n_tokens < N_CTX or calib_tokens < N_CTX:
         raise ValueError(f"n_tokens and calib_tokens must be at least one window of {N_CTX}, got {n_tokens}, {calib_tokens}")
     lm = llama_lm(cfg)
@@ -126,10 +139,11 @@ def compare(params: dict, cfg: LlamaConfig, tok: Tokenizer, methods: Sequence[st
         base.append(lm.forward(params, w[None])[0])
         progress(f"float: window {i + 1}/{len(windows)}")
     rows = []
-    for m in methods:
+    runs = [(m, a) for m in methods for a in (alphas if m.startswith("smoothquant") else [None])]
+    for m, a in runs:
         t0 = time.perf_counter()
-        progress(f"{m}: quantizing")
-        q, hook, bpw = quantize(lm, params, m, batches, alpha=alpha)
+        progress(f"{m}: quantizing" + ("" if a is None else f" (alpha {a:g})"))
+        q, hook, bpw = quantize(lm, params, m, batches, alpha=0.5 if a is None else a)
         t_q = time.perf_counter() - t0
         t0 = time.perf_counter()
         scores = []
@@ -141,6 +155,8 @@ def compare(params: dict, cfg: LlamaConfig, tok: Tokenizer, methods: Sequence[st
         if m == "float":
             out.update(kl_divergence=0.0, kl_divergence_llamacpp=0.0, same_top=1.0, same_top_llamacpp=1.0)
         row = dict(method=m, bits_per_weight=bpw, **out, seconds=t_q, eval_seconds=time.perf_counter() - t0)
+        if a is not None:
+            row["alpha"] = a
         rows.append(row)
         progress("row " + json.dumps(row))
     return rows
@@ -151,7 +167,8 @@ def format_table(rows: Sequence[dict]) -> list:
     lines = [f"{'method':20s} {'bits/w':>7s} {'ppl':>9s} {'ppl(lcpp)':>9s} {'KL':>8s} {'same top':>8s} {'top-1':>6s} "
              f"{'quant s':>8s}"]
     for r in rows:
-        lines.append(f"{r['method']:20s} {r['bits_per_weight']:7.3f} {r['perplexity']:9.4f} "
+        name = r["method"] + (f" a={r['alpha']:g}" if "alpha" in r else "")
+        lines.append(f"{name:20s} {r['bits_per_weight']:7.3f} {r['perplexity']:9.4f} "
                      f"{r['perplexity_llamacpp']:9.4f} {r['kl_divergence']:8.5f} {r['same_top']:8.4f} "
                      f"{r['top1']:6.4f} {r['seconds']:8.1f}")
     return lines
@@ -164,11 +181,15 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
         raise ValueError(f"--tokens must be at least one window of {N_CTX}, got {args.tokens}")
     if args.calib_tokens < N_CTX:
         raise ValueError(f"--calib-tokens must be at least one window of {N_CTX}, got {args.calib_tokens}")
-    if not 0 <= args.alpha <= 1:
-        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    try:
+        alphas = [float(a) for a in args.alpha.split(",")]
+    except ValueError:
+        alphas = []
+    if not alphas or not all(0 <= a <= 1 for a in alphas):
+        raise ValueError(f"--alpha must be in [0, 1] (or a comma-separated list of such values), got {args.alpha}")
     progress("loading the model")
     p, cfg, tok = load(args.model)
-    rows = compare(p, cfg, tok, methods, n_tokens=args.tokens, calib_tokens=args.calib_tokens, alpha=args.alpha,
+    rows = compare(p, cfg, tok, methods, n_tokens=args.tokens, calib_tokens=args.calib_tokens, alpha=alphas,
                    progress=progress)
     d = evaltext.describe()
     print(f"model {os.path.basename(args.model or default_model())}, text {d['text']} (sha256 {d['sha256'][:12]}), "
@@ -178,7 +199,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     if args.json:
         keys = ("method", "bits_per_weight", "perplexity", "perplexity_llamacpp", "kl_divergence", "top1", "same_top",
                 "seconds")
-        print(json.dumps([{k: r[k] for k in keys} for r in rows]))
+        print(json.dumps([{k: r[k] for k in keys + ("alpha",) if k in r} for r in rows]))
     return 0
 
 
@@ -194,6 +215,7 @@ def add_parser(s: argparse._SubParsersAction) -> None:
                    help=f"calibration tokens of the calibration text, in windows of {N_CTX} "
                         f"(default {CALIB_WINDOWS} x {N_CTX} = {CALIB_WINDOWS * N_CTX}; disjoint from the evaluation text)")
     p.add_argument("--tokens", type=int, default=16 * N_CTX, help=f"evaluation tokens, in windows of {N_CTX} (default 8192)")
-    p.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant's migration strength α (default 0.5)")
+    p.add_argument("--alpha", default="0.5", help="SmoothQuant's migration strength α (default 0.5), or a "
+                                                  "comma-separated sweep: one SmoothQuant row per value")
     p.add_argument("--json", action="store_true", help="make the last line of stdout a JSON list of the rows")
     p.set_defaults(llm_run=run)

@@ -38,6 +38,8 @@ def _int_bits(shape, bits, group_size):
     (["--tokens", "100"], r"--tokens must be at least one window of 512, got 100"),
     (["--calib-tokens", "0"], r"--calib-tokens must be at least one window of 512"),
     (["--alpha", "1.5"], r"--alpha must be in \[0, 1\]"),
+    (["--alpha", "0.3,x"], r"--alpha must be in \[0, 1\] \(or a comma-separated list of such values\), got 0.3,x"),
+    (["--alpha", "0.3,nan"], r"--alpha must be in \[0, 1\]"),
 ])
 def test_argument_errors_name_the_argument(argv, match):
     args = _parser().parse_args(["llm", "compare", "--model", "missing.gguf"] + argv)
@@ -100,6 +102,19 @@ def test_every_method_runs_and_counts_its_bits(byte_model):
     # on the planted outlier channel the per-token and outlier-aware schemes beat per-tensor static
     assert by["w8a8-dynamic"]["kl_divergence"] < by["w8a8-static"]["kl_divergence"]
     assert by["llm-int8"]["kl_divergence"] < by["w8a8-static"]["kl_divergence"]
+
+
+def test_an_alpha_sweep_gives_one_smoothquant_row_per_alpha(byte_model):
+    p, cfg, tok = llm.load(byte_model)
+    rows = llm_compare.compare(p, cfg, tok, ["w8a8-static", "smoothquant-w8a8", "float"], n_tokens=512,
+                               calib_tokens=512, alpha=[0.2, 0.8])
+    assert [(r["method"], r.get("alpha")) for r in rows] == [
+        ("w8a8-static", None), ("smoothquant-w8a8", 0.2), ("smoothquant-w8a8", 0.8), ("float", None)]
+    assert rows[1]["kl_divergence"] != rows[2]["kl_divergence"]  # α moves the quantization difficulty
+    assert llm_compare.format_table(rows)[2].startswith("smoothquant-w8a8 a=0.2")
+    for bad in ([], [0.5, 1.5], [float("nan")], True):
+        with pytest.raises(ValueError, match=r"alpha: expected SmoothQuant's migration strength\(s\) in \[0, 1\]"):
+            llm_compare.compare(p, cfg, tok, ["float"], n_tokens=512, calib_tokens=512, alpha=bad)
 
 
 # ---------------------------------------------------------------- the CLI on 2 blocks of SmolLM2
