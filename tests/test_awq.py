@@ -228,6 +228,10 @@ def test_awq_quantize_runs_on_both_models(lm, p, inspect):
     assert head not in res.clips  # head="rtn": quantized without a search
     _, res_f = awq_quantize(lm, p, CALIB, bits=3, group_size=4, n_grid=3, inspect="layer", head="float")
     assert head not in res_f.tensors and len(res_f.tensors) == len(lm.linear_names) - 1
+    from refquant.ptq.recipes import Recipe, apply_method  # a float head is not counted in the recipe's bits
+    r = Recipe("awq-fh", "int3", {"group_size": 4, "symmetric": False}, method="awq",
+               method_options={"head": "float", "n_grid": 3, "inspect": "layer"})
+    assert set(apply_method(lm, p, r, CALIB)[1]) == set(lm.linear_names) - {head}
     _, res_a = awq_quantize(lm, p, CALIB, bits=3, group_size=4, n_grid=3, inspect="layer", head="awq")
     assert head in res_a.clips and len(res_a.scales) == len(lm.scale_folds)
     # 8 bits: the folded, clipped, quantized model stays close to the float one (symmetric: the asymmetric

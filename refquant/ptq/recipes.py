@@ -157,7 +157,7 @@ def apply_method(lm: LM, p: dict, r: Recipe, calib_batches: Iterable[np.ndarray]
         return q, {n: res[n].storage_bits() for n in names}
     q, res = awq_quantize(lm, p, batches, bits=b, group_size=gs, zero_point=not sym, **opts)
     return q, {n: registry.storage_bits(r.weight_format, weight(lm, p, n).shape, group_size=gs, symmetric=sym)
-               for n in names}
+               for n in names if n in res.tensors}  # head="float" leaves the head unquantized: not counted
 
 
 def _apply(lm: LM, p: dict, r: Recipe, calib_batches=()):
