@@ -232,6 +232,14 @@ def test_awq_quantize_runs_on_both_models(lm, p, inspect):
     r = Recipe("awq-fh", "int3", {"group_size": 4, "symmetric": False}, method="awq",
                method_options={"head": "float", "n_grid": 3, "inspect": "layer"})
     assert set(apply_method(lm, p, r, CALIB)[1]) == set(lm.linear_names) - {head}
+    g = Recipe("gptq-fh", "int3", {"group_size": 4, "symmetric": False}, method="gptq", method_options={"head": "float"})
+    qg, bits_g = apply_method(lm, p, g, CALIB)
+    assert set(bits_g) == set(lm.linear_names) - {head}
+    np.testing.assert_array_equal(weight(lm, qg, head), weight(lm, p, head))  # the head passed through, float
+    assert not np.array_equal(weight(lm, qg, lm.linear_names[0]), weight(lm, p, lm.linear_names[0]))
+    with pytest.raises(ValueError, match="GPTQ's head must be 'gptq' or 'float', got 'rtn'"):
+        apply_method(lm, p, Recipe("g", "int3", {"group_size": 4, "symmetric": False}, method="gptq",
+                                   method_options={"head": "rtn"}), CALIB)
     _, res_a = awq_quantize(lm, p, CALIB, bits=3, group_size=4, n_grid=3, inspect="layer", head="awq")
     assert head in res_a.clips and len(res_a.scales) == len(lm.scale_folds)
     # 8 bits: the folded, clipped, quantized model stays close to the float one (symmetric: the asymmetric

@@ -19,16 +19,17 @@ How the weights' codes are chosen is the recipe's ``method`` (:data:`WEIGHT_METH
 * ``"rtn"`` (default) — round to nearest through the format registry, any format;
 * ``"gptq"`` — :func:`refquant.ptq.gptq.gptq_quantize` on each linear's Hessian, block by block on
   the calibration batches' inputs from the already-quantized model
-  (:func:`refquant.ptq.hessian.quantize_blockwise`);
+  (:func:`refquant.ptq.hessian.quantize_blockwise`); ``method_options={"head": "float"}`` leaves the
+  output head in float, as IST-DASLab ``llama.py`` does (default ``"gptq"``: the head is GPTQ'd last);
 * ``"awq"`` — :func:`refquant.ptq.awq.awq_quantize` (scale search folded into the norms / linears,
-  clip search, AWQ's pseudo-quantizer; the head by round to nearest);
+  clip search, AWQ's pseudo-quantizer; the head by round to nearest, or ``head="awq"`` / ``"float"``);
 * ``"hqq"`` — :func:`refquant.ptq.hqq.hqq_quantize` per linear (no data).
 
 The three algorithms take the grid from the recipe's ``int{b}`` format: ``bits``, ``group_size``
 (0 = per output row) and ``symmetric`` (False: a zero point per group, as the GPTQ / AWQ papers'
 tables; HQQ is asymmetric only, with a float zero); ``method_options`` are the algorithm's own
 keyword arguments (e.g. ``{"act_order": True}`` for GPTQ). Every linear, the head included, is
-quantized, as by ``"rtn"``. The storage counts: GPTQ's codes, float32 scales, b-bit zero points and
+quantized, as by ``"rtn"``, unless ``head="float"``: then the head is neither quantized nor counted. The storage counts: GPTQ's codes, float32 scales, b-bit zero points and
 (act-order without static groups) a 32-bit ``g_idx`` per input column; AWQ the registry's ``int{b}``
 count of the same grid; HQQ b-bit codes and a float32 scale and float32 zero per group.
 
@@ -153,8 +154,16 @@ def apply_method(lm: LM, p: dict, r: Recipe, calib_batches: Iterable[np.ndarray]
     if not batches:
         raise ValueError(f"calib_batches: method {r.method!r} needs calibration batches")
     if r.method == "gptq":
-        q, res = quantize_blockwise(lm, p, batches, gptq_layer(bits=b, group_size=gs, symmetric=sym, **opts))
-        return q, {n: res[n].storage_bits() for n in names}
+        head = opts.pop("head", "gptq")
+        if head not in ("gptq", "float"):
+            raise ValueError(f"method_options: GPTQ's head must be 'gptq' or 'float', got {head!r}")
+        layer, head_name = gptq_layer(bits=b, group_size=gs, symmetric=sym, **opts), lm.sequential_groups[-1][-1]
+
+        def quantize(name, w, stats):  # a float head is passed through unchanged
+            return w if head == "float" and name == head_name else layer(name, w, stats)
+
+        q, res = quantize_blockwise(lm, p, batches, quantize)
+        return q, {n: res[n].storage_bits() for n in names if not (head == "float" and n == head_name)}
     q, res = awq_quantize(lm, p, batches, bits=b, group_size=gs, zero_point=not sym, **opts)
     return q, {n: registry.storage_bits(r.weight_format, weight(lm, p, n).shape, group_size=gs, symmetric=sym)
                for n in names if n in res.tensors}  # head="float" leaves the head unquantized: not counted
