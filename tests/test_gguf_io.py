@@ -136,6 +136,25 @@ def test_bad_inputs(synthetic, tmp_path):
         G.write_gguf(str(tmp_path / "x.gguf"), p, CFG, types={"blk.0.attn_q.weight": "q4_k"})
     with pytest.raises(ValueError, match="n_layer"):
         G.load_params(path, n_layer=3)
+    with pytest.raises(ValueError, match=r"types\['blk.0.attn_q.weight'\]: unknown type 'iq2_xxs'"):  # read-only type
+        G.write_gguf(str(tmp_path / "x.gguf"), p, CFG, types={"blk.0.attn_q.weight": "iq2_xxs"})
+
+
+@pytest.mark.parametrize("qtype", ["iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s"])
+def test_iq_tensors_read_like_gguf_quants(qtype, tmp_path):
+    # the dequantize-only IQ1-IQ3 types inside a GGUF: raw blocks (random bits, a finite f16 d of 0.5 in the
+    # first two bytes of every block) read by refquant and by gguf.quants give the same floats
+    tr = ggml.TYPE_TRAITS[qtype]
+    blocks = np.random.default_rng(tr.type_id).integers(0, 256, (4, 2, tr.type_size), dtype=np.uint8)
+    blocks[..., :2] = np.frombuffer(np.float16(0.5).tobytes(), np.uint8)
+    path = str(tmp_path / f"{qtype}.gguf")
+    raw = blocks.reshape(4, -1)
+    G.write_gguf(path, L.init_params(CFG, seed=3), CFG, raw={"extra.weight": (tr.type_id, raw, (4, 512))})
+    f = G.open_gguf(path)
+    got = G.tensor(f, "extra.weight")
+    want = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(tr.type_id)).astype(np.float32)
+    assert got.shape == (4, 512) and np.isfinite(got).all()
+    np.testing.assert_array_equal(got, want)
 
 
 # ---------------------------------------------------------------- the real model (needs the [llm] extra)

@@ -6,7 +6,8 @@ tensors (name, shape, ggml type, offset) — followed by the tensors' bytes, ali
 ``general.alignment`` (32). :func:`open_gguf` parses the header and memory-maps the file: no tensor
 is read until asked for, so opening SmolLM2-135M takes ~0.1 s and a few MB, where ``gguf.GGUFReader``
 (which builds a NumPy view per metadata item) takes seconds and ~150 MB. :func:`tensor` dequantizes
-one tensor with :mod:`refquant.formats.ggml` (byte-exact with ggml); :func:`iter_blocks` yields one
+one tensor with :mod:`refquant.formats.ggml` (byte-exact with ggml; every type of its ``TYPE_TRAITS``
+table, the read-only IQ1 / IQ2 / IQ3 grid types included, plus f32, f16 and bf16); :func:`iter_blocks` yields one
 block's weights at a time, so a checkpoint can be calibrated or quantized without holding it all in
 memory; :func:`forward_streamed` runs the model that way.
 
@@ -35,11 +36,10 @@ from ..formats import ggml, mx
 from ..models.llama import LlamaConfig, block, block_names, embed, head
 
 # ggml type id -> (name, values per block, bytes per block); the types refquant can dequantize
-GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 2: ("q4_0", 32, 18), 3: ("q4_1", 32, 20), 6: ("q5_0", 32, 22),
-              7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 30: ("bf16", 1, 2),
-              10: ("q2_K", 256, 84), 11: ("q3_K", 256, 110), 12: ("q4_K", 256, 144), 13: ("q5_K", 256, 176),
-              14: ("q6_K", 256, 210), 20: ("iq4_nl", 32, 18), 23: ("iq4_xs", 256, 136), 39: ("mxfp4", 32, 17)}
+GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 30: ("bf16", 1, 2),  # id -> (name, block size, bytes per block)
+              **{t.type_id: (t.name, t.block_size, t.type_size) for t in ggml.TYPE_TRAITS.values()}}
 TYPE_IDS = {name: i for i, (name, _, _) in GGML_TYPES.items()}
+_WRITABLE = ("f32", "f16") + tuple(t for t, tr in ggml.TYPE_TRAITS.items() if tr.quantize)  # the IQ1-IQ3 only read
 # GGUF metadata value types: id -> struct format (8 string, 9 array)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
@@ -292,9 +292,8 @@ def write_gguf(path: str, params: dict, cfg: LlamaConfig, *, types: dict | None 
         raise ValueError(f"types: no parameters named {sorted(unknown)}")
     for n, v in params.items():
         qt = types.get(n, "f32")
-        if qt not in TYPE_IDS or qt == "bf16":
-            raise ValueError(f"types[{n!r}]: unknown type {qt!r}; expected f32, f16 or one of "
-                             f"{tuple(t for t in TYPE_IDS if t not in ('f32', 'f16', 'bf16'))}")
+        if qt not in _WRITABLE:
+            raise ValueError(f"types[{n!r}]: unknown type {qt!r}; expected f32, f16 or one of {_WRITABLE[2:]}")
         a = np.asarray(v, np.float32)
         if qt == "f32":
             w.add_tensor(n, a)
