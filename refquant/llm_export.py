@@ -21,7 +21,7 @@ the export's). Which tensor gets which type — :func:`tensor_types`, as ``llama
 Methods (``--method``): ``rtn`` — ggml's own reference quantizers (``quantize_row_<t>_ref``);
 ``gptq`` — GPTQ on each type's grid (:mod:`refquant.ptq.ggml_grids`), sequentially on calibration
 windows of :func:`refquant.io.evaltext.calibration_text` (disjoint from the evaluation text), the
-head by rtn; ``awq`` — AWQ's scale search and clipping (:func:`refquant.ptq.awq.awq_quantize`,
+head by rtn; ``awq`` — AWQ's scale search and clipping (:func:`refquant.ptq.awq_model.awq_quantize`,
 ``inspect="layer"``) on the integer grid closest to the type (bits, group 32 — q6_K: 16 —,
 asymmetric for the types with a minimum), folded into the weights and norms, then rtn into the
 ggml type; ``hqq`` — HQQ's affine (scale, zero) per block of 32, for q4_1 / q5_1 only, the only
@@ -42,7 +42,7 @@ from .io.gguf import GGML_TYPES, TYPE_IDS, config, open_gguf, raw_tensor, tensor
 from .io.tokenizer import encode, load_tokenizer
 from .llm import default_model
 from .models.lm import fold_scale, llama_lm, weight
-from .ptq import awq, ggml_grids, hqq
+from .ptq import awq, awq_model, ggml_grids, hqq
 from .ptq.hessian import quantize_sequential
 from .ptq.mixed_precision import q4km_types
 
@@ -173,7 +173,7 @@ def export(src: str, out: str, *, method: str = "rtn", qtype: str = "q4_0", cali
         base = {"q4_K_M": "q4_K", "q5_K_M": "q5_K"}.get(qtype, qtype)
         opts = _grid_options(base)
         progress(f"awq: scale search on {len(batches)} windows ({opts})")
-        _, res = awq.awq_quantize(lm, params, batches, inspect="layer", head="float", **opts)
+        _, res = awq_model.awq_quantize(lm, params, batches, inspect="layer", head="float", **opts)
         for fold in lm.scale_folds:
             if fold.linears in res.scales:
                 q = fold_scale(lm, q, fold, res.scales[fold.linears].scales)

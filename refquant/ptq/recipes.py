@@ -21,7 +21,7 @@ How the weights' codes are chosen is the recipe's ``method`` (:data:`WEIGHT_METH
   the calibration batches' inputs from the already-quantized model
   (:func:`refquant.ptq.hessian.quantize_blockwise`); ``method_options={"head": "float"}`` leaves the
   output head in float, as IST-DASLab ``llama.py`` does (default ``"gptq"``: the head is GPTQ'd last);
-* ``"awq"`` — :func:`refquant.ptq.awq.awq_quantize` (scale search folded into the norms / linears,
+* ``"awq"`` — :func:`refquant.ptq.awq_model.awq_quantize` (scale search folded into the norms / linears,
   clip search, AWQ's pseudo-quantizer; the head by round to nearest, or ``head="awq"`` / ``"float"``);
 * ``"hqq"`` — :func:`refquant.ptq.hqq.hqq_quantize` per linear (no data).
 
@@ -54,7 +54,7 @@ from ..core.observers import calibrate
 from ..formats import registry
 from ..core.dynamic import fake_quantize_per_token
 from ..core.uniform import fake_quantize
-from .awq import awq_quantize
+from .awq_model import awq_quantize
 from .gptq import gptq_layer
 from .hessian import quantize_blockwise
 from .hqq import hqq_quantize
