@@ -36,7 +36,7 @@ from ..formats import ggml, mx
 from ..models.llama import LlamaConfig, block, block_names, embed, head
 
 # ggml type id -> (name, values per block, bytes per block); the types refquant can dequantize
-GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 30: ("bf16", 1, 2),  # id -> (name, block size, bytes per block)
+GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 30: ("bf16", 1, 2),
               **{t.type_id: (t.name, t.block_size, t.type_size) for t in ggml.TYPE_TRAITS.values()}}
 TYPE_IDS = {name: i for i, (name, _, _) in GGML_TYPES.items()}
 _WRITABLE = ("f32", "f16") + tuple(t for t, tr in ggml.TYPE_TRAITS.items() if tr.quantize)  # the IQ1-IQ3 only read
