@@ -181,12 +181,11 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
         raise ValueError(f"--tokens must be at least one window of {N_CTX}, got {args.tokens}")
     if args.calib_tokens < N_CTX:
         raise ValueError(f"--calib-tokens must be at least one window of {N_CTX}, got {args.calib_tokens}")
-    try:
-        alphas = [float(a) for a in args.alpha.split(",")]
+    try:  # checked before the model loads; _alphas is the one range check
+        alphas = _alphas([float(a) for a in args.alpha.split(",")])
     except ValueError:
-        alphas = []
-    if not alphas or not all(0 <= a <= 1 for a in alphas):
-        raise ValueError(f"--alpha must be in [0, 1] (or a comma-separated list of such values), got {args.alpha}")
+        raise ValueError(f"--alpha must be in [0, 1] (or a comma-separated list of such values), "
+                         f"got {args.alpha}") from None
     progress("loading the model")
     p, cfg, tok = load(args.model)
     rows = compare(p, cfg, tok, methods, n_tokens=args.tokens, calib_tokens=args.calib_tokens, alpha=alphas,
