@@ -261,6 +261,7 @@ def dequantize(q: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, *, axi
     dint = next((t for t in (np.int16, np.int32, np.int64) if qlo - zhi >= np.iinfo(t).min
                  and max(qhi - zlo, -qlo, qhi, -zlo, zhi) <= np.iinfo(t).max), None)  # int64 always, when small
     zs = zp.astype(dint) if small else zp  # exact when small (|zero_point| <= 2^p <= 2^24)
+    dbuf = np.empty(0, dtype=dint)  # the scratch d of the small path, reused by every chunk
     with np.errstate(over="ignore"):
         for qc, oc, (sc, zc) in _chunks(qa, out, [s, zs], axis, block_size, _qchunk(qa.size)):
             if wide:
@@ -270,7 +271,10 @@ def dequantize(q: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, *, axi
                 if zc.ndim == 0 and zc == 0:  # a zero zero-point is not subtracted
                     np.multiply(qc, sc, out=oc, dtype=s.dtype.type, casting="unsafe")
                 else:
-                    d = np.subtract(qc, zc, dtype=dint, casting="unsafe")  # exact: q, zero_point and d fit dint
+                    if dbuf.size < qc.size:
+                        dbuf = np.empty(qc.size, dtype=dint)
+                    d = dbuf[:qc.size].reshape(qc.shape)
+                    np.subtract(qc, zc, out=d, dtype=dint, casting="unsafe")  # exact: q, zero_point and d fit dint
                     np.multiply(d, sc, out=oc, dtype=s.dtype.type, casting="unsafe")  # d exact in the dtype
             else:
                 # int64 arithmetic is modular: uint64 codes >= 2^63 wrap in the cast and wrap back in the
