@@ -1,6 +1,6 @@
 """Exact int8 GEMM vs float32 matmul, and the integer-only GPT vs its float forward, in one run.
 
-    python benchmarks/bench_intgemm.py [--rounds 7] [--batch 64]
+    python benchmarks/bench_intgemm.py [--rounds 7] [--batch 64] [--threads 1]
 
 Part 1, for each (M, K, N): float32 ``A @ B`` is the baseline; the cases are ``int_matmul`` on raw
 int8 operands per call (b converted K-slice by K-slice into a reused float32 buffer, no prepacking),
@@ -14,14 +14,15 @@ baseline; the case is the integer-only forward (``refquant.ptq.intgpt.int_forwar
 ``--batch`` windows of 64 tokens. Target (issue 14 item 5): <= 3x.
 
 Timing: ``timing.compare`` interleaves the baseline with each case round by round; each ratio is the
-median over rounds against the same round's baseline, with [min, max]. Run with one BLAS thread
-(``OPENBLAS_NUM_THREADS=1``) on a shared machine; ``print_env`` says what ran.
+median over rounds against the same round's baseline, with [min, max]. BLAS runs on one thread unless
+``--threads N`` says otherwise (0: the library default), for the baseline and the cases alike; ``print_env``
+says what ran.
 """
 import argparse
 
 import numpy as np
 
-from timing import compare, print_env
+from timing import compare, limit_blas, print_env
 
 from refquant.integer.gemm import int_matmul, prepack
 
@@ -77,7 +78,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1; 0: the library default)")
     args = ap.parse_args()
+    limit_blas(args.threads)
     print_env()
     bench_gemm(args.rounds)
     bench_gpt(args.rounds, args.batch)

@@ -28,7 +28,7 @@ import tracemalloc
 
 import numpy as np
 
-from timing import compare, print_env
+from timing import compare, limit_blas, print_env
 
 from refquant import llm
 from refquant.io import evaltext, gguf
@@ -108,9 +108,7 @@ def main():
     args = ap.parse_args()
     if args.memory_child:
         return memory_child(args.memory_child)
-    if args.threads:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(args.threads, user_api="blas")
+    limit_blas(args.threads)
     print_env()
     t0 = time.perf_counter()
     p, cfg, tok = llm.load()

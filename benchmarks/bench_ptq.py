@@ -22,7 +22,7 @@ import sys
 import time
 from collections import defaultdict
 
-from timing import print_env
+from timing import limit_blas, print_env
 
 
 def main() -> int:
@@ -32,9 +32,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all)")
     ap.add_argument("--act-order", action="store_true", help="GPTQ with act_order=True")
     args = ap.parse_args()
-    if args.threads:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(args.threads, user_api="blas")
+    limit_blas(args.threads)
 
     from refquant import llm
     from refquant.io import evaltext

@@ -6,10 +6,11 @@ sequence. Here every round times the baseline and then each case, back to back, 
 is taken against *the same round's* baseline; the report is the median over rounds with [min, max],
 so a disturbed round shows up as a wide interval instead of a wrong number.
 
-API (three names)::
+API (four names)::
 
-    from timing import compare, print_env, print_rows
+    from timing import compare, limit_blas, print_env, print_rows
 
+    limit_blas(1)                                 # every BLAS pool to one thread (None / 0: the default)
     print_env()                                   # BLAS library / kernel / threads, nproc, CPU, load
     rows = compare(lambda: x.copy(), {"quantize": lambda: quantize(x, s)}, rounds=7)
     print_rows(rows, baseline_name="x.copy()")    # name, median ms, ratio median [min, max]
@@ -145,6 +146,18 @@ def env_lines() -> list[str]:
                      f"kernel {kernel}, threads {p.get('num_threads', '?')} "
                      f"({os.path.basename(p.get('filepath', '?'))})")
     return lines
+
+
+def limit_blas(threads: int | None) -> None:
+    """Set every BLAS pool of this process to ``threads`` threads (threadpoolctl); None or 0 leaves the
+    library default. The benchmarks' ``--threads`` flag calls it before :func:`print_env`, so the
+    printed pools are the ones that ran."""
+    if threads is None or threads == 0:
+        return
+    if threads < 0:
+        raise SystemExit(f"--threads: expected a number of threads >= 0, got {threads}")
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(threads, user_api="blas")
 
 
 def print_env() -> None:
