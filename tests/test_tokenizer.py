@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import example, given, strategies as st
 
-from refquant.io import tokenizer as T
-from refquant.io.tokenizer import (apply_chat_template, bytes_to_unicode, decode, encode, make_tokenizer,
-                                   pretokenize)
+from refquant.io import pretokenize as PT, tokenizer as T
+from refquant.io.pretokenize import pretokenize
+from refquant.io.tokenizer import apply_chat_template, bytes_to_unicode, decode, encode, make_tokenizer
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 DROPPED = "\x04\x06\x13\x14\x16\x1d"   # bytes SmolLM2's vocabulary has no token for: llama.cpp drops them
@@ -111,7 +111,7 @@ def test_merges_first_rank_wins_and_bad_merge_rejected():
 ])
 def test_pretokenize_goldens(text, words):
     assert pretokenize(text) == words
-    assert T._pretokenize_ref(text) == words
+    assert PT._pretokenize_ref(text) == words
 
 
 @given(texts)
@@ -119,7 +119,7 @@ def test_pretokenize_goldens(text, words):
 def test_pretokenize_equals_loop_twin(s):
     words = pretokenize(s)
     assert "".join(words) == s and all(words)
-    assert words == T._pretokenize_ref(s)
+    assert words == PT._pretokenize_ref(s)
 
 
 def test_classes_equal_llamacpp_table():
@@ -131,11 +131,11 @@ def test_classes_equal_llamacpp_table():
     flags = np.repeat(z["unicode_flags"], np.diff(np.append(z["unicode_starts"], 0x110000)))
     for k, bit in (("L", 0x4), ("N", 0x2)):
         ours = np.zeros(0x110000, bool)
-        for a, b in T.class_ranges()[k]:
+        for a, b in PT.class_ranges()[k]:
             ours[a:b + 1] = True
         assert np.array_equal(ours, (flags & bit) != 0), k
-    assert sorted(map(ord, T.WHITESPACE)) == np.nonzero(flags & 0x100)[0].tolist()
-    assert [T.char_class(c) for c in "a1 !\U00031350\U0001d2c0"] == ["L", "N", "W", "O", "L", "N"]
+    assert sorted(map(ord, PT.WHITESPACE)) == np.nonzero(flags & 0x100)[0].tolist()
+    assert [PT.char_class(c) for c in "a1 !\U00031350\U0001d2c0"] == ["L", "N", "W", "O", "L", "N"]
 
 
 # ---------------------------------------------------------------- special tokens, encode / decode
