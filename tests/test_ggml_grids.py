@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from refquant.ptq import ggml_grids as gg
-from refquant.ptq.gptq import gptq_quantize, gptq_quantize_ref
+from refquant.ptq.gptq import gptq_quantize
+from refquant.ptq.gptq_ref import gptq_quantize_ref
 
 TYPES = gg.GRID_TYPES
 

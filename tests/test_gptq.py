@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from refquant.ptq.gptq import GPTQResult, _inverse_cholesky, gptq_params, gptq_quantize, gptq_quantize_ref
+from refquant.ptq.gptq import GPTQResult, _inverse_cholesky, gptq_params, gptq_quantize
+from refquant.ptq.gptq_ref import gptq_quantize_ref
 
 GOLD = np.load(os.path.join(os.path.dirname(__file__), "data", "gptq_goldens.npz"))
 FIELDS = ("codes", "w_hat", "scale", "zero_point", "g_idx", "perm")
