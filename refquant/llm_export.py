@@ -42,7 +42,7 @@ from .io.gguf import GGML_TYPES, TYPE_IDS, config, open_gguf, raw_tensor, tensor
 from .io.tokenizer import encode, load_tokenizer
 from .llm import default_model
 from .models.lm import fold_scale, llama_lm, weight
-from .ptq import awq, awq_model, ggml_grids, hqq
+from .ptq import awq_clip, awq_model, ggml_grids, hqq
 from .ptq.hessian import quantize_sequential
 from .ptq.mixed_precision import q4km_types
 
@@ -179,7 +179,7 @@ def export(src: str, out: str, *, method: str = "rtn", qtype: str = "q4_0", cali
                 q = fold_scale(lm, q, fold, res.scales[fold.linears].scales)
         q = dict(q)
         for name, mx in res.clips.items():
-            q[name] = awq.apply_clip(weight(lm, q, name), mx, opts["group_size"])
+            q[name] = awq_clip.apply_clip(weight(lm, q, name), mx, opts["group_size"])
     elif method == "hqq":
         for n in _linear_set(types):
             if types[n] in ("q4_1", "q5_1"):

@@ -11,9 +11,9 @@ from hypothesis.extra import numpy as hnp
 from refquant.core.uniform import fake_quantize, qparams_from_range
 from refquant.models import gpt, llama
 from refquant.models.lm import fold_scale, llama_lm, tiny_gpt, weight
-from refquant.ptq.awq import (apply_clip, awq_clip, awq_clip_ref, awq_search_scale, awq_search_scale_ref,
-                              layer_loss, pseudo_quantize, pseudo_quantize_ref, scale_candidates,
-                              scale_candidates_ref, weight_mean)
+from refquant.ptq.awq import (awq_search_scale, awq_search_scale_ref, layer_loss, pseudo_quantize,
+                              pseudo_quantize_ref, scale_candidates, scale_candidates_ref, weight_mean)
+from refquant.ptq.awq_clip import apply_clip, awq_clip, awq_clip_ref
 from refquant.ptq.awq_model import awq_quantize
 
 F32 = st.floats(-4, 4, allow_nan=False, width=32)

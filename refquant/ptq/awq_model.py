@@ -20,7 +20,8 @@ import numpy as np
 
 from ..models.gpt import affine
 from ..models.lm import LM, block_of, fold_scale, run_blocks, weight
-from .awq import CLIP_QK, HEAD, INSPECT, apply_clip, awq_clip, awq_search_scale, pseudo_quantize
+from .awq import CLIP_QK, HEAD, INSPECT, awq_search_scale, pseudo_quantize
+from .awq_clip import apply_clip, awq_clip
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def awq_quantize(lm: LM, params: dict, calib_batches: Iterable[np.ndarray], *, b
        (``inspect="layer"``: faster, not the references' choice for norm folds).
     2. Fold every chosen scale (:func:`refquant.models.lm.fold_scale`).
     3. With ``clip``: the clipping search (6)–(7) for every linear but the head (query/key rows as
-       ``clip_qk``) on the scaled model's inputs, and the clamp (``clip_accumulate``: :func:`awq_clip`'s
+       ``clip_qk``) on the scaled model's inputs, and the clamp (``clip_accumulate``: :func:`refquant.ptq.awq_clip.awq_clip`'s
        ``accumulate``; "matmul" by default, for speed).
     4. Eq. (8)–(10) on every linear.
 
