@@ -150,8 +150,8 @@ def awq_quantize(lm: LM, params: dict, calib_batches: Iterable[np.ndarray], *, b
        (``inspect="layer"``: faster, not the references' choice for norm folds).
     2. Fold every chosen scale (:func:`refquant.models.lm.fold_scale`).
     3. With ``clip``: the clipping search (6)–(7) for every linear but the head (query/key rows as
-       ``clip_qk``) on the scaled model's inputs, and the clamp (``clip_accumulate``: :func:`refquant.ptq.awq_clip.awq_clip`'s
-       ``accumulate``; "matmul" by default, for speed).
+       ``clip_qk``) on the scaled model's inputs, and the clamp (``clip_accumulate``:
+       :func:`refquant.ptq.awq_clip.awq_clip`'s ``accumulate``; "matmul" by default, for speed).
     4. Eq. (8)–(10) on every linear.
 
     The references leave the output head in float16 (``head="float"``). ``"rtn"`` (default, so that
