@@ -9,7 +9,8 @@ from hypothesis.extra import numpy as hnp
 from refquant.formats import mx, nvfp4
 from refquant.formats.mx import (ELEMENTS, SCALE_RULES, MXTensor, code_values, e8m0_to_float, encode_elements,
                                  ggml_mxfp4_dequantize, ggml_mxfp4_quantize, ggml_mxfp4_quantize_block_ref,
-                                 mx_dequantize, mx_quantize, mx_quantize_ref)
+                                 mx_dequantize, mx_quantize)
+from refquant.formats.mx_ref import mx_quantize_ref
 from refquant.formats.nvfp4 import nvfp4_dequantize, nvfp4_quantize, nvfp4_quantize_ref
 
 F32 = np.float32
