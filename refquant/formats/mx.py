@@ -60,6 +60,9 @@ an amax a few ulps below 2^k up to k, so their floor is one larger there (ggml i
 2^−126 instead of 2^−127, and its eager RCEIL takes ceil of a float32 ``torch.log2``, which misses the
 round-up when a / M is a few ulps above 2^k, |k| ≥ 4 (then the largest element is clamped).
 
+The spec's steps one block and one element at a time, in exact fractions, are the loop twin
+:func:`refquant.formats.mx_ref.mx_quantize_ref`; :func:`mx_quantize` equals it byte for byte.
+
 References
 ----------
 OCP "Microscaling Formats (MX) Specification" v1.0 (2023), §5.3 (element types), §5.4.1 (E8M0),
