@@ -154,18 +154,11 @@ def test_a_llama_gguf_by_path(tmp_path, capsys):
     pytest.importorskip("gguf")
     from refquant.io import evaltext
     from refquant.io import gguf as G
-    from refquant.io.tokenizer import bytes_to_unicode, encode, load_tokenizer
+    from refquant.io.tokenizer import encode, load_tokenizer
     from refquant.models import lm_eval
-    cfg = llama.LlamaConfig(vocab_size=259, context_length=512, n_layer=2, n_embd=32, n_ff=64, n_head=4, n_kv_head=1,
-                            rope_base=10000.0, rope_dim=8)
-    tok = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm",
-           "tokenizer.ggml.tokens": list(bytes_to_unicode()) + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-           "tokenizer.ggml.token_type": [1] * 256 + [3, 3, 3], "tokenizer.ggml.merges": ["Ġ t"],
-           "tokenizer.ggml.bos_token_id": 257, "tokenizer.ggml.eos_token_id": 258,
-           "tokenizer.ggml.add_bos_token": False, "tokenizer.chat_template": "<|im_start|>{{ x }}"}
-    path = str(tmp_path / "bytes.gguf")
-    p = llama.init_params(cfg, seed=5)
-    G.write_gguf(path, p, cfg, tokenizer=tok)
+    from byte_model import byte_config, write_byte_model
+    cfg = byte_config()
+    path = write_byte_model(str(tmp_path / "bytes.gguf"), cfg)
     assert main(["mixed", "--model", path, "--tokens", "512", "--calib-tokens", "32", "--formats", "int4-g32,int8",
                  "--budget-bits", "q4km-rule-stand-ins", "--json"]) == 0
     rows = _json_rows(capsys.readouterr().out)

@@ -181,25 +181,17 @@ def test_smollm2_every_tensor_dequantizes_like_gguf_quants():
 
 # ---------------------------------------------------------------- the llm command's functions, on a synthetic byte-level model
 from refquant import llm  # noqa: E402
-from refquant.io.tokenizer import bytes_to_unicode, encode  # noqa: E402
+from refquant.io.tokenizer import encode  # noqa: E402
+from byte_model import byte_config, write_byte_model  # noqa: E402
 
-BYTE_CFG = L.LlamaConfig(vocab_size=259, context_length=512, n_layer=2, n_embd=32, n_ff=64, n_head=4, n_kv_head=1,
-                         rope_base=10000.0, rope_dim=8)
+BYTE_CFG = byte_config()
 
 
 @pytest.fixture(scope="module")
 def byte_model(tmp_path_factory):
-    """A random LLaMA whose tokenizer has the 256 byte tokens, no merges, and ChatML markers."""
-    path = str(tmp_path_factory.mktemp("llm") / "bytes.gguf")
-    tokens = list(bytes_to_unicode()) + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm", "tokenizer.ggml.tokens": tokens,
-           "tokenizer.ggml.token_type": [1] * 256 + [3, 3, 3], "tokenizer.ggml.merges": ["Ġ t"],
-           "tokenizer.ggml.bos_token_id": 257, "tokenizer.ggml.eos_token_id": 258,
-           "tokenizer.ggml.add_bos_token": False, "tokenizer.chat_template": "<|im_start|>{{ x }}"}
-    p = L.init_params(BYTE_CFG, seed=5)
-    p["token_embd.weight"][:, 5] *= 100  # a planted outlier channel of the residual stream
-    G.write_gguf(path, p, BYTE_CFG, types={"blk.0.ffn_up.weight": "q4_1"}, tokenizer=tok)
-    return path
+    """A random LLaMA whose tokenizer has the 256 byte tokens, one merge, and ChatML markers."""
+    return write_byte_model(str(tmp_path_factory.mktemp("llm") / "bytes.gguf"), BYTE_CFG, outlier=100,
+                            types={"blk.0.ffn_up.weight": "q4_1"})
 
 
 def test_evaluate_recipes_on_synthetic_model(byte_model):

@@ -10,10 +10,11 @@ import pytest
 
 from refquant import llm, llm_compare
 from refquant.io import gguf as G
-from refquant.io.tokenizer import bytes_to_unicode
 from refquant.models import gpt, llama as L
 from refquant.models.lm import tiny_gpt
 from refquant.ptq.recipes import Recipe, apply_method, run_recipe
+
+from byte_model import byte_config, write_byte_model
 
 
 def _parser():
@@ -62,22 +63,14 @@ def test_method_names_are_the_issues():
 
 
 # ---------------------------------------------------------------- every method, on a small synthetic byte-level model
-BYTE_CFG = L.LlamaConfig(vocab_size=259, context_length=512, n_layer=1, n_embd=128, n_ff=128, n_head=4, n_kv_head=1,
-                         rope_base=10000.0, rope_dim=8)  # every weight's size a multiple of 128 (HQQ's groups)
+BYTE_CFG = byte_config(n_layer=1, n_embd=128, n_ff=128)  # every weight's size a multiple of 128 (HQQ's groups)
 
 
 @pytest.fixture(scope="module")
 def byte_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("cmp") / "bytes.gguf")
-    tokens = list(bytes_to_unicode()) + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm", "tokenizer.ggml.tokens": tokens,
-           "tokenizer.ggml.token_type": [1] * 256 + [3, 3, 3], "tokenizer.ggml.merges": ["Ġ t"],
-           "tokenizer.ggml.bos_token_id": 257, "tokenizer.ggml.eos_token_id": 258,
-           "tokenizer.ggml.add_bos_token": False}
-    p = L.init_params(BYTE_CFG, seed=5)
-    p["token_embd.weight"][:, 5] *= 30  # an outlier channel: per-tensor static W8A8 suffers
-    G.write_gguf(path, p, BYTE_CFG, tokenizer=tok)
-    return path
+    # an outlier channel: per-tensor static W8A8 suffers
+    return write_byte_model(str(tmp_path_factory.mktemp("cmp") / "bytes.gguf"), BYTE_CFG, outlier=30,
+                            chat_template=False)
 
 
 def test_every_method_runs_and_counts_its_bits(byte_model):
