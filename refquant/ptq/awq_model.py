@@ -22,6 +22,7 @@ from ..models.gpt import affine
 from ..models.lm import LM, block_of, fold_scale, run_blocks, weight
 from .awq import CLIP_QK, HEAD, INSPECT, awq_search_scale, pseudo_quantize
 from .awq_clip import apply_clip, awq_clip
+from .hessian import _Stop, _run_until_stop
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,6 @@ class AWQResult:
     scales: dict  # {tuple of linear names: ScaleSearch}
     clips: dict  # {name: max_val (rows, n_groups)}
     tensors: dict  # {name: AWQTensor}
-
-
-class _Stop(Exception):
-    """Ends a pass once the wanted output has been seen."""
 
 
 def _block_runner(lm, i):
@@ -70,10 +67,7 @@ def _fold_loss(lm, params, run, xs, fold, inspect):
                 y_float.append(y)
                 raise _Stop
             return y
-        try:
-            run(params, x0, hook)
-        except _Stop:
-            pass
+        _run_until_stop(run, params, x0, hook)
     x = np.concatenate([a.reshape(-1, a.shape[-1]) for a in xs_in])
     if inspect == "layer":
         return x, None
@@ -96,10 +90,7 @@ def _fold_loss(lm, params, run, xs, fold, inspect):
                     ys.append(y)
                     raise _Stop
                 return y
-            try:
-                run(params, x0, hook)
-            except _Stop:
-                pass
+            _run_until_stop(run, params, x0, hook)
         return sq(ys) / n
     return x, loss
 

@@ -114,7 +114,16 @@ def hessian_ref(xs: Iterable[ArrayLike], *, count: str = "sequences") -> np.ndar
 
 
 class _Stop(Exception):
-    """Raised by the recording hook once every wanted layer has run: ends a forward pass early."""
+    """Raised by a hook to end a forward pass early: once every wanted layer has run, or (AWQ) once the
+    wanted output has been seen."""
+
+
+def _run_until_stop(forward: Callable, *args: object, **kwargs: object) -> None:
+    """``forward(*args, **kwargs)``, ended early and without error where a hook raises :class:`_Stop`."""
+    try:
+        forward(*args, **kwargs)
+    except _Stop:
+        pass
 
 
 def _run(forward, params, batches, names, weights, stop_early, count):
@@ -140,10 +149,7 @@ def _run(forward, params, batches, names, weights, stop_early, count):
                     raise _Stop
             return affine(x, w, b)
 
-        try:
-            forward(params, batch, linear=hook)
-        except _Stop:
-            pass
+        _run_until_stop(forward, params, batch, linear=hook)
         if wanted is not None and left:
             raise ValueError(f"names: forward never called the linear layer(s) {sorted(left)} (batch {bi})")
     if wanted is not None and not stats:
