@@ -75,6 +75,15 @@ def _qchunk(n: int) -> int:
     return min(_QCHUNK, max(_CHUNK, n // 8))
 
 
+def _scratch(buf: np.ndarray, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``(buf, view)``: a view of ``shape`` into the chunk loops' reusable scratch ``buf``, which is
+    regrown (same dtype) only when a chunk is larger than any before."""
+    n = int(np.prod(shape))
+    if buf.size < n:
+        buf = np.empty(n, dtype=buf.dtype)
+    return buf, buf[:n].reshape(shape)
+
+
 def _nan_cast_raises() -> bool:
     """Does a float -> integer cast of NaN raise under ``np.errstate(invalid="raise")``, for every cast
     :func:`quantize` makes? NumPy (>= 1.24) checks the FP status flags after a cast, and x86 / ARM
@@ -166,9 +175,7 @@ def _quantize_chunks(xa, q, s, zf, r, wd, bd, axis, block_size, rounding, rng, s
     buf = np.empty(0, dtype=bd)  # one scratch buffer, reused by every chunk
     with np.errstate(over="ignore", invalid="raise" if nan_cast else "warn"):
         for xc, qc, (sc, zc) in _chunks(xa, q, [s, zf], axis, block_size, _qchunk(xa.size)):
-            if buf.size < xc.size:
-                buf = np.empty(xc.size, dtype=bd)
-            v = buf[:xc.size].reshape(xc.shape)
+            buf, v = _scratch(buf, xc.shape)
             op(xc, sc, out=v, dtype=wd.type, casting="same_kind")  # x / scale in the working dtype, stored in bd
             add = zc.ndim or zc != 0  # a zero zero-point is not added
             if before and add:
@@ -271,9 +278,7 @@ def dequantize(q: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, *, axi
                 if zc.ndim == 0 and zc == 0:  # a zero zero-point is not subtracted
                     np.multiply(qc, sc, out=oc, dtype=s.dtype.type, casting="unsafe")
                 else:
-                    if dbuf.size < qc.size:
-                        dbuf = np.empty(qc.size, dtype=dint)
-                    d = dbuf[:qc.size].reshape(qc.shape)
+                    dbuf, d = _scratch(dbuf, qc.shape)
                     np.subtract(qc, zc, out=d, dtype=dint, casting="unsafe")  # exact: q, zero_point and d fit dint
                     np.multiply(d, sc, out=oc, dtype=s.dtype.type, casting="unsafe")  # d exact in the dtype
             else:
