@@ -10,7 +10,7 @@ import pytest
 
 from refquant import llm, llm_compare
 from refquant.io import gguf as G
-from refquant.models import gpt, llama as L
+from refquant.models import gpt
 from refquant.models.lm import tiny_gpt
 from refquant.ptq.recipes import Recipe, apply_method, run_recipe
 
